@@ -1,0 +1,18 @@
+"""Packaging for mtcmpi: a many-task computing framework for MPI in Python."""
+from setuptools import setup
+
+setup(
+    name="mtcmpi",
+    version="0.1.0",
+    description="Many-task computing on MPI: master/worker engine, parallel-HDF5 results, resume",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    python_requires=">=3.10",
+    packages=["mtcmpi", "kernels"],
+    install_requires=["mpi4py>=3.1", "numpy", "h5py", "tqdm"],
+    extras_require={
+        "plot": ["matplotlib"],
+        "test": ["pytest", "pytest-mpi", "pytest-timeout"],
+    },
+    entry_points={"console_scripts": ["mtcmpi = mtcmpi.cli:main"]},
+)
