@@ -1,0 +1,1 @@
+"""Task kernels shipped with mtcmpi, each usable as kernels.NAME:function."""

@@ -1,0 +1,12 @@
+"""mtcmpi: many-task computing on MPI — a master/worker engine with static and dynamic scheduling."""
+__version__ = "0.1.0"
+
+__all__ = ["run", "TasksFailed", "__version__"]
+
+
+def __getattr__(name: str):
+    """The API is imported on first use, so `python -m mtcmpi --help` never starts MPI."""
+    if name in ("run", "TasksFailed"):
+        from . import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'mtcmpi' has no attribute {name!r}")

@@ -1,0 +1,108 @@
+"""The command line: `python -m mtcmpi run ...` (argparse subcommands); main(argv) -> exit code.
+
+MPI is imported only after the arguments parse, so --help is instant, and argparse prints
+only on rank 0 (read from the launcher's environment), so a typo does not print 12,288 times.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+from . import __version__
+from .errors import EXIT_INTERNAL, EXIT_USAGE, UsageError
+
+RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
+
+
+def launcher_rank() -> int:
+    """This process's rank as the launcher announced it (0 when started without one)."""
+    return next((int(os.environ[v]) for v in RANK_VARIABLES if v in os.environ), 0)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that speaks on rank 0 only; every rank still exits alike."""
+
+    def _print_message(self, message, file=None):
+        if launcher_rank() == 0:
+            super()._print_message(message, file)
+
+
+RUN_EXAMPLES = """\
+examples:
+  mpirun -n 64 python -m mtcmpi run mymodel:simulate --params scan.csv --schedule dynamic
+  mpirun -n 64 python -m mtcmpi run kernels.sleep:task --count 640 --schedule static
+  mpirun -n 8  python -m mtcmpi run mymodel:simulate --params scan.jsonl --chunk 10
+  mpirun -n 8  python -m mtcmpi run mymodel:simulate --params scan.csv --schedule guided:4
+
+schedules:
+  static         contiguous blocks of tasks, one per rank (rank 0 works too); no messages
+  static:cyclic  task i on rank i mod ranks; no messages
+  dynamic        rank 0 hands out chunks on request (self-scheduling); the default
+  guided[:K]     dynamic with chunks of remaining/(K x workers), K=2 by default
+
+exit status: 0 all tasks ok, 1 some tasks failed, 2 bad input, 3 internal error (job aborted)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="mtcmpi", description="Many-task computing on MPI: run thousands to "
+                    "millions of independent tasks over the ranks of one mpirun.",
+                    epilog="examples:\n  mpirun -n 64 python -m mtcmpi run mymodel:simulate "
+                    "--params scan.csv\n  python -m mtcmpi run --help",
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"mtcmpi {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="run a function once per task over all ranks",
+                              description="Run TARGET once per task. A task is a call of "
+                              "TARGET with one argument list; rank 0 checks the input and "
+                              "prints a summary at the end.",
+                              epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("target", help="the task function, as package.module:function")
+    source = run.add_mutually_exclusive_group(required=True)
+    source.add_argument("--count", type=int, metavar="N", help="N tasks; task i is called with i")
+    source.add_argument("--params", metavar="FILE", help="one task per row of a .csv (with header), "
+                        ".jsonl or .json list; columns become keyword arguments, numbers are parsed")
+    run.add_argument("--schedule", default="dynamic", metavar="POLICY",
+                     help="static, static:cyclic, dynamic (default) or guided[:K]")
+    run.add_argument("--chunk", type=int, metavar="K", help="tasks per message for dynamic/guided "
+                     "(default: automatic, from measured task time; guided: the smallest chunk)")
+    run.add_argument("--prefetch", default="auto", metavar="P", help="chunks a worker asks for "
+                     "ahead of the one it runs, hiding the round trip (0 to disable); default "
+                     "auto: one ahead while chunks run shorter than 10 ms")
+    run.set_defaults(handler=command_run)
+    return parser
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from .job import run_job
+    from .policies import parse_schedule
+    from .tasks import CountSource, ParamsSource
+    from .world import World
+
+    policy = parse_schedule(args.schedule, args.chunk, args.prefetch)
+    source = CountSource(args.count) if args.count is not None else ParamsSource(args.params)
+    world = World.of()
+    outcome = run_job(world, args.target, source, policy)
+    if outcome.summary is not None:
+        print("\n".join(outcome.summary.lines()), flush=True)
+    return outcome.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, run the subcommand, and turn errors into one message and an exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except UsageError as exc:
+        if launcher_rank() == 0:
+            print(f"mtcmpi: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except Exception:
+        from .world import World
+        world = World.of()
+        world.abort(f"mtcmpi: internal error on rank {world.rank} ({world.host}), aborting the "
+                         f"job:\n{traceback.format_exc()}", EXIT_INTERNAL)
+        return EXIT_INTERNAL

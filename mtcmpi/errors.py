@@ -1,0 +1,10 @@
+"""The errors mtcmpi tells users about, and the exit codes every rank leaves with."""
+
+EXIT_OK = 0             # every task succeeded
+EXIT_TASKS_FAILED = 1   # the run finished, some tasks failed (the summary says which and why)
+EXIT_USAGE = 2          # bad input: target, params file, options (one line on rank 0 says what)
+EXIT_INTERNAL = 3       # an unexpected error inside mtcmpi; the job was aborted
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line on rank 0, every rank exits EXIT_USAGE."""

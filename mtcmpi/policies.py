@@ -1,0 +1,104 @@
+"""Scheduling policies: who runs which task.
+
+static        contiguous blocks of the task list, one per rank (rank 0 works too); no messages.
+static:cyclic task i runs on rank i mod size; no messages.
+dynamic       rank 0 hands out chunks on request (self-scheduling); fixed --chunk or automatic.
+guided        like dynamic, chunks shrink with the remaining work: remaining / (k x workers).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .errors import UsageError
+
+
+@dataclass
+class Static:
+    """Every rank runs its own share; `cyclic` deals tasks round-robin instead of in blocks."""
+
+    cyclic: bool = False
+    name: str = "static"
+
+    def share(self, rank: int, size: int, n: int) -> range:
+        """The task ids of one rank: blocks differ in length by at most one."""
+        if self.cyclic:
+            return range(rank, n, size)
+        q, r = divmod(n, size)
+        lo = rank * q + min(rank, r)
+        return range(lo, lo + q + (rank < r))
+
+
+@dataclass
+class Dynamic:
+    """Self-scheduling: a worker asks rank 0 for the next chunk while it runs the current one.
+
+    With chunk=None the chunk size follows measurements: large enough that the master's time
+    per message is a small share of the time the chunk keeps a worker busy, small enough
+    (remaining / (2 x workers)) that the last chunks still balance.
+    """
+
+    chunk: int | None = None
+    prefetch: int = 1
+    prefetch_below: float = 0.01  # auto prefetch: ask ahead only while chunks run shorter (s)
+    name: str = "dynamic"
+    master_load: float = 0.1
+    max_chunk: int = 10000
+    _busy: float = field(default=0.0, repr=False)
+    _done: int = field(default=0, repr=False)
+    _service: float = field(default=2e-5, repr=False)
+
+    def observe(self, done: float, busy: float) -> None:
+        """A worker reports it ran `done` tasks in `busy` seconds since its last request."""
+        self._done += done
+        self._busy += busy
+
+    def observe_service(self, seconds: float) -> None:
+        """The master's own cost of answering one request (exponential average)."""
+        self._service = 0.9 * self._service + 0.1 * seconds
+
+    def chunk_size(self, remaining: int, workers: int) -> int:
+        if self.chunk:
+            return self.chunk
+        if not self._done:
+            return 1
+        per_task = max(self._busy / self._done, 1e-7)
+        want = math.ceil(workers * self._service / (self.master_load * per_task))
+        tail = max(1, remaining // (2 * workers))
+        return max(1, min(want, tail, self.max_chunk))
+
+
+@dataclass
+class Guided(Dynamic):
+    """Chunks of remaining / (k x workers), at least `chunk` (default 1)."""
+
+    k: int = 2
+    name: str = "guided"
+
+    def chunk_size(self, remaining: int, workers: int) -> int:
+        return max(self.chunk or 1, math.ceil(remaining / (self.k * workers)))
+
+
+Policy = Static | Dynamic
+
+SCHEDULES = "static, static:cyclic, dynamic, guided, guided:K"
+
+
+def parse_schedule(text: str, chunk: int | None = None, prefetch: int | str = "auto") -> Policy:
+    """Turn a --schedule value (and --chunk / --prefetch N|auto) into a policy."""
+    kind, _, arg = text.partition(":")
+    if chunk is not None and chunk < 1:
+        raise UsageError(f"--chunk must be >= 1, not {chunk}")
+    if prefetch == "auto":
+        ahead = dict(prefetch=1)
+    elif str(prefetch).isdigit():
+        ahead = dict(prefetch=int(prefetch), prefetch_below=math.inf)
+    else:
+        raise UsageError(f"--prefetch must be a whole number >= 0 or 'auto', not {prefetch!r}")
+    if kind == "static" and arg in ("", "block", "cyclic"):
+        return Static(cyclic=arg == "cyclic", name=text if arg else "static")
+    if kind == "dynamic" and not arg:
+        return Dynamic(chunk=chunk, **ahead)
+    if kind == "guided" and (not arg or arg.isdigit() and int(arg) > 0):
+        return Guided(chunk=chunk, k=int(arg or 2), name=text, **ahead)
+    raise UsageError(f"unknown schedule {text!r}; choose one of: {SCHEDULES}")

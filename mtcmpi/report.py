@@ -1,0 +1,92 @@
+"""Summaries of a run: each rank condenses its own log, rank 0 merges the condensed parts.
+
+Only counts, one example per failure type and the few slowest tasks cross the network, so a
+summary of millions of tasks on thousands of ranks costs one small gather.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from .tasklog import FAILED, OK, TaskLog
+
+SLOWEST = 5
+
+
+@dataclass
+class Part:
+    """One rank's condensed log."""
+
+    ran: int = 0
+    ok: int = 0
+    failed: int = 0
+    busy: float = 0.0
+    failures: dict[str, list] = field(default_factory=dict)   # type -> [count, id, message, traceback]
+    slowest: list[tuple[float, int, int]] = field(default_factory=list)  # (seconds, id, rank)
+
+
+def condense(log: TaskLog) -> Part:
+    """This rank's Part: O(tasks) locally, O(1) to send."""
+    part = Part(ran=len(log.ids))
+    durations = [e - s for s, e in zip(log.starts, log.ends)]
+    part.busy = sum(durations)
+    part.failed = sum(1 for s in log.status if s == FAILED)
+    part.ok = sum(1 for s in log.status if s == OK)
+    for tid in sorted(log.failures):
+        f = log.failures[tid]
+        entry = part.failures.setdefault(f.type, [0, tid, f.message, f.traceback])
+        entry[0] += 1
+    part.slowest = heapq.nlargest(SLOWEST, ((d, tid, log.rank) for d, tid in zip(durations, log.ids)))
+    return part
+
+
+def merge(parts: list[Part]) -> Part:
+    """All ranks' Parts as one; failure examples keep the lowest task id."""
+    total = Part()
+    for p in parts:
+        total.ran += p.ran
+        total.ok += p.ok
+        total.failed += p.failed
+        total.busy += p.busy
+        for kind, (count, tid, msg, tb) in p.failures.items():
+            entry = total.failures.setdefault(kind, [0, tid, msg, tb])
+            if tid < entry[1]:
+                entry[1:] = [tid, msg, tb]
+            entry[0] += count
+    total.slowest = heapq.nlargest(SLOWEST, (s for p in parts for s in p.slowest))
+    return total
+
+
+@dataclass
+class Summary:
+    """What a run did, as printed at its end."""
+
+    tasks: int
+    ranks: int
+    workers: int
+    policy: str
+    startup: float     # launch until every rank was ready
+    engine: float      # first task handed out until every rank was done
+    total: Part
+
+    @property
+    def efficiency(self) -> float:
+        """Task time over (working ranks x engine time): 1.0 means no rank ever idled."""
+        return self.total.busy / (self.workers * self.engine) if self.engine > 0 and self.workers else 0.0
+
+    def lines(self) -> list[str]:
+        t = self.total
+        not_run = self.tasks - t.ran
+        out = [f"mtcmpi: {self.tasks} tasks on {self.ranks} ranks ({self.policy}): "
+               f"{t.ok} ok, {t.failed} failed" + (f", {not_run} not run" if not_run else ""),
+               f"  start-up {self.startup:.2f} s (launch until all ranks ready), "
+               f"engine {self.engine:.3f} s, {t.ran / self.engine if self.engine > 0 else 0:,.0f} tasks/s",
+               f"  task time {t.busy:.2f} s on {self.workers} working ranks: "
+               f"efficiency {self.efficiency:.3f}"]
+        for kind, (count, tid, msg, _) in sorted(t.failures.items(), key=lambda kv: -kv[1][0]):
+            out.append(f"  failed: {kind} x{count} (first: task {tid}: {msg})")
+        if t.failures:
+            first = min(t.failures.values(), key=lambda e: e[1])
+            out.append("  traceback of the first failure:")
+            out.extend("    " + line for line in first[3].rstrip().splitlines())
+        return out

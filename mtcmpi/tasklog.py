@@ -1,0 +1,77 @@
+"""What one rank ran: per-task id, times, status, result and failure, kept compactly.
+
+Columns are array.array so a rank that runs millions of tasks holds 25 bytes per task,
+and the per-task bookkeeping costs well under a microsecond.
+"""
+from __future__ import annotations
+
+import os
+import traceback
+from array import array
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+NOT_RUN, OK, FAILED = 0, 1, 2
+STATUS_NAMES = {NOT_RUN: "not-run", OK: "ok", FAILED: "failed"}
+
+
+@dataclass
+class Failure:
+    """Why a task failed, as data that can travel and be stored: no live exception objects."""
+
+    type: str
+    message: str
+    traceback: str
+
+
+@dataclass
+class TaskLog:
+    """The tasks one rank ran, in the order it ran them."""
+
+    rank: int
+    host: str
+    pid: int
+    ids: array = field(default_factory=lambda: array("q"))
+    starts: array = field(default_factory=lambda: array("d"))
+    ends: array = field(default_factory=lambda: array("d"))
+    status: array = field(default_factory=lambda: array("b"))
+    results: dict[int, Any] = field(default_factory=dict)     # only tasks that returned non-None
+    failures: dict[int, Failure] = field(default_factory=dict)
+
+    def run(self, chunk: Iterable[tuple[int, Any]], invoke: Callable[[Any], Any],
+            clock: Callable[[], float]) -> tuple[int, int, float]:
+        """Run tasks, record each; returns (tasks run, failed, busy seconds). The hot loop."""
+        ids, starts, ends, status = self.ids.append, self.starts.append, self.ends.append, self.status.append
+        results = self.results
+        n = failed = 0
+        busy = 0.0
+        for tid, payload in chunk:
+            t0 = clock()
+            try:
+                value = invoke(payload)
+            except (Exception, SystemExit) as exc:
+                t1 = clock()
+                self.failures[tid] = self.failure(tid, exc)
+                status(FAILED)
+                failed += 1
+            else:
+                t1 = clock()
+                if value is not None:
+                    results[tid] = value
+                status(OK)
+            ids(tid)
+            starts(t0)
+            ends(t1)
+            busy += t1 - t0
+            n += 1
+        return n, failed, busy
+
+    def failure(self, tid: int, exc: BaseException) -> Failure:
+        """An exception as data, its traceback headed with where it happened."""
+        head = f"task {tid} failed on rank {self.rank}, host {self.host}, pid {self.pid}:\n"
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename.startswith(PACKAGE_DIR):
+            tb = tb.tb_next   # the user's frames only, not mtcmpi's own call of the task
+        return Failure(type(exc).__name__, str(exc),
+                       head + "".join(traceback.format_exception(type(exc), exc, tb)))

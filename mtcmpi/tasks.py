@@ -1,0 +1,242 @@
+"""Task sources: a callable named 'module:function' plus a stream of (task id, arguments).
+
+A task id is the task's position in the list. Sources stream: rank 0 reads a params file once
+to count and check it, and the master then hands rows out as it reads them, so ten million tasks
+never sit in memory at once.
+"""
+from __future__ import annotations
+
+import csv
+import importlib
+import inspect
+import itertools
+import json
+import os
+import sys
+from typing import Any, Callable, Iterable, Iterator
+
+from .errors import UsageError
+
+Task = tuple  # (task id, payload)
+
+# How the payload is passed to the function: f(x), f(*x) or f(**x). Fixed per run, so the
+# worker's hot loop never branches on it.
+CALL_ONE, CALL_STAR, CALL_KEYWORDS = "one", "star", "keywords"
+
+
+def resolve(target: str) -> Callable:
+    """Import 'package.module:function' (or 'module:Class.method') and return the callable."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"target {target!r} is not of the form package.module:function")
+    if os.getcwd() not in sys.path:  # the console script does not put the cwd on sys.path
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"cannot import module {module_name!r} of target {target!r}: {exc} "
+                         "(is it on PYTHONPATH, or in the directory you run from?)") from None
+    except Exception as exc:
+        raise UsageError(f"importing {module_name!r} of target {target!r} failed: "
+                         f"{type(exc).__name__}: {exc}") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UsageError(f"module {module_name!r} has no attribute {attr!r} (target {target!r})")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise UsageError(f"target {target!r} is a {type(obj).__name__}, not callable")
+    return obj
+
+
+def invoker(fn: Callable, call: str) -> Callable[[Any], Any]:
+    """A one-argument function that calls fn with a payload the way the source says."""
+    if call == CALL_ONE:
+        return fn
+    if call == CALL_STAR:
+        return lambda p: fn(*p)
+    return lambda p: fn(**p)
+
+
+def check_call(fn: Callable, call: str, payload: Any, what: str) -> None:
+    """Raise UsageError if fn cannot take this payload (checked once, on the first task)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # builtins without a signature: the task itself will tell
+    try:
+        if call == CALL_ONE:
+            sig.bind(payload)
+        elif call == CALL_STAR:
+            sig.bind(*payload)
+        else:
+            sig.bind(**payload)
+    except TypeError as exc:
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise UsageError(f"{name}{sig} cannot take the arguments of {what}: {exc}") from None
+
+
+class Source:
+    """A task list: its length, how payloads are passed, and a stream of (id, payload)."""
+
+    call = CALL_ONE
+
+    def count(self) -> int:
+        """Number of tasks; rank 0 calls this once, and it also validates the input."""
+        raise NotImplementedError
+
+    def tasks(self) -> Iterator[Task]:
+        """Every task in id order."""
+        raise NotImplementedError
+
+    def take(self, ids: Iterable[int]) -> Iterator[Task]:
+        """The tasks with these ids (ascending), streaming past the others."""
+        wanted = iter(ids)
+        nxt = next(wanted, None)
+        for tid, payload in self.tasks():
+            if nxt is None:
+                return
+            if tid == nxt:
+                yield tid, payload
+                nxt = next(wanted, None)
+
+    def describe(self, tid: int) -> str:
+        return f"task {tid}"
+
+
+class CountSource(Source):
+    """--count N: task i gets the single argument i."""
+
+    def __init__(self, n: int):
+        if n < 0:
+            raise UsageError(f"--count must be >= 0, not {n}")
+        self.n = n
+
+    def count(self) -> int:
+        return self.n
+
+    def tasks(self) -> Iterator[Task]:
+        return ((i, i) for i in range(self.n))
+
+    def take(self, ids: Iterable[int]) -> Iterator[Task]:
+        return ((i, i) for i in ids)
+
+
+class ItemsSource(Source):
+    """The Python API: an iterable of arguments, each passed as one argument (or unpacked)."""
+
+    def __init__(self, items: Iterable, star: bool = False):
+        self.items = items if hasattr(items, "__len__") and hasattr(items, "__getitem__") else list(items)
+        self.call = CALL_STAR if star else CALL_ONE
+        if star and self.items and isinstance(self.items[0], dict):
+            self.call = CALL_KEYWORDS
+
+    def count(self) -> int:
+        return len(self.items)
+
+    def tasks(self) -> Iterator[Task]:
+        return enumerate(self.items)
+
+    def take(self, ids: Iterable[int]) -> Iterator[Task]:
+        return ((i, self.items[i]) for i in ids)
+
+
+def parse_value(text: str) -> Any:
+    """A CSV cell as int or float when it reads as a number, otherwise the string itself."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+class ParamsSource(Source):
+    """--params FILE: .csv (header row), .jsonl (one object a line) or .json (a list of objects).
+
+    Each row becomes the keyword arguments of one task.
+    """
+
+    call = CALL_KEYWORDS
+    KINDS = (".csv", ".jsonl", ".json")
+
+    def __init__(self, path: str):
+        self.path = path
+        self.kind = os.path.splitext(path)[1].lower()
+        if self.kind not in self.KINDS:
+            raise UsageError(f"params file {path!r}: unknown type {self.kind or '(none)'!r}; "
+                             "use .csv with a header row, .jsonl or .json")
+
+    def _open(self):
+        try:
+            return open(self.path, newline="", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"params file {self.path!r}: {exc.strerror}") from None
+
+    def _rows(self) -> Iterator[tuple[int, dict]]:
+        """(line number, row) pairs; raises UsageError naming the line of a bad row."""
+        with self._open() as f:
+            if self.kind == ".csv":
+                yield from self._csv_rows(f)
+            elif self.kind == ".jsonl":
+                for lineno, line in enumerate(f, 1):
+                    if line.strip():
+                        yield lineno, self._json_row(line, lineno)
+            else:
+                try:
+                    rows = json.load(f)
+                except json.JSONDecodeError as exc:
+                    raise UsageError(f"params file {self.path!r} is not valid JSON: {exc}") from None
+                if not isinstance(rows, list):
+                    raise UsageError(f"params file {self.path!r}: expected a JSON list of objects")
+                for i, row in enumerate(rows):
+                    if not isinstance(row, dict):
+                        raise UsageError(f"params file {self.path!r}: item {i} is not an object")
+                    yield i, row
+
+    def _csv_rows(self, f) -> Iterator[tuple[int, dict]]:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if not header or not any(h.strip() for h in header):
+            raise UsageError(f"params file {self.path!r} is empty (a .csv needs a header row)")
+        header = [h.strip() for h in header]
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise UsageError(f"params file {self.path!r}, line {reader.line_num}: "
+                                 f"{len(row)} values for {len(header)} columns {header}")
+            yield reader.line_num, {k: parse_value(v) for k, v in zip(header, row)}
+
+    def _json_row(self, line: str, lineno: int) -> dict:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"params file {self.path!r}, line {lineno}: not JSON ({exc})") from None
+        if not isinstance(row, dict):
+            raise UsageError(f"params file {self.path!r}, line {lineno}: not a JSON object")
+        return row
+
+    def count(self) -> int:
+        n, columns = 0, None
+        for lineno, row in self._rows():
+            keys = sorted(row)
+            if columns is None:
+                columns = keys
+            elif keys != columns:
+                raise UsageError(f"params file {self.path!r}, line {lineno}: columns {keys} "
+                                 f"differ from the first row's {columns}")
+            n += 1
+        return n
+
+    def tasks(self) -> Iterator[Task]:
+        return enumerate(row for _, row in self._rows())
+
+    def describe(self, tid: int) -> str:
+        return f"row {tid} of {self.path}"
+
+
+def first_task(source: Source) -> Task | None:
+    """The first task of a source, or None for an empty one."""
+    return next(itertools.islice(source.tasks(), 1), None)
