@@ -8,7 +8,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from .tasklog import FAILED, OK, TaskLog
+from .tasklog import FAILED, OK, SKIPPED, TaskLog
 
 SLOWEST = 5
 
@@ -20,6 +20,7 @@ class Part:
     ran: int = 0
     ok: int = 0
     failed: int = 0
+    skipped: int = 0
     busy: float = 0.0
     failures: dict[str, list] = field(default_factory=dict)   # type -> [count, id, message, traceback]
     slowest: list[tuple[float, int, int]] = field(default_factory=list)  # (seconds, id, rank)
@@ -30,8 +31,9 @@ def condense(log: TaskLog) -> Part:
     part = Part(ran=len(log.ids))
     durations = [e - s for s, e in zip(log.starts, log.ends)]
     part.busy = sum(durations)
-    part.failed = sum(1 for s in log.status if s == FAILED)
-    part.ok = sum(1 for s in log.status if s == OK)
+    part.failed = log.status.count(FAILED)
+    part.ok = log.status.count(OK)
+    part.skipped = log.status.count(SKIPPED)
     for tid in sorted(log.failures):
         f = log.failures[tid]
         entry = part.failures.setdefault(f.type, [0, tid, f.message, f.traceback])
@@ -47,6 +49,7 @@ def merge(parts: list[Part]) -> Part:
         total.ran += p.ran
         total.ok += p.ok
         total.failed += p.failed
+        total.skipped += p.skipped
         total.busy += p.busy
         for kind, (count, tid, msg, tb) in p.failures.items():
             entry = total.failures.setdefault(kind, [0, tid, msg, tb])
@@ -78,7 +81,8 @@ class Summary:
         t = self.total
         not_run = self.tasks - t.ran
         out = [f"mtcmpi: {self.tasks} tasks on {self.ranks} ranks ({self.policy}): "
-               f"{t.ok} ok, {t.failed} failed" + (f", {not_run} not run" if not_run else ""),
+               f"{t.ok} ok, {t.failed} failed" + (f", {t.skipped} skipped (already done)" if t.skipped else "")
+               + (f", {not_run} not run" if not_run else ""),
                f"  start-up {self.startup:.2f} s (launch until all ranks ready), "
                f"engine {self.engine:.3f} s, {t.ran / self.engine if self.engine > 0 else 0:,.0f} tasks/s",
                f"  task time {t.busy:.2f} s on {self.workers} working ranks: "

@@ -12,8 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-NOT_RUN, OK, FAILED = 0, 1, 2
-STATUS_NAMES = {NOT_RUN: "not-run", OK: "ok", FAILED: "failed"}
+NOT_RUN, OK, FAILED, SKIPPED = 0, 1, 2, 3
+STATUS_NAMES = {NOT_RUN: "not-run", OK: "ok", FAILED: "failed", SKIPPED: "skipped"}
+
+
+class Skipped(Exception):
+    """Raised by a task whose work is already done (e.g. its output is newer than its input)."""
 
 
 @dataclass
@@ -50,6 +54,9 @@ class TaskLog:
             t0 = clock()
             try:
                 value = invoke(payload)
+            except Skipped:
+                t1 = clock()
+                status(SKIPPED)
             except (Exception, SystemExit) as exc:
                 t1 = clock()
                 self.failures[tid] = self.failure(tid, exc)
