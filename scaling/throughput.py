@@ -1,0 +1,92 @@
+"""No-op task dispatch rate of mtcmpi against mpi4py.futures, measured in the same run.
+
+    python scaling/throughput.py [--quick] [--ranks N]
+
+Configurations: 1 master + 1 worker and 1 master + all other ranks, unchunked (chunk 1) and
+automatic chunking; the peer is MPIPoolExecutor.map with chunksize 1 and its best chunksize.
+Each figure is engine time only (tasks handed out until all are back), with MPI start-up
+excluded for both tools. The last line is the RESULT line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _mpirun import last_json, mpirun  # noqa: E402
+
+
+def child_mtcmpi(n: int, chunk: int | None) -> None:
+    """Under mpiexec: run n no-op tasks through the engine; rank 0 prints tasks/s."""
+    from kernels.noop import none
+    from mtcmpi.job import run_job
+    from mtcmpi.policies import parse_schedule
+    from mtcmpi.tasks import CountSource
+    from mtcmpi.world import World
+
+    outcome = run_job(World.of(), none, CountSource(n), parse_schedule("dynamic", chunk))
+    if outcome.summary:
+        print(json.dumps({"tps": n / outcome.summary.engine}))
+
+
+def child_futures(n: int, chunksize: int) -> None:
+    """Under `mpiexec python -m mpi4py.futures`: time MPIPoolExecutor.map over n no-op tasks."""
+    from mpi4py.futures import MPIPoolExecutor
+
+    from kernels.noop import none
+    with MPIPoolExecutor() as pool:
+        pool.submit(none).result()             # workers up before the clock starts
+        t0 = time.perf_counter()
+        for _ in pool.map(none, range(n), chunksize=chunksize):
+            pass
+        print(json.dumps({"tps": n / (time.perf_counter() - t0)}))
+
+
+def measure(ranks: int, tool: str, n: int, chunk: int | None) -> float:
+    """Tasks per second of one configuration, from a fresh mpiexec."""
+    here = os.path.abspath(__file__)
+    if tool == "mtcmpi":
+        args = [here, "--child", "mtcmpi", "-n", str(n)] + (["--chunk", str(chunk)] if chunk else [])
+    else:
+        args = ["-m", "mpi4py.futures", here, "--child", "futures", "-n", str(n), "--chunk", str(chunk)]
+    return last_json(mpirun(ranks, args).stdout)["tps"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer tasks (finishes in < 40 s)")
+    parser.add_argument("--ranks", type=int, default=max(2, os.cpu_count() or 2),
+                        help="ranks for the '1 master + all other ranks' runs (default: cores)")
+    parser.add_argument("--child", choices=["mtcmpi", "futures"], help=argparse.SUPPRESS)
+    parser.add_argument("-n", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--chunk", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child == "mtcmpi":
+        return child_mtcmpi(args.n, args.chunk)
+    if args.child == "futures":
+        return child_futures(args.n, args.chunk)
+
+    scale = 1 if args.quick else 4
+    rows = []
+    for ranks in sorted({2, args.ranks}):
+        rows.append((ranks, "mtcmpi", 1, measure(ranks, "mtcmpi", 100_000 * scale, 1)))
+        rows.append((ranks, "mtcmpi", "auto", measure(ranks, "mtcmpi", 1_000_000 * scale, None)))
+    for chunk in (1, 10, 100, 1000):
+        rows.append((2, "mpi4py.futures", chunk, measure(2, "futures", min(2000 * chunk, 100_000) * scale, chunk)))
+    print(f"{'ranks':>5} {'tool':<15} {'chunk':>6} {'tasks/s':>12}")
+    for ranks, tool, chunk, tps in rows:
+        print(f"{ranks:>5} {tool:<15} {chunk!s:>6} {tps:>12,.0f}")
+    pick = {(r, t, c): v for r, t, c, v in rows}
+    mtcmpi_tps, chunked = pick[(2, "mtcmpi", 1)], pick[(2, "mtcmpi", "auto")]
+    futures_tps = pick[(2, "mpi4py.futures", 1)]
+    best = max(v for (r, t, c), v in pick.items() if t == "mpi4py.futures")
+    print(f"mpi4py.futures best chunksize: {best:,.0f} tasks/s; mtcmpi auto-chunk is {chunked / best:.1f}x that")
+    print(f"RESULT mtcmpi_tps={mtcmpi_tps:.0f} futures_tps={futures_tps:.0f} "
+          f"ratio={mtcmpi_tps / futures_tps:.1f} chunked_tps={chunked:.0f}")
+
+
+if __name__ == "__main__":
+    main()

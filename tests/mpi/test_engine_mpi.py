@@ -1,0 +1,76 @@
+"""The engine on several ranks (run under `mpiexec -n 2` and `-n 4` by scripts/test)."""
+import os
+
+import pytest
+from mpi4py import MPI
+
+import mtcmpi
+from mtcmpi.errors import UsageError
+from mtcmpi.job import run_job
+from mtcmpi.policies import parse_schedule
+from mtcmpi.tasks import CountSource
+from mtcmpi.world import World
+from tests import tasks_for_tests as t
+
+pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.timeout(60)]
+comm = MPI.COMM_WORLD
+SCHEDULES = ["static", "static:cyclic", "dynamic", "guided", "guided:3"]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("n", [0, 1, 3, 257])
+def test_every_schedule_gives_the_serial_results(schedule, n):
+    results = mtcmpi.run(t.square, range(n), schedule=schedule)
+    if comm.rank == 0:
+        assert results == [x * x for x in range(n)]
+    else:
+        assert results is None
+
+
+@pytest.mark.parametrize("chunk, prefetch", [(1, "0"), (1, "1"), (7, "2"), (None, "auto"), (1000, "1")])
+def test_chunking_and_prefetch_lose_nothing(chunk, prefetch):
+    results = mtcmpi.run(t.square, range(1000), chunk=chunk, prefetch=prefetch)
+    if comm.rank == 0:
+        assert results == [x * x for x in range(1000)]
+
+
+def test_dynamic_work_runs_on_workers_only():
+    pids = mtcmpi.run(t.where, range(40), schedule="dynamic")
+    everyone = comm.allgather(os.getpid())
+    if comm.rank == 0:
+        assert set(pids) <= set(everyone[1:])
+
+
+def test_static_work_runs_everywhere_including_rank_0():
+    pids = mtcmpi.run(t.where, range(4 * comm.size), schedule="static")
+    if comm.rank == 0:
+        assert set(pids) == set(comm.allgather(os.getpid()))
+    else:
+        comm.allgather(os.getpid())
+
+
+def test_failures_are_agreed_on_every_rank():
+    with pytest.raises(mtcmpi.TasksFailed) as info:
+        mtcmpi.run(t.maybe_fail, range(20))
+    if comm.rank == 0:
+        assert sorted(info.value.failures) == [3, 8, 13, 18]
+        assert "on rank" in info.value.failures[3].traceback
+
+
+def test_bad_target_raises_the_same_error_everywhere():
+    with pytest.raises(UsageError, match="has no attribute 'nosuch'"):
+        run_job(World.of(), "tests.tasks_for_tests:nosuch", CountSource(3), parse_schedule("dynamic"))
+
+
+def test_an_error_on_one_rank_only_is_agreed():
+    world = World.of()
+    with pytest.raises(UsageError, match="rank 1 says no"):
+        world.agree("rank 1 says no" if world.rank == 1 else None)
+
+
+def test_summary_counts_on_rank_0():
+    outcome = run_job(World.of(), t.maybe_fail, CountSource(100), parse_schedule("dynamic", 3))
+    assert outcome.exit_code == 1
+    if comm.rank == 0:
+        s = outcome.summary
+        assert (s.total.ok, s.total.failed, s.total.ran, s.workers) == (80, 20, 100, comm.size - 1)

@@ -1,0 +1,34 @@
+"""Task functions the tests run through the engine (importable as tests.tasks_for_tests:NAME)."""
+import os
+
+import numpy as np
+
+
+def square(x):
+    return x * x
+
+
+def add(a, b=0):
+    return a + b
+
+
+def maybe_fail(x):
+    if x % 5 == 3:
+        raise ValueError(f"x={x} is unlucky")
+    return x
+
+
+def where(x):
+    """Which process ran task x."""
+    return os.getpid()
+
+
+def vector(x):
+    return np.full(3, x, dtype=np.float64)
+
+
+def exits(x):
+    raise SystemExit(4)
+
+
+NOT_CALLABLE = 42

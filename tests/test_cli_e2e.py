@@ -1,0 +1,99 @@
+"""End to end: `mpiexec -n N python -m mtcmpi run ...` as a user starts it."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers import mtcmpi
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+def test_help_explains_every_option_with_examples():
+    top = mtcmpi(["--help"], ranks=None)
+    run = mtcmpi(["run", "--help"], ranks=None)
+    assert top.returncode == run.returncode == 0
+    assert "run" in top.stdout and "examples:" in top.stdout
+    for word in ("--count", "--params", "--schedule", "--chunk", "--prefetch", "static:cyclic",
+                 "guided", "mpirun -n 64 python -m mtcmpi run", "exit status"):
+        assert word in run.stdout
+
+
+@pytest.mark.parametrize("schedule", ["dynamic", "static", "guided"])
+def test_sleep_kernel_on_three_ranks(schedule):
+    proc = mtcmpi(["run", "kernels.sleep:task", "--count", "12", "--schedule", schedule], ranks=3)
+    assert proc.returncode == 0, proc.stderr
+    assert f"12 tasks on 3 ranks ({schedule}" in proc.stdout and "12 ok, 0 failed" in proc.stdout
+    assert proc.stdout.count("mtcmpi: 12 tasks") == 1        # rank 0 alone prints
+
+
+def test_params_file_rows_become_arguments(tmp_path):
+    (tmp_path / "scan.csv").write_text("a,b\n1,2\n3,4\n5,6\n")
+    proc = mtcmpi(["run", "tests.tasks_for_tests:add", "--params", str(tmp_path / "scan.csv")])
+    assert proc.returncode == 0, proc.stderr
+    assert "3 tasks on 2 ranks" in proc.stdout and "3 ok, 0 failed" in proc.stdout
+
+
+def test_failed_tasks_give_exit_1_and_a_grouped_summary():
+    proc = mtcmpi(["run", "tests.tasks_for_tests:maybe_fail", "--count", "20"], ranks=3)
+    assert proc.returncode == 1
+    assert "16 ok, 4 failed" in proc.stdout
+    assert "ValueError x4 (first: task 3: x=3 is unlucky)" in proc.stdout
+    assert "task 3 failed on rank" in proc.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["nosuchmod_q:f", "--count", "3"], "cannot import module 'nosuchmod_q'"),
+    (["tests.tasks_for_tests:NOT_CALLABLE", "--count", "3"], "not callable"),
+    (["tests.tasks_for_tests:add", "--params", "/nonexistent/p.csv"], "No such file"),
+    (["tests.tasks_for_tests:square", "--count", "3", "--schedule", "fastest"], "unknown schedule"),
+])
+def test_bad_input_is_one_line_on_rank_0_and_exit_2_everywhere(args, words):
+    t0 = time.monotonic()
+    proc = mtcmpi(["run", *args], ranks=4)
+    assert proc.returncode == 2
+    assert time.monotonic() - t0 < 30
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("mtcmpi: error:")]
+    assert len(errors) == 1 and words in errors[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_malformed_params_name_the_line(tmp_path):
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n3\n")
+    proc = mtcmpi(["run", "tests.tasks_for_tests:add", "--params", str(tmp_path / "bad.csv")])
+    assert proc.returncode == 2 and "line 3: 1 values for 2 columns" in proc.stderr
+
+
+def test_wrong_arguments_for_the_function(tmp_path):
+    (tmp_path / "p.jsonl").write_text(json.dumps({"a": 1, "c": 2}) + "\n")
+    proc = mtcmpi(["run", "tests.tasks_for_tests:add", "--params", str(tmp_path / "p.jsonl")])
+    assert proc.returncode == 2 and "cannot take the arguments of row 0" in proc.stderr
+
+
+def test_usage_error_prints_once():
+    proc = mtcmpi(["run", "tests.tasks_for_tests:add"], ranks=4)
+    assert proc.returncode == 2
+    assert proc.stderr.count("one of the arguments --count --params is required") == 1
+
+
+def test_one_rank_runs_serially_without_mpiexec():
+    proc = mtcmpi(["run", "tests.tasks_for_tests:square", "--count", "5"], ranks=None)
+    assert proc.returncode == 0 and "5 tasks on 1 ranks" in proc.stdout
+
+
+def test_more_ranks_than_tasks_and_zero_tasks():
+    few = mtcmpi(["run", "tests.tasks_for_tests:square", "--count", "2"], ranks=4)
+    none = mtcmpi(["run", "tests.tasks_for_tests:square", "--count", "0", "--schedule", "static"], ranks=3)
+    assert few.returncode == 0 and "2 ok, 0 failed" in few.stdout
+    assert none.returncode == 0 and "0 tasks on 3 ranks" in none.stdout
+
+
+def test_console_script_is_installed():
+    exe = os.path.join(os.path.dirname(sys.executable), "mtcmpi")
+    assert shutil.which(exe), "the mtcmpi console script is missing from the venv"
+    proc = subprocess.run([exe, "run", "--help"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and "--schedule" in proc.stdout
