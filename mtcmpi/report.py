@@ -6,7 +6,9 @@ summary of millions of tasks on thousands of ranks costs one small gather.
 from __future__ import annotations
 
 import heapq
+from itertools import repeat
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from .tasklog import FAILED, OK, SKIPPED, TaskLog
 
@@ -26,11 +28,15 @@ class Part:
     slowest: list[tuple[float, int, int]] = field(default_factory=list)  # (seconds, id, rank)
 
 
+def durations(log: TaskLog) -> Iterator[float]:
+    """Each task's run time, streamed (a list would cost 32 bytes a task)."""
+    return (e - s for s, e in zip(log.starts, log.ends))
+
+
 def condense(log: TaskLog) -> Part:
     """This rank's Part: O(tasks) locally, O(1) to send."""
     part = Part(ran=len(log.ids))
-    durations = [e - s for s, e in zip(log.starts, log.ends)]
-    part.busy = sum(durations)
+    part.busy = sum(durations(log))
     part.failed = log.status.count(FAILED)
     part.ok = log.status.count(OK)
     part.skipped = log.status.count(SKIPPED)
@@ -38,7 +44,7 @@ def condense(log: TaskLog) -> Part:
         f = log.failures[tid]
         entry = part.failures.setdefault(f.type, [0, tid, f.message, f.traceback])
         entry[0] += 1
-    part.slowest = heapq.nlargest(SLOWEST, ((d, tid, log.rank) for d, tid in zip(durations, log.ids)))
+    part.slowest = heapq.nlargest(SLOWEST, zip(durations(log), log.ids, repeat(log.rank)))
     return part
 
 
