@@ -35,6 +35,9 @@ examples:
   mpirun -n 64 python -m mtcmpi run kernels.sleep:task --count 640 --schedule static
   mpirun -n 8  python -m mtcmpi run mymodel:simulate --params scan.jsonl --chunk 10
   mpirun -n 8  python -m mtcmpi run mymodel:simulate --params scan.csv --schedule guided:4
+  mpirun -n 8  python -m mtcmpi run --command 'python runner.py {}' --files 'data/*.inp'
+  mpirun -n 8  python -m mtcmpi run --command 'touch {.}.out' --files 'data/*.inp' --skip-existing '{.}.out'
+  mpirun -n 8  python -m mtcmpi run --taskfile tasks.txt --output-dir logs
 
 schedules:
   static         contiguous blocks of tasks, one per rank (rank 0 works too); no messages
@@ -60,11 +63,27 @@ def build_parser() -> argparse.ArgumentParser:
                               "TARGET with one argument list; rank 0 checks the input and "
                               "prints a summary at the end.",
                               epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("target", help="the task function, as package.module:function")
-    source = run.add_mutually_exclusive_group(required=True)
+    run.add_argument("target", nargs="?", help="the task function, as package.module:function")
+    source = run.add_argument_group("task arguments for a function target (one of)")
     source.add_argument("--count", type=int, metavar="N", help="N tasks; task i is called with i")
     source.add_argument("--params", metavar="FILE", help="one task per row of a .csv (with header), "
                         ".jsonl or .json list; columns become keyword arguments, numbers are parsed")
+    shell = run.add_argument_group("command tasks (instead of a target)")
+    shell.add_argument("--command", metavar="TEMPLATE", help="shell command per task: {} value, "
+                       "{.} without extension, {/} basename, {/.} basename without extension, "
+                       "{#} task number (id+1); values are shell-quoted; no placeholder: ' {}' "
+                       "is appended")
+    shell.add_argument("--files", nargs="+", metavar="PATTERN", help="one task per file; quote "
+                       "globs ('data/*.inp'); matches are sorted, so task ids are stable")
+    shell.add_argument("--args", dest="args_file", metavar="FILE",
+                       help="one task per non-blank line of FILE; the line is {}")
+    shell.add_argument("--taskfile", metavar="FILE", help="one shell command per line; blank "
+                       "lines and # comments are skipped; ids count the command lines")
+    shell.add_argument("--skip-existing", metavar="TEMPLATE", help="skip a task whose output "
+                       "(e.g. '{.}.out') exists and is not older than its input (make-like); "
+                       "with --args/--taskfile, skip if it exists")
+    shell.add_argument("--output-dir", metavar="DIR", help="keep each command's whole stdout and "
+                       "stderr as DIR/<id>.out and DIR/<id>.err (the task log keeps the last lines)")
     run.add_argument("--schedule", default="dynamic", metavar="POLICY",
                      help="static, static:cyclic, dynamic (default) or guided[:K]")
     run.add_argument("--chunk", type=int, metavar="K", help="tasks per message for dynamic/guided "
@@ -76,16 +95,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def task_list(args: argparse.Namespace) -> tuple:
+    """(target, source) from the run options: a function with --count/--params, or commands."""
+    from .commands import command_tasks
+    from .tasks import CountSource, ParamsSource
+
+    commands = (args.command, args.files, args.args_file, args.taskfile, args.skip_existing, args.output_dir)
+    if args.target is None:
+        if all(value is None for value in commands):
+            raise UsageError("give a target (package.module:function) with --count or --params, "
+                             "or --command with --files/--args, or --taskfile")
+        source, runner = command_tasks(*commands)
+        return runner, source
+    if any(value is not None for value in commands):
+        raise UsageError(f"a target ({args.target}) runs a function: drop the command-task "
+                         "options (--command, --files, --args, --taskfile, --skip-existing, --output-dir)")
+    if (args.count is None) == (args.params is None):
+        raise UsageError("a target needs exactly one of --count N or --params FILE")
+    return args.target, CountSource(args.count) if args.count is not None else ParamsSource(args.params)
+
+
 def command_run(args: argparse.Namespace) -> int:
     from .job import run_job
     from .policies import parse_schedule
-    from .tasks import CountSource, ParamsSource
     from .world import World
 
-    policy = parse_schedule(args.schedule, args.chunk, args.prefetch)
-    source = CountSource(args.count) if args.count is not None else ParamsSource(args.params)
     world = World.of()
-    outcome = run_job(world, args.target, source, policy)
+    error = None
+    try:   # agreed, since some checks (creating --output-dir) can fail on one node only
+        policy = parse_schedule(args.schedule, args.chunk, args.prefetch)
+        target, source = task_list(args)
+    except UsageError as exc:
+        error = str(exc)
+    world.agree(error)
+    outcome = run_job(world, target, source, policy)
     if outcome.summary is not None:
         print("\n".join(outcome.summary.lines()), flush=True)
     return outcome.exit_code

@@ -77,7 +77,7 @@ def test_wrong_arguments_for_the_function(tmp_path):
 def test_usage_error_prints_once():
     proc = mtcmpi(["run", "tests.tasks_for_tests:add"], ranks=4)
     assert proc.returncode == 2
-    assert proc.stderr.count("one of the arguments --count --params is required") == 1
+    assert proc.stderr.count("a target needs exactly one of --count N or --params FILE") == 1
 
 
 def test_one_rank_runs_serially_without_mpiexec():
@@ -97,3 +97,39 @@ def test_console_script_is_installed():
     assert shutil.which(exe), "the mtcmpi console script is missing from the venv"
     proc = subprocess.run([exe, "run", "--help"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and "--schedule" in proc.stdout
+
+
+def test_command_per_file_then_a_rerun_skips_everything(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("a.inp", "b c.inp", "it's.inp"):
+        (data / name).write_text("x")
+    args = ["run", "--command", "touch {.}.out", "--files", str(data / "*.inp"),
+            "--skip-existing", "{.}.out"]
+    first = mtcmpi(args, ranks=3)
+    assert first.returncode == 0, first.stderr
+    assert "3 ok, 0 failed" in first.stdout
+    assert sorted(p.name for p in data.glob("*.out")) == ["a.out", "b c.out", "it's.out"]
+    again = mtcmpi(args, ranks=3)
+    assert again.returncode == 0 and "0 ok, 0 failed, 3 skipped (already done)" in again.stdout
+
+
+def test_taskfile_commands_and_failures(tmp_path):
+    (tmp_path / "tasks.txt").write_text("# a comment\ntrue\n\nexit 3\nno_such_command_zz\n")
+    proc = mtcmpi(["run", "--taskfile", str(tmp_path / "tasks.txt"), "--output-dir",
+                   str(tmp_path / "logs")], ranks=2)
+    assert proc.returncode == 1
+    assert "1 ok, 2 failed" in proc.stdout
+    assert "CommandFailed x2" in proc.stdout and "exit 3" in proc.stdout
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir())[:2] == ["0.err", "0.out"]
+
+
+def test_taskfile_with_bad_quoting_is_refused(tmp_path):
+    (tmp_path / "tasks.txt").write_text("echo ok\necho 'unclosed\n")
+    proc = mtcmpi(["run", "--taskfile", str(tmp_path / "tasks.txt")], ranks=2)
+    assert proc.returncode == 2 and "line 2: bad shell quoting" in proc.stderr
+
+
+def test_target_and_command_options_do_not_mix():
+    proc = mtcmpi(["run", "tests.tasks_for_tests:square", "--count", "3", "--command", "true"], ranks=2)
+    assert proc.returncode == 2 and "drop the command-task options" in proc.stderr
