@@ -45,6 +45,7 @@ def serve(world: World, tasks: Iterator[Task], n: int, policy: Dynamic) -> None:
     message = [req, MPI.DOUBLE]
     expected, answered, remaining = workers * max(1, policy.prefetch), 0, n
     while answered < expected:
+        world.poll(MPI.ANY_SOURCE, protocol.REQUEST)
         recv(message, MPI.ANY_SOURCE, protocol.REQUEST, status)
         t0 = time.perf_counter()
         policy.observe(req[protocol.DONE], req[protocol.BUSY])
@@ -68,6 +69,7 @@ def work(world: World, log: TaskLog, invoke: Callable[[Any], Any], policy: Dynam
         comm.Send(message, 0, protocol.REQUEST)
     last = 0.0
     while pending:
+        world.poll(0, protocol.WORK)
         chunk = comm.recv(source=0, tag=protocol.WORK)
         pending -= 1
         if not chunk:

