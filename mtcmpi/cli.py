@@ -91,6 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prefetch", default="auto", metavar="P", help="chunks a worker asks for "
                      "ahead of the one it runs, hiding the round trip (0 to disable); default "
                      "auto: one ahead while chunks run shorter than 10 ms")
+    store = run.add_argument_group("results file")
+    store.add_argument("--out", metavar="FILE.h5", help="write results and the per-task log to one "
+                       "HDF5 file (parallel HDF5, written by all ranks); run the same command again "
+                       "to resume: tasks already done are skipped")
+    store.add_argument("--restart", action="store_true", help="with --out: discard what an "
+                       "earlier run of this output did and start over")
+    store.add_argument("--retry-failed", action="store_true", help="with --out: run again the "
+                       "tasks that failed in an earlier run")
+    store.add_argument("--serial-io", action="store_true", help="rank 0 writes the whole file "
+                       "(for an h5py without MPI; results then travel to rank 0)")
+    store.add_argument("--pickle-results", action="store_true", help="store return values that are "
+                       "not numbers, arrays or strings as pickles (read back with mtcmpi.load_pickled)")
+    store.add_argument("--flush-interval", type=float, default=2.0, metavar="S", help="seconds "
+                       "between journal flushes: a kill loses at most the tasks finished in the "
+                       "last S seconds (default 2)")
     run.set_defaults(handler=command_run)
     return parser
 
@@ -115,6 +130,20 @@ def task_list(args: argparse.Namespace) -> tuple:
     return args.target, CountSource(args.count) if args.count is not None else ParamsSource(args.params)
 
 
+def results_file(args: argparse.Namespace):
+    """The --out options as an Output, or None without --out."""
+    from .output import Output
+
+    if args.out is None:
+        if args.restart or args.retry_failed or args.serial_io or args.pickle_results:
+            raise UsageError("--restart, --retry-failed, --serial-io and --pickle-results go with --out")
+        return None
+    if args.flush_interval <= 0:
+        raise UsageError(f"--flush-interval must be > 0, not {args.flush_interval}")
+    return Output(args.out, args.restart, args.retry_failed, args.serial_io, args.pickle_results,
+                  args.flush_interval)
+
+
 def command_run(args: argparse.Namespace) -> int:
     from .job import run_job
     from .policies import parse_schedule
@@ -125,12 +154,15 @@ def command_run(args: argparse.Namespace) -> int:
     try:   # agreed, since some checks (creating --output-dir) can fail on one node only
         policy = parse_schedule(args.schedule, args.chunk, args.prefetch)
         target, source = task_list(args)
+        output = results_file(args)
     except UsageError as exc:
         error = str(exc)
     world.agree(error)
-    outcome = run_job(world, target, source, policy)
+    outcome = run_job(world, target, source, policy, output)
     if outcome.summary is not None:
         print("\n".join(outcome.summary.lines()), flush=True)
+        if output:
+            print(f"  results: {output.path}", flush=True)
     return outcome.exit_code
 
 
@@ -143,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         if launcher_rank() == 0:
             print(f"mtcmpi: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    except Exception:
+    except Exception as exc:
         from .world import World
         world = World.of()
+        detail = traceback.format_exc() if world.rank == 0 else f"{type(exc).__name__}: {exc}\n"
         world.abort(f"mtcmpi: internal error on rank {world.rank} ({world.host}), aborting the "
-                         f"job:\n{traceback.format_exc()}", EXIT_INTERNAL)
+                    f"job: {detail}", EXIT_INTERNAL)
         return EXIT_INTERNAL

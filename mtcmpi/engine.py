@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from itertools import islice
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from mpi4py import MPI
 
@@ -22,19 +22,24 @@ from .world import World
 clock = time.time  # epoch seconds: task records from different ranks share one time axis
 
 
-def execute(world: World, invoke: Callable[[Any], Any], source: Source, n: int,
-            policy: Policy) -> TaskLog:
-    """Run the n tasks of `source` on this rank's part of the world; return what it ran."""
-    log = TaskLog(world.rank, world.host, world.pid)
+def execute(world: World, invoke: Callable[[Any], Any], source: Source, ids: Sequence[int],
+            policy: Policy, log: TaskLog) -> None:
+    """Run the tasks `ids` (ascending; all of range(n), or what a resumed run has left) of
+    `source` on this rank's part of the world, recording into log."""
     if world.size == 1:
-        log.run(source.tasks(), invoke, clock)
+        log.run(tasks_of(source, ids), invoke, clock)
     elif isinstance(policy, Static):
-        log.run(source.take(policy.share(world.rank, world.size, n)), invoke, clock)
+        share = policy.share(world.rank, world.size, len(ids))
+        log.run(tasks_of(source, ids[share.start:share.stop:share.step]), invoke, clock)
     elif world.rank == 0:
-        serve(world, source.tasks(), n, policy)
+        serve(world, tasks_of(source, ids), len(ids), policy)
     else:
         work(world, log, invoke, policy)
-    return log
+
+
+def tasks_of(source: Source, ids: Sequence[int]) -> Iterator[Task]:
+    """The tasks with these ids; numpy ids become Python ints before they reach a task."""
+    return source.take(ids if isinstance(ids, range) else map(int, ids))
 
 
 def serve(world: World, tasks: Iterator[Task], n: int, policy: Dynamic) -> None:

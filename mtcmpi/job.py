@@ -6,17 +6,20 @@ ends every rank with one message instead of a hang or a traceback per rank.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 from mpi4py import MPI
 
 from . import engine, report
 from .errors import EXIT_OK, EXIT_TASKS_FAILED, UsageError
+from .output import Output
 from .policies import Policy, Static
 from .tasklog import TaskLog
+from .results import Normalizer
 from .tasks import Source, check_call, first_task, invoker, resolve
 from .world import World
 
@@ -41,25 +44,37 @@ def launch_time(world: World) -> float:
     return float(given) if given else world.comm.allreduce(process_start(), op=MPI.MIN)
 
 
-def prepare(world: World, target: str | Callable, source: Source) -> tuple[Callable, int]:
-    """Resolve the target on every rank and count/check the tasks on rank 0; agree on errors."""
+def prepare(world: World, target: str | Callable, source: Source,
+            fingerprint: bool) -> tuple[Callable, int, str]:
+    """Resolve the target on every rank; count and check the tasks on rank 0 (and fingerprint
+    them for --out); agree on errors. Returns (function, number of tasks, fingerprint)."""
     fn, error = None, None
     try:
         fn = resolve(target) if isinstance(target, str) else target
     except UsageError as exc:
         error = str(exc)
     world.agree(error)
-    n = 0
+    n, digest = 0, hashlib.sha256(name_of(target).encode())
     if world.rank == 0:
         try:
             n = source.count()
             first = first_task(source)
             if first is not None:
                 check_call(fn, source.call, first[1], source.describe(first[0]))
+            if fingerprint:
+                source.fingerprint(digest)
         except UsageError as exc:
             error = str(exc)
     world.agree(error)
-    return fn, world.comm.bcast(n, root=0)
+    return fn, world.comm.bcast(n, root=0), digest.hexdigest()
+
+
+def name_of(target: str | Callable) -> str:
+    """A target as 'module:function', also for a callable passed by the API or the CLI."""
+    if isinstance(target, str):
+        return target
+    kind = target if hasattr(target, "__qualname__") else type(target)
+    return f"{kind.__module__}:{kind.__qualname__}"
 
 
 @dataclass
@@ -72,26 +87,49 @@ class Outcome:
     exit_code: int
 
 
-def run_job(world: World, target: str | Callable, source: Source, policy: Policy) -> Outcome:
+def run_job(world: World, target: str | Callable, source: Source, policy: Policy,
+            output: Output | None = None) -> Outcome:
     """Check, run and summarise one task list on every rank of `world` (collective)."""
     launched = launch_time(world)
-    fn, n = prepare(world, target, source)
+    fn, n, fingerprint = prepare(world, target, source, output is not None)
+    ids: Sequence[int] = range(n)
+    invoke = invoker(fn, source.call)
+    log = TaskLog(world.rank, world.host, world.pid)
+    if output:
+        ids = output.begin(world, n, fingerprint)
+        normalizer = Normalizer(output.pickled)
+        invoke = stored(invoke, normalizer)
+        flusher = output.journal(log) if len(ids) else None
     world.barrier()
     started = time.time()
-    log = engine.execute(world, invoker(fn, source.call), source, n, policy)
+    engine.execute(world, invoke, source, ids, policy, log)
+    if output:
+        if flusher:
+            flusher.stop()
+        output.finish(world, log, n, {"ranks": world.size, "policy": describe(policy),
+                                      "target": name_of(target), "n_tasks": n,
+                                      "start_time": started, "fingerprint": fingerprint},
+                      normalizer.pickled_keys)
     parts = world.comm.gather(report.condense(log), root=0)
     summary = None
     if world.rank == 0:
         total = report.merge(parts)
         workers = world.size if world.size == 1 or isinstance(policy, Static) else world.size - 1
         summary = report.Summary(n, world.size, workers, describe(policy), started - launched,
-                                 time.time() - started, total)
-    code = world.comm.bcast(EXIT_TASKS_FAILED if summary and summary.total.failed else EXIT_OK, root=0)
+                                 time.time() - started, total, n - len(ids),
+                                 output.earlier_failures(ids) if output else 0)
+    failed = summary is not None and (summary.total.failed or summary.earlier_failed)
+    code = world.comm.bcast(EXIT_TASKS_FAILED if failed else EXIT_OK, root=0)
     return Outcome(n, log, summary, code)
 
 
+def stored(invoke: Callable[[Any], Any], normalize: Normalizer) -> Callable[[Any], Any]:
+    """invoke, with its result checked and turned into arrays inside the task (see results.py)."""
+    return lambda payload: normalize(invoke(payload))
+
+
 def describe(policy: Policy) -> str:
-    """A policy as the summary names it, e.g. 'dynamic, chunk auto, prefetch 1'."""
+    """A policy as the summary names it, e.g. 'dynamic, chunk auto, prefetch auto'."""
     if isinstance(policy, Static):
         return policy.name
     ahead = "auto" if policy.prefetch_below < float("inf") else policy.prefetch

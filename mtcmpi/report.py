@@ -77,6 +77,8 @@ class Summary:
     startup: float     # launch until every rank was ready
     engine: float      # first task handed out until every rank was done
     total: Part
+    earlier: int = 0          # tasks done by an earlier run of the same --out, not run now
+    earlier_failed: int = 0   # of those, failed ones (they count for the exit status)
 
     @property
     def efficiency(self) -> float:
@@ -85,7 +87,11 @@ class Summary:
 
     def lines(self) -> list[str]:
         t = self.total
-        not_run = self.tasks - t.ran
+        not_run = self.tasks - t.ran - self.earlier
+        if not t.ran and self.earlier == self.tasks > 0:
+            return [f"mtcmpi: nothing to run: all {self.tasks} tasks were done by an earlier run"
+                    + (f" ({self.earlier_failed} failed; --retry-failed runs them again)"
+                       if self.earlier_failed else "")]
         out = [f"mtcmpi: {self.tasks} tasks on {self.ranks} ranks ({self.policy}): "
                f"{t.ok} ok, {t.failed} failed" + (f", {t.skipped} skipped (already done)" if t.skipped else "")
                + (f", {not_run} not run" if not_run else ""),
@@ -93,6 +99,10 @@ class Summary:
                f"engine {self.engine:.3f} s, {t.ran / self.engine if self.engine > 0 else 0:,.0f} tasks/s",
                f"  task time {t.busy:.2f} s on {self.workers} working ranks: "
                f"efficiency {self.efficiency:.3f}"]
+        if self.earlier:
+            out.append(f"  resumed: {self.earlier} tasks were done by an earlier run"
+                       + (f" ({self.earlier_failed} of them failed; --retry-failed runs them again)"
+                          if self.earlier_failed else ""))
         for kind, (count, tid, msg, _) in sorted(t.failures.items(), key=lambda kv: -kv[1][0]):
             out.append(f"  failed: {kind} x{count} (first: task {tid}: {msg})")
         if t.failures:

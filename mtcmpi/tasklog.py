@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-NOT_RUN, OK, FAILED, SKIPPED = 0, 1, 2, 3
-STATUS_NAMES = {NOT_RUN: "not-run", OK: "ok", FAILED: "failed", SKIPPED: "skipped"}
+NOT_RUN, OK, FAILED, SKIPPED, TIMEOUT, CRASHED = 0, 1, 2, 3, 4, 5
+STATUS_NAMES = {NOT_RUN: "not-run", OK: "ok", FAILED: "failed", SKIPPED: "skipped",
+                TIMEOUT: "timeout", CRASHED: "crashed"}
+DONE = [OK, SKIPPED]                        # a resumed run never repeats these
+FAILED_STATES = [FAILED, TIMEOUT, CRASHED]  # repeated only with --retry-failed
 
 
 class Skipped(Exception):

@@ -7,6 +7,7 @@ never sit in memory at once.
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib
 import inspect
 import itertools
@@ -102,6 +103,11 @@ class Source:
     def describe(self, tid: int) -> str:
         return f"task {tid}"
 
+    def fingerprint(self, digest: "hashlib._Hash") -> None:
+        """Feed what identifies this task list into digest (resume refuses a different one)."""
+        for tid, payload in self.tasks():
+            digest.update(repr((tid, payload)).encode())
+
 
 class CountSource(Source):
     """--count N: task i gets the single argument i."""
@@ -119,6 +125,9 @@ class CountSource(Source):
 
     def take(self, ids: Iterable[int]) -> Iterator[Task]:
         return ((i, i) for i in ids)
+
+    def fingerprint(self, digest: "hashlib._Hash") -> None:
+        digest.update(f"count {self.n}".encode())
 
 
 class ItemsSource(Source):
@@ -235,6 +244,11 @@ class ParamsSource(Source):
 
     def describe(self, tid: int) -> str:
         return f"row {tid} of {self.path}"
+
+    def fingerprint(self, digest: "hashlib._Hash") -> None:
+        with open(self.path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
 
 
 def first_task(source: Source) -> Task | None:

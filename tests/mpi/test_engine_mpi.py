@@ -2,8 +2,6 @@
 import os
 
 import pytest
-from mpi4py import MPI
-
 import mtcmpi
 from mtcmpi.errors import UsageError
 from mtcmpi.job import run_job
@@ -11,9 +9,9 @@ from mtcmpi.policies import parse_schedule
 from mtcmpi.tasks import CountSource
 from mtcmpi.world import World
 from tests import tasks_for_tests as t
+from tests.mpi.common import comm, on_rank0
 
 pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.timeout(60)]
-comm = MPI.COMM_WORLD
 SCHEDULES = ["static", "static:cyclic", "dynamic", "guided", "guided:3"]
 
 
@@ -21,40 +19,36 @@ SCHEDULES = ["static", "static:cyclic", "dynamic", "guided", "guided:3"]
 @pytest.mark.parametrize("n", [0, 1, 3, 257])
 def test_every_schedule_gives_the_serial_results(schedule, n):
     results = mtcmpi.run(t.square, range(n), schedule=schedule)
-    if comm.rank == 0:
-        assert results == [x * x for x in range(n)]
-    else:
-        assert results is None
+    on_rank0(lambda: results == [x * x for x in range(n)] or fail(results))
+    assert comm.rank == 0 or results is None
 
 
 @pytest.mark.parametrize("chunk, prefetch", [(1, "0"), (1, "1"), (7, "2"), (None, "auto"), (1000, "1")])
 def test_chunking_and_prefetch_lose_nothing(chunk, prefetch):
     results = mtcmpi.run(t.square, range(1000), chunk=chunk, prefetch=prefetch)
-    if comm.rank == 0:
-        assert results == [x * x for x in range(1000)]
+    on_rank0(lambda: results == [x * x for x in range(1000)] or fail(results))
 
 
 def test_dynamic_work_runs_on_workers_only():
     pids = mtcmpi.run(t.where, range(40), schedule="dynamic")
     everyone = comm.allgather(os.getpid())
-    if comm.rank == 0:
-        assert set(pids) <= set(everyone[1:])
+    on_rank0(lambda: set(pids) <= set(everyone[1:]) or fail(pids))
 
 
 def test_static_work_runs_everywhere_including_rank_0():
     pids = mtcmpi.run(t.where, range(4 * comm.size), schedule="static")
-    if comm.rank == 0:
-        assert set(pids) == set(comm.allgather(os.getpid()))
-    else:
-        comm.allgather(os.getpid())
+    everyone = comm.allgather(os.getpid())
+    on_rank0(lambda: set(pids) == set(everyone) or fail(pids))
 
 
 def test_failures_are_agreed_on_every_rank():
     with pytest.raises(mtcmpi.TasksFailed) as info:
         mtcmpi.run(t.maybe_fail, range(20))
-    if comm.rank == 0:
+
+    def check():
         assert sorted(info.value.failures) == [3, 8, 13, 18]
         assert "on rank" in info.value.failures[3].traceback
+    on_rank0(check)
 
 
 def test_bad_target_raises_the_same_error_everywhere():
@@ -71,6 +65,9 @@ def test_an_error_on_one_rank_only_is_agreed():
 def test_summary_counts_on_rank_0():
     outcome = run_job(World.of(), t.maybe_fail, CountSource(100), parse_schedule("dynamic", 3))
     assert outcome.exit_code == 1
-    if comm.rank == 0:
-        s = outcome.summary
-        assert (s.total.ok, s.total.failed, s.total.ran, s.workers) == (80, 20, 100, comm.size - 1)
+    on_rank0(lambda: (outcome.summary.total.ok, outcome.summary.total.failed, outcome.summary.total.ran,
+                      outcome.summary.workers) == (80, 20, 100, comm.size - 1) or fail(outcome.summary))
+
+
+def fail(got):
+    raise AssertionError(f"unexpected: {got!r}")

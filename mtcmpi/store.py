@@ -1,0 +1,226 @@
+"""The results file: one HDF5 file per run, written collectively by every rank at the end.
+
+Layout (row = task id):
+  /tasks/{rank, host, pid, start, end, status, attempts}   written collectively
+  /tasks/{error_type, error_message, traceback}              UTF-8 strings, '' unless failed
+  /results/<key>   (n_tasks, *shape) per key of the return values; rows without a result hold
+                   the fill value (NaN, the smallest integer, False or b'')
+  attributes: mtcmpi_version, mpi_library, ranks, policy, command_line, target, start_time,
+              end_time, fingerprint, n_tasks, io_mode ('collective' or 'serial')
+
+Every rank opens the file with the MPI-IO driver; datasets and attributes are created by all
+with identical arguments; each rank writes the rows of the tasks it ran in one collective write
+per dataset (a rank with no rows takes part with an empty selection). Failure texts are
+variable-length strings, which parallel HDF5 cannot write, so rank 0 adds them after the
+parallel file is closed. The file is built as <out>.tmp and renamed: a results file that
+exists is complete.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import h5py
+import numpy as np
+from mpi4py import MPI
+
+from .results import fill_value, merge_schemas
+from .tasklog import DONE, STATUS_NAMES, Failure, TaskLog
+from .world import World
+
+STATUS = h5py.enum_dtype({name: code for code, name in STATUS_NAMES.items()}, basetype="i1")
+TEXT = h5py.string_dtype("utf-8")
+COLUMNS = {"rank": (np.int32, -1), "pid": (np.int64, -1), "start": (np.float64, np.nan),
+           "end": (np.float64, np.nan), "status": (STATUS, 0), "attempts": (np.int16, 0)}
+FAILURE_TEXT = ("error_type", "error_message", "traceback")
+
+
+@dataclass
+class Rows:
+    """Rows of the results file that one rank writes: ids ascending, one array per column."""
+
+    ids: np.ndarray
+    columns: dict[str, np.ndarray]
+    results: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # key: (ids, values)
+    failures: dict[int, Failure] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls) -> "Rows":
+        return cls(np.empty(0, np.int64), {k: np.empty(0, dt if k != "status" else np.int8)
+                                           for k, (dt, _) in COLUMNS.items()} | {"host": np.empty(0, "S1")})
+
+    @classmethod
+    def of(cls, log: TaskLog, attempts: dict[int, int]) -> "Rows":
+        """The rows of what this rank ran in this run (attempts: earlier tries, for retried tasks)."""
+        ids = np.frombuffer(log.ids, np.int64) if len(log.ids) else np.empty(0, np.int64)
+        order = np.argsort(ids, kind="stable")
+        k = len(ids)
+        columns = {"rank": np.full(k, log.rank, np.int32), "pid": np.full(k, log.pid, np.int64),
+                   "host": np.full(k, log.host.encode(), f"S{max(1, len(log.host.encode()))}"),
+                   "start": np.asarray(log.starts, np.float64)[order],
+                   "end": np.asarray(log.ends, np.float64)[order],
+                   "status": np.asarray(log.status, np.int8)[order],
+                   "attempts": np.array([attempts.get(int(t), 0) + 1 for t in ids[order]], np.int16)}
+        return cls(ids[order], columns, stack(log.results), dict(log.failures))
+
+    def without(self, drop: np.ndarray) -> "Rows":
+        """These rows less those of the tasks in drop."""
+        keep = ~np.isin(self.ids, drop)
+        results = {k: (i[~np.isin(i, drop)], v[~np.isin(i, drop)]) for k, (i, v) in self.results.items()}
+        gone = set(drop.tolist())
+        return Rows(self.ids[keep], {k: v[keep] for k, v in self.columns.items()}, results,
+                    {t: f for t, f in self.failures.items() if t not in gone})
+
+    def merged(self, other: "Rows") -> "Rows":
+        """These rows and another's (ids disjoint), in id order."""
+        ids = np.concatenate([self.ids, other.ids])
+        order = np.argsort(ids, kind="stable")
+        columns = {k: concat(self.columns[k], other.columns[k])[order] for k in self.columns}
+        results = dict(self.results)
+        for key, (ids2, values2) in other.results.items():
+            if key in results:
+                ids1, values1 = results[key]
+                both = np.concatenate([ids1, ids2])
+                o = np.argsort(both, kind="stable")
+                results[key] = (both[o], concat(values1, values2)[o])
+            else:
+                results[key] = (ids2, values2)
+        return Rows(ids[order], columns, results, {**self.failures, **other.failures})
+
+
+def concat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Concatenate, widening fixed-length byte strings or numbers to fit both."""
+    if a.dtype.kind == "S" and b.dtype.kind == "S":
+        return np.concatenate([a, b]).astype(f"S{max(a.itemsize, b.itemsize, 1)}")
+    return np.concatenate([a, b]) if len(a) and len(b) else (b if len(b) else a)
+
+
+def stack(results: dict[int, dict[str, np.ndarray]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{task id: {key: array}} as {key: (ids ascending, stacked values)}."""
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    tids = sorted(results)
+    for key in sorted({k for v in results.values() for k in v}):
+        have = [t for t in tids if key in results[t]]
+        out[key] = (np.array(have, np.int64), np.stack([results[t][key] for t in have]))
+    return out
+
+
+def schema(rows: Rows) -> dict[str, tuple[str, tuple]]:
+    return {k: (values.dtype.str, values.shape[1:]) for k, (_, values) in rows.results.items()}
+
+
+def select_rows(space: h5py.h5s.SpaceID, ids: np.ndarray, shape: tuple) -> None:
+    """Select the rows `ids` (ascending) of a dataset, one hyperslab per run of consecutive ids."""
+    space.select_none()
+    if not len(ids):
+        return
+    breaks = np.flatnonzero(np.diff(ids) != 1) + 1
+    starts, ends = np.r_[0, breaks], np.r_[breaks, len(ids)]
+    zeros = (0,) * len(shape)
+    for lo, hi in zip(starts, ends):
+        space.select_hyperslab((int(ids[lo]),) + zeros, (int(hi - lo),) + shape, op=h5py.h5s.SELECT_OR)
+
+
+def write_rows(ds: h5py.Dataset, ids: np.ndarray, values: np.ndarray, dxpl: Any) -> None:
+    """Write values into rows ids of ds: collectively when dxpl says so; empty ids take part too."""
+    shape = ds.shape[1:]
+    fspace = ds.id.get_space()
+    select_rows(fspace, ids, shape)
+    data = np.ascontiguousarray(values, dtype=ds.dtype) if len(ids) else np.zeros((1,) + shape, ds.dtype)
+    mspace = h5py.h5s.create_simple(data.shape)
+    if not len(ids):
+        mspace.select_none()
+    ds.id.write(mspace, fspace, data, mtype=ds.id.get_type(), dxpl=dxpl)
+
+
+def create(f: h5py.File, n: int, host_width: int, results: dict[str, tuple[np.dtype, tuple]],
+           attrs: dict[str, Any]) -> None:
+    """The datasets and attributes, identically on every rank that has the file open."""
+    for name, (dtype, fill) in COLUMNS.items():
+        f.create_dataset(f"tasks/{name}", (n,), dtype=dtype, fillvalue=fill)
+    f.create_dataset("tasks/host", (n,), dtype=f"S{host_width}")
+    f.create_group("results")
+    for key, (dtype, shape) in sorted(results.items()):
+        if dtype.kind == "S" and dtype.itemsize == 0:
+            dtype = np.dtype("S1")
+        f.create_dataset(f"results/{key}", (n,) + shape, dtype=dtype, fillvalue=fill_value(dtype))
+    f.attrs.update(attrs)
+
+
+def write(world: World, path: str, n: int, rows: Rows, attrs: dict[str, Any], serial: bool,
+          pickled_keys: set[str]) -> None:
+    """Build the results file at path from every rank's rows (collective)."""
+    comm = world.comm
+    if serial:   # rank 0 writes everything: the rows travel to it
+        gathered = comm.gather(rows, root=0)
+        rows = Rows.empty()
+        if world.rank == 0:
+            for part in gathered:
+                rows = rows.merged(part)
+    kinds = merge_schemas(comm.allgather(schema(rows)))
+    host_width = comm.allreduce(rows.columns["host"].dtype.itemsize, op=MPI.MAX)
+    failures = comm.gather(rows.failures, root=0)
+    pickled = set().union(*comm.allgather(pickled_keys)) & set(kinds)
+    attrs = dict(attrs, io_mode="serial" if serial else "collective",
+                 pickled_results=",".join(sorted(pickled)))
+    if serial:
+        if world.rank == 0:
+            with h5py.File(path, "w") as f:
+                fill(f, n, host_width, kinds, attrs, rows, None)
+    else:
+        dxpl = h5py.h5p.create(h5py.h5p.DATASET_XFER)
+        dxpl.set_dxpl_mpio(h5py.h5fd.MPIO_COLLECTIVE)
+        with h5py.File(path, "w", driver="mpio", comm=comm) as f:
+            fill(f, n, host_width, kinds, attrs, rows, dxpl)
+    if world.rank == 0:
+        with h5py.File(path, "r+") as f:
+            write_failures(f, n, {t: x for part in failures for t, x in part.items()})
+
+
+def fill(f: h5py.File, n: int, host_width: int, kinds: dict, attrs: dict, rows: Rows, dxpl: Any) -> None:
+    create(f, n, host_width, kinds, attrs)
+    if not n:
+        return   # zero-length datasets have no storage to write to (n is the same on every rank)
+    for name in list(COLUMNS) + ["host"]:
+        write_rows(f[f"tasks/{name}"], rows.ids, rows.columns[name], dxpl)
+    for key in sorted(kinds):
+        ids, values = rows.results.get(key, (np.empty(0, np.int64), None))
+        write_rows(f[f"results/{key}"], ids, values, dxpl)
+
+
+def write_failures(f: h5py.File, n: int, failures: dict[int, Failure]) -> None:
+    """The failure texts, as variable-length strings (rank 0, file opened without MPI-IO)."""
+    ids = sorted(failures)
+    for name, attr in zip(FAILURE_TEXT, ("type", "message", "traceback")):
+        ds = f.create_dataset(f"tasks/{name}", (n,), dtype=TEXT)
+        if ids:
+            ds[ids] = np.array([getattr(failures[t], attr) for t in ids], dtype=object)
+
+
+def read_rows(path: str) -> tuple[dict[str, Any], Rows, np.ndarray]:
+    """An existing results file as (attributes, rows of every task that ran, status per task)."""
+    with h5py.File(path, "r") as f:
+        t = f["tasks"]
+        status = t["status"][:].astype(np.int8)
+        ids = np.flatnonzero(status != 0).astype(np.int64)
+        columns = {k: t[k][:][ids] for k in list(COLUMNS) + ["host"]}
+        columns["status"] = columns["status"].astype(np.int8)
+        results = {}
+        for key, ds in f.get("results", {}).items():
+            values = ds[:]
+            have = ids[~missing(values[ids], ds.fillvalue)] if len(ids) else ids
+            results[key] = (have, values[have])
+        failed = [int(i) for i in ids if status[i] not in DONE]
+        texts = {name: t[name].asstr()[:] if len(failed) else None for name in FAILURE_TEXT}
+        failures = {i: Failure(texts["error_type"][i], texts["error_message"][i], texts["traceback"][i])
+                    for i in failed}
+        return dict(f.attrs), Rows(ids, columns, results, failures), status
+
+
+def missing(values: np.ndarray, fill: Any) -> np.ndarray:
+    """Which rows (first axis) hold only the fill value, i.e. had no result."""
+    flat = values.reshape(len(values), -1)
+    if values.dtype.kind in "fc":
+        return np.isnan(flat).all(axis=1)
+    return (flat == fill).all(axis=1)

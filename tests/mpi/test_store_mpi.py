@@ -1,0 +1,69 @@
+"""The results file written collectively by several ranks (under mpiexec -n 2 and -n 4)."""
+import os
+
+import h5py
+import numpy as np
+import pytest
+from mtcmpi.job import run_job
+from mtcmpi.output import Output
+from mtcmpi.policies import parse_schedule
+from mtcmpi.tasks import CountSource
+from mtcmpi.world import World
+from tests.mpi.common import comm, on_rank0, shared_tmp
+
+pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.timeout(120)]
+
+
+def contents(path):
+    with h5py.File(path, "r") as f:
+        return {k: f[f"results/{k}"][:] for k in f["results"]}, f["tasks/status"][:], f["tasks/rank"][:]
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 50])
+def test_static_and_dynamic_write_the_same_results(tmp_path_factory, n):
+    base = shared_tmp(tmp_path_factory, "store")
+    files = {}
+    for schedule in ("static", "dynamic", "guided"):
+        path = os.path.join(base, f"{schedule}.h5")
+        outcome = run_job(World.of(), "tests.tasks_for_tests:vector", CountSource(n),
+                          parse_schedule(schedule), Output(path))
+        assert outcome.exit_code == 0
+        files[schedule] = path
+
+    def check():
+        results = [contents(p) for p in files.values()]
+        for values, status, ranks in results:
+            assert status.tolist() == [1] * n
+            if n:
+                assert np.array_equal(values["value"][:, 1], np.arange(n, dtype=float))
+        static_ranks, dynamic_ranks = results[0][2], results[1][2]
+        assert set(static_ranks.tolist()) <= set(range(comm.size))
+        assert 0 not in dynamic_ranks.tolist()   # the master runs no task
+    on_rank0(check)
+
+
+def test_failures_from_every_rank_reach_the_file(tmp_path_factory):
+    path = os.path.join(shared_tmp(tmp_path_factory, "store"), "f.h5")
+    outcome = run_job(World.of(), "tests.tasks_for_tests:maybe_fail", CountSource(40),
+                      parse_schedule("static:cyclic"), Output(path))
+    assert outcome.exit_code == 1
+
+    def check():
+        with h5py.File(path) as f:
+            failed = np.flatnonzero(f["tasks/status"][:] == 2)
+            assert failed.tolist() == [3, 8, 13, 18, 23, 28, 33, 38]
+            assert all("unlucky" in m for m in f["tasks/error_message"].asstr()[failed])
+            assert set(f["tasks/rank"][failed].tolist()) == {i % comm.size for i in failed}
+    on_rank0(check)
+
+
+def test_serial_io_writes_the_same_file(tmp_path_factory):
+    path = os.path.join(shared_tmp(tmp_path_factory, "store"), "s.h5")
+    run_job(World.of(), "tests.tasks_for_tests:square", CountSource(30), parse_schedule("dynamic"),
+            Output(path, serial_io=True))
+
+    def check():
+        with h5py.File(path) as f:
+            assert f.attrs["io_mode"] == "serial"
+            assert f["results/value"][:].tolist() == [x * x for x in range(30)]
+    on_rank0(check)

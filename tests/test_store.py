@@ -1,0 +1,139 @@
+"""Results normalisation, the journal, the HDF5 layout and resume (one rank, in-process)."""
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from mtcmpi import journal, resume
+from mtcmpi.errors import UsageError
+from mtcmpi.job import run_job
+from mtcmpi.output import Output
+from mtcmpi.policies import parse_schedule
+from mtcmpi.results import Normalizer, ResultMismatch, UnstorableResult, merge_schemas
+from mtcmpi.tasklog import FAILED, OK, TaskLog
+from mtcmpi.tasks import CountSource, ItemsSource
+from mtcmpi.world import World
+from tests import tasks_for_tests as t
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_normalizer_turns_values_into_arrays():
+    norm = Normalizer()
+    got = norm({"a": 1, "b": np.arange(3.0), "s": "é", "skip": None})
+    assert set(got) == {"a", "b", "s"} and got["s"].item() == "é".encode()
+    assert norm({"a": 2, "b": np.ones(3), "s": "longer"})["b"].shape == (3,)
+    assert norm(None) is None
+    assert Normalizer()(2.5)["value"] == 2.5
+
+
+def test_normalizer_rejects_what_cannot_be_stored():
+    with pytest.raises(UnstorableResult, match="returned a set, which cannot be stored"):
+        Normalizer()({1, 2})
+    with pytest.raises(UnstorableResult, match="under key 'x'"):
+        Normalizer()({"x": object()})
+    pickled = Normalizer(pickled=True)
+    assert pickled({1, 2})["value"].dtype.kind == "S" and pickled.pickled_keys == {"value"}
+
+
+def test_normalizer_rejects_a_change_of_shape_or_kind():
+    norm = Normalizer()
+    norm(np.zeros(2))
+    with pytest.raises(ResultMismatch, match="shape \\(3,\\)"):
+        norm(np.zeros(3))
+    with pytest.raises(ResultMismatch):
+        norm("text")
+    assert norm(np.ones(2, dtype=np.int8))["value"].dtype == np.int8   # numbers may change type
+
+
+def test_merge_schemas_promotes_numbers_and_refuses_shapes():
+    merged = merge_schemas([{"v": ("<i8", ())}, {"v": ("<f8", ())}, {"s": ("|S3", ())}, {"s": ("|S7", ())}])
+    assert merged["v"][0] == np.float64 and merged["s"][0] == np.dtype("S7")
+    with pytest.raises(UsageError, match="differ between tasks"):
+        merge_schemas([{"v": ("<f8", (2,))}, {"v": ("<f8", (3,))}])
+
+
+def test_journal_survives_a_torn_last_frame(tmp_path):
+    out = str(tmp_path / "r.h5")
+    os.makedirs(journal.directory(out))
+    log = TaskLog(0, "host", 1)
+    j = journal.Journal(out, log, "run")
+    log.run([(0, 1), (1, 2)], lambda x: x, lambda: 1.0)
+    j.flush()
+    log.run([(2, 3)], lambda x: x, lambda: 2.0)
+    j.flush()
+    j.close()
+    with open(j.path, "r+b") as f:          # cut the second frame short, as a kill would
+        f.truncate(os.path.getsize(j.path) - 5)
+    frames = list(journal.read(out))
+    assert len(frames) == 1 and list(frames[0]["ids"]) == [0, 1]
+
+
+def run(out, fn, items, **opts):
+    return run_job(World.of(), fn, ItemsSource(items), parse_schedule("dynamic"), Output(str(out), **opts))
+
+
+def test_file_layout(tmp_path):
+    out = tmp_path / "r.h5"
+    outcome = run(out, t.vector, range(5))
+    assert outcome.exit_code == 0 and not os.path.exists(journal.directory(str(out)))
+    with h5py.File(out) as f:
+        assert f["results/value"].shape == (5, 3)
+        assert np.array_equal(f["results/value"][:, 0], np.arange(5.0))
+        assert list(f["tasks/status"][:]) == [OK] * 5
+        assert f["tasks/rank"][0] == 0 and f["tasks/pid"][0] == os.getpid()
+        assert (f["tasks/end"][:] >= f["tasks/start"][:]).all()
+        for attr in ("mtcmpi_version", "mpi_library", "ranks", "policy", "command_line",
+                     "start_time", "end_time", "fingerprint", "n_tasks", "io_mode"):
+            assert attr in f.attrs
+        assert f.attrs["io_mode"] == "collective" and f.attrs["n_tasks"] == 5
+
+
+def test_failed_rows_hold_fill_values_and_the_error(tmp_path):
+    out = tmp_path / "r.h5"
+    assert run(out, t.maybe_fail, range(6)).exit_code == 1
+    with h5py.File(out) as f:
+        assert f["tasks/status"][3] == FAILED
+        assert f["results/value"][3] == np.iinfo(np.int64).min
+        assert f["tasks/error_type"].asstr()[3] == "ValueError"
+        assert "x=3 is unlucky" in f["tasks/error_message"].asstr()[3]
+        assert "Traceback" in f["tasks/traceback"].asstr()[3]
+        assert f["tasks/error_type"].asstr()[2] == ""
+
+
+def test_resume_skips_done_tasks_and_refuses_another_task_list(tmp_path):
+    out = tmp_path / "r.h5"
+    run(out, t.maybe_fail, range(6))
+    prior = resume.load(str(out), 6)
+    assert list(prior.todo(retry_failed=False)) == [] and list(prior.todo(retry_failed=True)) == [3]
+    again = run(out, t.maybe_fail, range(6), retry_failed=True)
+    assert again.summary.earlier == 5 and again.summary.total.ran == 1
+    with h5py.File(out) as f:
+        assert f["tasks/attempts"][3] == 2 and f["tasks/attempts"][2] == 1
+    with pytest.raises(UsageError, match="different task list"):
+        run(out, t.maybe_fail, range(7))
+    assert run(out, t.maybe_fail, range(7), restart=True).summary.total.ran == 7
+
+
+def test_pickled_results_are_marked(tmp_path):
+    out = tmp_path / "r.h5"
+    run(out, lambda x: {x}, range(3), pickled=True)
+    with h5py.File(out) as f:
+        assert f.attrs["pickled_results"] == "value"
+
+
+def test_output_directory_is_checked(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        run(tmp_path / "no" / "r.h5", t.square, range(2))
+    # root may write into any directory whatever its mode; /proc/sys is read-only even for root
+    with pytest.raises(UsageError, match="/proc/sys is not writable"):
+        run("/proc/sys/r.h5", t.square, range(2))
+
+
+def test_count_source_fingerprint_changes_with_n():
+    import hashlib
+    a, b = hashlib.sha256(), hashlib.sha256()
+    CountSource(3).fingerprint(a)
+    CountSource(4).fingerprint(b)
+    assert a.hexdigest() != b.hexdigest()
