@@ -79,6 +79,7 @@ class Summary:
     total: Part
     earlier: int = 0          # tasks done by an earlier run of the same --out, not run now
     earlier_failed: int = 0   # of those, failed ones (they count for the exit status)
+    store: float = 0.0        # seconds spent writing the results file (part of engine)
 
     @property
     def efficiency(self) -> float:
@@ -110,3 +111,51 @@ class Summary:
             out.append("  traceback of the first failure:")
             out.extend("    " + line for line in first[3].rstrip().splitlines())
         return out
+
+
+def file_report(path: str) -> dict:
+    """The numbers `mtcmpi report` prints, computed from a results file's task log."""
+    import h5py
+    import numpy as np
+
+    from .tasklog import STATUS_NAMES
+
+    with h5py.File(path, "r") as f:
+        t = f["tasks"][:]
+        status, rank, start, end = t["status"].astype(int), t["rank"], t["start"], t["end"]
+        kinds, messages = f["errors/type"].asstr()[:], f["errors/message"].asstr()[:]
+        ranks = int(f.attrs.get("ranks", max(rank.max(initial=0) + 1, 1)))
+        policy = str(f.attrs.get("policy", ""))
+    ran = ~np.isnan(start)
+    seconds = np.where(ran, end - start, 0.0)
+    wall = float(end[ran].max() - start[ran].min()) if ran.any() else 0.0
+    busy = np.bincount(rank[ran], weights=seconds[ran], minlength=ranks)[:ranks]
+    failures: dict[str, dict] = {}
+    for tid in np.flatnonzero(kinds != ""):
+        entry = failures.setdefault(kinds[tid], {"count": 0, "first_task": int(tid), "message": messages[tid]})
+        entry["count"] += 1
+    slow = np.argsort(-seconds)[:SLOWEST]
+    fraction = busy / wall if wall else busy
+    return {"file": path, "tasks": len(status), "ranks": ranks, "policy": policy,
+            "status": {name: int((status == code).sum()) for code, name in STATUS_NAMES.items()},
+            "failures": failures, "wall_s": wall, "task_time_s": float(seconds.sum()),
+            "efficiency": float(seconds.sum() / (ranks * wall)) if wall else 0.0,
+            "busy_fraction": {"min": float(fraction.min(initial=0)), "median": float(np.median(fraction)) if ranks else 0.0,
+                              "max": float(fraction.max(initial=0))},
+            "slowest": [{"task": int(i), "seconds": float(seconds[i]), "rank": int(rank[i])}
+                        for i in slow if ran[i]]}
+
+
+def format_file_report(r: dict) -> list[str]:
+    """`mtcmpi report` as text."""
+    counts = ", ".join(f"{n} {name}" for name, n in r["status"].items() if n)
+    b = r["busy_fraction"]
+    out = [f"{r['file']}: {r['tasks']} tasks on {r['ranks']} ranks ({r['policy']}): {counts or 'none'}",
+           f"  wall {r['wall_s']:.2f} s (first start to last end), task time {r['task_time_s']:.2f} s, "
+           f"efficiency {r['efficiency']:.3f} (task time / (ranks x wall))",
+           f"  busy fraction per rank: min {b['min']:.3f}, median {b['median']:.3f}, max {b['max']:.3f}"]
+    for kind, e in sorted(r["failures"].items(), key=lambda kv: -kv[1]["count"]):
+        out.append(f"  failed: {kind} x{e['count']} (first: task {e['first_task']}: {e['message']})")
+    out.append("  slowest: " + ", ".join(f"task {s['task']} {s['seconds']:.3f} s (rank {s['rank']})"
+                                         for s in r["slowest"]))
+    return out

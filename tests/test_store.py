@@ -81,9 +81,9 @@ def test_file_layout(tmp_path):
     with h5py.File(out) as f:
         assert f["results/value"].shape == (5, 3)
         assert np.array_equal(f["results/value"][:, 0], np.arange(5.0))
-        assert list(f["tasks/status"][:]) == [OK] * 5
-        assert f["tasks/rank"][0] == 0 and f["tasks/pid"][0] == os.getpid()
-        assert (f["tasks/end"][:] >= f["tasks/start"][:]).all()
+        assert list(f["tasks"]["status"][:]) == [OK] * 5
+        assert f["tasks"]["rank"][0] == 0 and f["tasks"]["pid"][0] == os.getpid()
+        assert (f["tasks"]["end"][:] >= f["tasks"]["start"][:]).all()
         for attr in ("mtcmpi_version", "mpi_library", "ranks", "policy", "command_line",
                      "start_time", "end_time", "fingerprint", "n_tasks", "io_mode"):
             assert attr in f.attrs
@@ -94,12 +94,12 @@ def test_failed_rows_hold_fill_values_and_the_error(tmp_path):
     out = tmp_path / "r.h5"
     assert run(out, t.maybe_fail, range(6)).exit_code == 1
     with h5py.File(out) as f:
-        assert f["tasks/status"][3] == FAILED
+        assert f["tasks"]["status"][3] == FAILED
         assert f["results/value"][3] == np.iinfo(np.int64).min
-        assert f["tasks/error_type"].asstr()[3] == "ValueError"
-        assert "x=3 is unlucky" in f["tasks/error_message"].asstr()[3]
-        assert "Traceback" in f["tasks/traceback"].asstr()[3]
-        assert f["tasks/error_type"].asstr()[2] == ""
+        assert f["errors/type"].asstr()[3] == "ValueError"
+        assert "x=3 is unlucky" in f["errors/message"].asstr()[3]
+        assert "Traceback" in f["errors/traceback"].asstr()[3]
+        assert f["errors/type"].asstr()[2] == ""
 
 
 def test_resume_skips_done_tasks_and_refuses_another_task_list(tmp_path):
@@ -110,7 +110,7 @@ def test_resume_skips_done_tasks_and_refuses_another_task_list(tmp_path):
     again = run(out, t.maybe_fail, range(6), retry_failed=True)
     assert again.summary.earlier == 5 and again.summary.total.ran == 1
     with h5py.File(out) as f:
-        assert f["tasks/attempts"][3] == 2 and f["tasks/attempts"][2] == 1
+        assert f["tasks"]["attempts"][3] == 2 and f["tasks"]["attempts"][2] == 1
     with pytest.raises(UsageError, match="different task list"):
         run(out, t.maybe_fail, range(7))
     assert run(out, t.maybe_fail, range(7), restart=True).summary.total.ran == 7

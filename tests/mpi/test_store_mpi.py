@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.timeout(120)]
 
 def contents(path):
     with h5py.File(path, "r") as f:
-        return {k: f[f"results/{k}"][:] for k in f["results"]}, f["tasks/status"][:], f["tasks/rank"][:]
+        return {k: f[f"results/{k}"][:] for k in f["results"]}, f["tasks"]["status"][:], f["tasks"]["rank"][:]
 
 
 @pytest.mark.parametrize("n", [0, 1, 3, 50])
@@ -50,10 +50,10 @@ def test_failures_from_every_rank_reach_the_file(tmp_path_factory):
 
     def check():
         with h5py.File(path) as f:
-            failed = np.flatnonzero(f["tasks/status"][:] == 2)
+            failed = np.flatnonzero(f["tasks"]["status"][:] == 2)
             assert failed.tolist() == [3, 8, 13, 18, 23, 28, 33, 38]
-            assert all("unlucky" in m for m in f["tasks/error_message"].asstr()[failed])
-            assert set(f["tasks/rank"][failed].tolist()) == {i % comm.size for i in failed}
+            assert all("unlucky" in m for m in f["errors/message"].asstr()[failed])
+            assert set(f["tasks"]["rank"][failed].tolist()) == {i % comm.size for i in failed}
     on_rank0(check)
 
 
