@@ -107,7 +107,29 @@ def build_parser() -> argparse.ArgumentParser:
                        "between journal flushes: a kill loses at most the tasks finished in the "
                        "last S seconds (default 2)")
     run.set_defaults(handler=command_run)
+
+    report = commands.add_parser("report", help="summarise a results file",
+                                 description="Summarise a results file: tasks by status, failures "
+                                 "by type, wall and task time, efficiency, busy fraction per rank, "
+                                 "the slowest tasks.",
+                                 epilog="example:\n  python -m mtcmpi report results.h5 --json",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    report.add_argument("file", help="a results file written with --out")
+    report.add_argument("--json", action="store_true", help="print the same numbers as JSON")
+    report.set_defaults(handler=command_report)
     return parser
+
+
+def command_report(args: argparse.Namespace) -> int:
+    import json
+
+    from .report import file_report, format_file_report
+
+    if not os.path.exists(args.file):
+        raise UsageError(f"{args.file}: no such results file")
+    r = file_report(args.file)
+    print(json.dumps(r, indent=2) if args.json else "\n".join(format_file_report(r)))
+    return 0
 
 
 def task_list(args: argparse.Namespace) -> tuple:
@@ -162,7 +184,7 @@ def command_run(args: argparse.Namespace) -> int:
     if outcome.summary is not None:
         print("\n".join(outcome.summary.lines()), flush=True)
         if output:
-            print(f"  results: {output.path}", flush=True)
+            print(f"  results: {output.path} (written in {outcome.summary.store:.2f} s)", flush=True)
     return outcome.exit_code
 
 

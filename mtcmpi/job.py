@@ -103,13 +103,16 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
     world.barrier()
     started = time.time()
     engine.execute(world, invoke, source, ids, policy, log)
+    stored_in = 0.0
     if output:
         if flusher:
             flusher.stop()
+        t0 = time.time()
         output.finish(world, log, n, {"ranks": world.size, "policy": describe(policy),
                                       "target": name_of(target), "n_tasks": n,
                                       "start_time": started, "fingerprint": fingerprint},
                       normalizer.pickled_keys)
+        stored_in = time.time() - t0
     parts = world.comm.gather(report.condense(log), root=0)
     summary = None
     if world.rank == 0:
@@ -117,7 +120,7 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
         workers = world.size if world.size == 1 or isinstance(policy, Static) else world.size - 1
         summary = report.Summary(n, world.size, workers, describe(policy), started - launched,
                                  time.time() - started, total, n - len(ids),
-                                 output.earlier_failures(ids) if output else 0)
+                                 output.earlier_failures(ids) if output else 0, stored_in)
     failed = summary is not None and (summary.total.failed or summary.earlier_failed)
     code = world.comm.bcast(EXIT_TASKS_FAILED if failed else EXIT_OK, root=0)
     return Outcome(n, log, summary, code)
