@@ -40,11 +40,12 @@ class Journal:
         """Append one frame with every record completed since the last flush."""
         with self.lock:
             log, lo = self.log, self.written
+            flushed = time.time()   # before hi: every task recorded by now is in this frame
             hi = len(log.ends)   # ends is appended last, so every record below hi is complete
             if hi == lo:
                 return
             ids = log.ids[lo:hi]
-            batch = {"rank": log.rank, "host": log.host, "pid": log.pid, "flushed": time.time(),
+            batch = {"rank": log.rank, "host": log.host, "pid": log.pid, "flushed": flushed,
                      "ids": ids, "starts": log.starts[lo:hi], "ends": log.ends[lo:hi],
                      "status": log.status[lo:hi],
                      "attempts": {t: self.attempts[t] for t in ids if t in self.attempts},

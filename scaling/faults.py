@@ -1,0 +1,120 @@
+"""Kill-and-resume trials: nothing finished is lost, nothing journalled runs twice.
+
+    python scaling/faults.py [--trials 20] [--tasks 200] [--ranks 4]
+
+Each trial starts `mpiexec -n R python -m mtcmpi run fault_task:work --count N --out F`,
+sends SIGKILL to the whole job at a random moment (start-up, mid-run or while the file is
+written), reads the journal it left (which tasks each rank had flushed, and when it last
+flushed), runs the same command again to completion, and checks: every task is in the file
+exactly once with status ok and the right value (lost=0), and no task that finished before its
+rank's last journal flush ran a second time (doubled=0). Last line:
+RESULT trials=<n> complete=<n> lost=<n> doubled=<n>
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+
+import h5py
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+from _mpirun import environment  # noqa: E402
+
+from mtcmpi import journal  # noqa: E402
+
+
+def command(ranks: int, n: int, out: str) -> list[str]:
+    return ["mpiexec", "-n", str(ranks), sys.executable, "-m", "mtcmpi", "run", "fault_task:work",
+            "--count", str(n), "--out", out, "--flush-interval", "0.2"]
+
+
+def kill_session(sid: int, sig: int) -> None:
+    """Signal every process of a session: Open MPI gives each rank its own process group, so
+    killing mpiexec's group would leave the ranks running (as a batch system's kill would not)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[3]) == sid:
+                        os.kill(int(entry), sig)
+            except (OSError, ValueError, IndexError):
+                pass
+
+
+def finishes(log: str) -> dict[int, list[tuple[int, float]]]:
+    """task id -> [(pid, finish time)] of every time it ran."""
+    ran: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    with open(log) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3:
+                ran[int(parts[0])].append((int(parts[1]), float(parts[2])))
+    return ran
+
+
+def trial(ranks: int, n: int, kill_after: float, workdir: str) -> dict:
+    """One kill-and-resume trial; returns its counts."""
+    out, log = os.path.join(workdir, "r.h5"), os.path.join(workdir, "finished.log")
+    env = environment({"MTCMPI_FAULTS_LOG": log, "PYTHONPATH": HERE})
+    open(log, "w").close()
+    job = subprocess.Popen(command(ranks, n, out), env=env, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(kill_after)
+    killed = job.poll() is None
+    if killed:
+        kill_session(job.pid, signal.SIGKILL)
+    job.wait(timeout=60)
+    time.sleep(0.2)   # let the kernel reap the ranks before the journal is read
+    last_flush: dict[int, float] = {}
+    for frame in journal.read(out):
+        last_flush[frame["pid"]] = max(last_flush.get(frame["pid"], 0.0), frame["flushed"])
+    before = finishes(log)
+    again = subprocess.run(command(ranks, n, out), env=env, capture_output=True, text=True, timeout=300)
+    if again.returncode != 0:
+        raise RuntimeError(f"the resumed run failed:\n{again.stdout}\n{again.stderr}")
+    with h5py.File(out) as f:
+        status, values = f["tasks"]["status"][:], f["results/value"][:]
+    lost = int(np.sum((status != 1) | (values != 2 * np.arange(n))))
+    doubled = 0
+    for tid, runs in finishes(log).items():
+        first = before.get(tid, [])
+        if len(runs) > 1 and any(t < last_flush.get(pid, 0.0) for pid, t in first):
+            doubled += 1
+    return {"killed": killed, "lost": lost, "doubled": doubled, "before": len(before),
+            "rerun": sum(len(r) > 1 for r in finishes(log).values())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--ranks", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    total = {"complete": 0, "lost": 0, "doubled": 0}
+    for i in range(args.trials):
+        with tempfile.TemporaryDirectory() as tmp:
+            when = rng.uniform(0.5, 4.0)
+            r = trial(args.ranks, args.tasks, when, tmp)
+        total["complete"] += r["lost"] == 0
+        total["lost"] += r["lost"]
+        total["doubled"] += r["doubled"]
+        print(f"trial {i + 1:2d}: SIGKILL at {when:4.2f} s ({'killed' if r['killed'] else 'had finished'}): "
+              f"{r['before']} finished before the kill, {r['rerun']} ran again (unflushed), "
+              f"lost {r['lost']}, doubled {r['doubled']}", flush=True)
+    print(f"RESULT trials={args.trials} complete={total['complete']} lost={total['lost']} doubled={total['doubled']}")
+
+
+if __name__ == "__main__":
+    main()
