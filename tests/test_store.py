@@ -137,3 +137,16 @@ def test_count_source_fingerprint_changes_with_n():
     CountSource(3).fingerprint(a)
     CountSource(4).fingerprint(b)
     assert a.hexdigest() != b.hexdigest()
+
+
+def test_h5py_without_mpi_stops_unless_serial_io(tmp_path, monkeypatch):
+    import mtcmpi.output
+
+    class NoMPI:
+        mpi = False
+    monkeypatch.setattr(mtcmpi.output.h5py, "get_config", lambda: NoMPI())
+    with pytest.raises(UsageError, match="built without MPI.*--serial-io"):
+        run(tmp_path / "r.h5", t.square, range(2))
+    assert run(tmp_path / "r.h5", t.square, range(2), serial_io=True).exit_code == 0
+    with h5py.File(tmp_path / "r.h5") as f:
+        assert f.attrs["io_mode"] == "serial"
