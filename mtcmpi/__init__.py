@@ -1,7 +1,8 @@
 """mtcmpi: many-task computing on MPI — a master/worker engine with static and dynamic scheduling."""
 __version__ = "0.1.0"
 
-__all__ = ["run", "TasksFailed", "__version__"]
+__all__ = ["run", "TasksFailed", "Executor", "executor", "map", "__version__"]
+_FUTURES = {"Executor": "Executor", "executor": "executor", "map": "parallel_map"}
 
 
 def __getattr__(name: str):
@@ -9,4 +10,7 @@ def __getattr__(name: str):
     if name in ("run", "TasksFailed"):
         from . import api
         return getattr(api, name)
+    if name in _FUTURES:
+        from . import futures
+        return getattr(futures, _FUTURES[name])
     raise AttributeError(f"module 'mtcmpi' has no attribute {name!r}")

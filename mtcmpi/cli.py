@@ -108,6 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
                        "last S seconds (default 2)")
     run.set_defaults(handler=command_run)
 
+    exe = commands.add_parser("exec", help="run a driver script on rank 0; the other ranks run the "
+                              "tasks it submits to mtcmpi.Executor",
+                              description="Run SCRIPT as __main__ on rank 0 with ARGS as its "
+                              "sys.argv[1:]; every other rank imports it (keep the driver code "
+                              "under `if __name__ == '__main__':`) and serves its Executor's tasks "
+                              "until it ends.",
+                              epilog="examples:\n  mpirun -n 64 python -m mtcmpi exec driver.py "
+                              "--input scan.csv\n\nexit status: the driver's own (0, its sys.exit "
+                              "code, or 1 if it raised), on every rank",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    exe.add_argument("script", help="the driver script")
+    exe.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
+    exe.set_defaults(handler=command_exec)
+
     report = commands.add_parser("report", help="summarise a results file",
                                  description="Summarise a results file: tasks by status, failures "
                                  "by type, wall and task time, efficiency, busy fraction per rank, "
@@ -118,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print the same numbers as JSON")
     report.set_defaults(handler=command_report)
     return parser
+
+
+def command_exec(args: argparse.Namespace) -> int:
+    from .driver import run_script
+
+    return run_script(args.script, args.args)
 
 
 def command_report(args: argparse.Namespace) -> int:

@@ -20,7 +20,6 @@ built as <out>.tmp and renamed: a results file that exists is complete.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -3,7 +3,8 @@
     python scaling/throughput.py [--quick] [--ranks N]
 
 Configurations: 1 master + 1 worker and 1 master + all other ranks, unchunked (chunk 1) and
-automatic chunking; the peer is MPIPoolExecutor.map with chunksize 1 and its best chunksize.
+automatic chunking, and mtcmpi.Executor.map (chunksize 1, one Future per task); the peer is
+MPIPoolExecutor.map with chunksize 1 and its best chunksize.
 Each figure is engine time only (tasks handed out until all are back), with MPI start-up
 excluded for both tools. The last line is the RESULT line.
 """
@@ -32,17 +33,32 @@ def child_mtcmpi(n: int, chunk: int | None) -> None:
         print(json.dumps({"tps": n / outcome.summary.engine}))
 
 
+def timed_map(pool, n: int, chunksize: int) -> float:
+    """Tasks/s of pool.map over n no-ops, after one task has warmed the workers up."""
+    from kernels.noop import none
+
+    pool.submit(none).result()
+    t0 = time.perf_counter()
+    for _ in pool.map(none, range(n), chunksize=chunksize):
+        pass
+    return n / (time.perf_counter() - t0)
+
+
 def child_futures(n: int, chunksize: int) -> None:
-    """Under `mpiexec python -m mpi4py.futures`: time MPIPoolExecutor.map over n no-op tasks."""
+    """Under `mpiexec python -m mpi4py.futures`: MPIPoolExecutor.map over n no-op tasks."""
     from mpi4py.futures import MPIPoolExecutor
 
-    from kernels.noop import none
     with MPIPoolExecutor() as pool:
-        pool.submit(none).result()             # workers up before the clock starts
-        t0 = time.perf_counter()
-        for _ in pool.map(none, range(n), chunksize=chunksize):
-            pass
-        print(json.dumps({"tps": n / (time.perf_counter() - t0)}))
+        print(json.dumps({"tps": timed_map(pool, n, chunksize)}))
+
+
+def child_executor(n: int) -> None:
+    """Under mpiexec: mtcmpi.Executor.map over n no-op tasks, chunksize 1, one Future each."""
+    from mtcmpi.futures import executor
+
+    with executor() as ex:
+        if ex is not None:
+            print(json.dumps({"tps": timed_map(ex, n, 1)}))
 
 
 def measure(ranks: int, tool: str, n: int, chunk: int | None) -> float:
@@ -50,6 +66,8 @@ def measure(ranks: int, tool: str, n: int, chunk: int | None) -> float:
     here = os.path.abspath(__file__)
     if tool == "mtcmpi":
         args = [here, "--child", "mtcmpi", "-n", str(n)] + (["--chunk", str(chunk)] if chunk else [])
+    elif tool == "executor":
+        args = [here, "--child", "executor", "-n", str(n)]
     else:
         args = ["-m", "mpi4py.futures", here, "--child", "futures", "-n", str(n), "--chunk", str(chunk)]
     return last_json(mpirun(ranks, args).stdout)["tps"]
@@ -58,9 +76,9 @@ def measure(ranks: int, tool: str, n: int, chunk: int | None) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer tasks (finishes in < 40 s)")
-    parser.add_argument("--ranks", type=int, default=max(2, os.cpu_count() or 2),
-                        help="ranks for the '1 master + all other ranks' runs (default: cores)")
-    parser.add_argument("--child", choices=["mtcmpi", "futures"], help=argparse.SUPPRESS)
+    parser.add_argument("--ranks", type=int, default=4,
+                        help="ranks for the '1 master + all other ranks' runs (default 4: oversubscribed on 2 cores)")
+    parser.add_argument("--child", choices=["mtcmpi", "futures", "executor"], help=argparse.SUPPRESS)
     parser.add_argument("-n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--chunk", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -68,24 +86,27 @@ def main() -> None:
         return child_mtcmpi(args.n, args.chunk)
     if args.child == "futures":
         return child_futures(args.n, args.chunk)
+    if args.child == "executor":
+        return child_executor(args.n)
 
     scale = 1 if args.quick else 4
     rows = []
     for ranks in sorted({2, args.ranks}):
         rows.append((ranks, "mtcmpi", 1, measure(ranks, "mtcmpi", 100_000 * scale, 1)))
         rows.append((ranks, "mtcmpi", "auto", measure(ranks, "mtcmpi", 1_000_000 * scale, None)))
+        rows.append((ranks, "mtcmpi.Executor", 1, measure(ranks, "executor", 50_000 * scale, 1)))
     for chunk in (1, 10, 100, 1000):
         rows.append((2, "mpi4py.futures", chunk, measure(2, "futures", min(2000 * chunk, 100_000) * scale, chunk)))
-    print(f"{'ranks':>5} {'tool':<15} {'chunk':>6} {'tasks/s':>12}")
+    print(f"{'ranks':>5} {'tool':<16} {'chunk':>6} {'tasks/s':>12}")
     for ranks, tool, chunk, tps in rows:
-        print(f"{ranks:>5} {tool:<15} {chunk!s:>6} {tps:>12,.0f}")
+        print(f"{ranks:>5} {tool:<16} {chunk!s:>6} {tps:>12,.0f}")
     pick = {(r, t, c): v for r, t, c, v in rows}
     mtcmpi_tps, chunked = pick[(2, "mtcmpi", 1)], pick[(2, "mtcmpi", "auto")]
-    futures_tps = pick[(2, "mpi4py.futures", 1)]
+    futures_tps, executor_tps = pick[(2, "mpi4py.futures", 1)], pick[(2, "mtcmpi.Executor", 1)]
     best = max(v for (r, t, c), v in pick.items() if t == "mpi4py.futures")
     print(f"mpi4py.futures best chunksize: {best:,.0f} tasks/s; mtcmpi auto-chunk is {chunked / best:.1f}x that")
     print(f"RESULT mtcmpi_tps={mtcmpi_tps:.0f} futures_tps={futures_tps:.0f} "
-          f"ratio={mtcmpi_tps / futures_tps:.1f} chunked_tps={chunked:.0f}")
+          f"ratio={mtcmpi_tps / futures_tps:.1f} chunked_tps={chunked:.0f} executor_tps={executor_tps:.0f}")
 
 
 if __name__ == "__main__":

@@ -133,3 +133,16 @@ def test_taskfile_with_bad_quoting_is_refused(tmp_path):
 def test_target_and_command_options_do_not_mix():
     proc = mtcmpi(["run", "tests.tasks_for_tests:square", "--count", "3", "--command", "true"], ranks=2)
     assert proc.returncode == 2 and "drop the command-task options" in proc.stderr
+
+
+def test_exec_runs_a_driver_on_rank_0_and_tasks_on_the_others(tmp_path):
+    (tmp_path / "drive.py").write_text(
+        "import os, sys\nimport mtcmpi\n\n"
+        "def pid(x):\n    return os.getpid()\n\n"
+        "if __name__ == '__main__':\n"
+        "    with mtcmpi.Executor() as ex:\n"
+        "        pids = list(ex.map(pid, range(20)))\n"
+        "    print('args', sys.argv[1:], 'workers', len(set(pids)), 'me', os.getpid() in pids)\n")
+    proc = mtcmpi(["exec", str(tmp_path / "drive.py"), "-v", "x"], ranks=3, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "args ['-v', 'x'] workers 2 me False" in proc.stdout
