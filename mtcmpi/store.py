@@ -234,3 +234,17 @@ def missing(values: np.ndarray, fill: Any) -> np.ndarray:
     if values.dtype.kind in "fc":
         return np.isnan(flat).all(axis=1)
     return (flat == fill).all(axis=1)
+
+
+def load_pickled(path: str, key: str = "value") -> list:
+    """Unpickle /results/<key> of a run made with --pickle-results (None where no result).
+
+    Reading pickles runs code from the file: call this only on files you trust.
+    """
+    import pickle
+
+    with h5py.File(path, "r") as f:
+        if key not in f.attrs.get("pickled_results", "").split(","):
+            raise ValueError(f"{path}: /results/{key} holds no pickles (see its pickled_results attribute)")
+        ok = f["tasks"]["status"] == 1
+        return [pickle.loads(blob) if good else None for blob, good in zip(f[f"results/{key}"][:], ok)]

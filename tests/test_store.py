@@ -121,6 +121,12 @@ def test_pickled_results_are_marked(tmp_path):
     run(out, lambda x: {x}, range(3), pickled=True)
     with h5py.File(out) as f:
         assert f.attrs["pickled_results"] == "value"
+    import mtcmpi
+    assert mtcmpi.load_pickled(str(out)) == [{0}, {1}, {2}]
+    plain = tmp_path / "plain.h5"
+    run(plain, t.square, range(2))
+    with pytest.raises(ValueError, match="holds no pickles"):
+        mtcmpi.load_pickled(str(plain))
 
 
 def test_output_directory_is_checked(tmp_path):
