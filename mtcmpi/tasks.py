@@ -191,18 +191,13 @@ class ParamsSource(Source):
             elif self.kind == ".jsonl":
                 for lineno, line in enumerate(f, 1):
                     if line.strip():
-                        yield lineno, self._json_row(line, lineno)
+                        yield lineno, self._object(self._json(line, f"line {lineno}"), f"line {lineno}")
             else:
-                try:
-                    rows = json.load(f)
-                except json.JSONDecodeError as exc:
-                    raise UsageError(f"params file {self.path!r} is not valid JSON: {exc}") from None
+                rows = self._json(f.read(), "the file")
                 if not isinstance(rows, list):
                     raise UsageError(f"params file {self.path!r}: expected a JSON list of objects")
                 for i, row in enumerate(rows):
-                    if not isinstance(row, dict):
-                        raise UsageError(f"params file {self.path!r}: item {i} is not an object")
-                    yield i, row
+                    yield i, self._object(row, f"item {i}")
 
     def _csv_rows(self, f) -> Iterator[tuple[int, dict]]:
         reader = csv.reader(f)
@@ -218,13 +213,15 @@ class ParamsSource(Source):
                                  f"{len(row)} values for {len(header)} columns {header}")
             yield reader.line_num, {k: parse_value(v) for k, v in zip(header, row)}
 
-    def _json_row(self, line: str, lineno: int) -> dict:
+    def _json(self, text: str, where: str):
         try:
-            row = json.loads(line)
+            return json.loads(text)
         except json.JSONDecodeError as exc:
-            raise UsageError(f"params file {self.path!r}, line {lineno}: not JSON ({exc})") from None
+            raise UsageError(f"params file {self.path!r}, {where}: not valid JSON ({exc})") from None
+
+    def _object(self, row, where: str) -> dict:
         if not isinstance(row, dict):
-            raise UsageError(f"params file {self.path!r}, line {lineno}: not a JSON object")
+            raise UsageError(f"params file {self.path!r}, {where}: not a JSON object")
         return row
 
     def count(self) -> int:

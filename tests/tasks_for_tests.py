@@ -1,5 +1,6 @@
 """Task functions the tests run through the engine (importable as tests.tasks_for_tests:NAME)."""
 import os
+import time
 
 import numpy as np
 
@@ -29,6 +30,15 @@ def vector(x):
 
 def exits(x):
     raise SystemExit(4)
+
+
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def fail(x):
+    raise ValueError(f"x={x} is unlucky")
 
 
 NOT_CALLABLE = 42

@@ -16,6 +16,7 @@ import pytest
 
 from mtcmpi.driver import run_script
 from mtcmpi.futures import Executor, RemoteError, RemoteTraceback, executor, parallel_map
+from tests.tasks_for_tests import fail, nap
 from tests.helpers import MPI_ENV, ROOT
 
 pytestmark = pytest.mark.timeout(60)
@@ -23,15 +24,6 @@ pytestmark = pytest.mark.timeout(60)
 
 def square(x):
     return x * x
-
-
-def nap(seconds):
-    time.sleep(seconds)
-    return seconds
-
-
-def fail(x):
-    raise ValueError(f"x={x} is unlucky")
 
 
 def fail_odd(x):

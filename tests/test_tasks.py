@@ -57,10 +57,11 @@ def test_jsonl_and_json(tmp_path):
     ("p.csv", "", "is empty"),
     ("p.csv", "a,b\n1,2\n3\n", "line 3: 1 values for 2 columns"),
     ("p.jsonl", '{"a": 1}\n{"b": 2}\n', "line 2: columns \\['b'\\] differ"),
-    ("p.jsonl", '{"a": 1}\n{oops\n', "line 2: not JSON"),
+    ("p.jsonl", '{"a": 1}\n{oops\n', "line 2: not valid JSON"),
     ("p.jsonl", '[1, 2]\n', "line 1: not a JSON object"),
     ("p.json", '{"a": 1}', "expected a JSON list"),
-    ("p.json", '[1, 2', "not valid JSON"),
+    ("p.json", '[1, 2', "the file: not valid JSON"),
+    ("p.json", '[{"a": 1}, 2]', "item 1: not a JSON object"),
     ("p.txt", "a\n1\n", "unknown type '.txt'"),
 ])
 def test_bad_params_files_are_named(tmp_path, name, text, words):

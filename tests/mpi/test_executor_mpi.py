@@ -14,6 +14,7 @@ import pytest
 from mpi4py import MPI
 
 from mtcmpi.futures import Executor, RemoteError, RemoteTraceback, executor, parallel_map
+from tests.tasks_for_tests import fail, nap
 
 pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.timeout(60)]
 comm = MPI.COMM_WORLD
@@ -31,15 +32,6 @@ def rank_after(seconds):
 
 def pid(x):
     return os.getpid()
-
-
-def nap(seconds):
-    time.sleep(seconds)
-    return seconds
-
-
-def fail(x):
-    raise ValueError(f"x={x} is unlucky")
 
 
 class Picky(Exception):
