@@ -10,7 +10,7 @@ from itertools import repeat
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from .tasklog import FAILED, OK, SKIPPED, TaskLog
+from .tasklog import FAILED_STATES, OK, SKIPPED, TaskLog
 
 SLOWEST = 5
 
@@ -37,7 +37,7 @@ def condense(log: TaskLog) -> Part:
     """This rank's Part: O(tasks) locally, O(1) to send."""
     part = Part(ran=len(log.ids))
     part.busy = sum(durations(log))
-    part.failed = log.status.count(FAILED)
+    part.failed = sum(log.status.count(s) for s in FAILED_STATES)   # timeouts and crashes too
     part.ok = log.status.count(OK)
     part.skipped = log.status.count(SKIPPED)
     for tid in sorted(log.failures):

@@ -23,6 +23,18 @@ class Skipped(Exception):
     """Raised by a task whose work is already done (e.g. its output is newer than its input)."""
 
 
+class TaskTimeout(Exception):
+    """The task ran past --timeout and was killed; recorded with status timeout."""
+
+    status = TIMEOUT
+
+
+class TaskCrashed(Exception):
+    """The process running the task died (a signal, os._exit); recorded with status crashed."""
+
+    status = CRASHED
+
+
 @dataclass
 class Failure:
     """Why a task failed, as data that can travel and be stored: no live exception objects."""
@@ -63,7 +75,7 @@ class TaskLog:
             except (Exception, SystemExit) as exc:
                 t1 = clock()
                 self.failures[tid] = self.failure(tid, exc)
-                status(FAILED)
+                status(getattr(exc, "status", FAILED))
                 failed += 1
             else:
                 t1 = clock()
