@@ -45,7 +45,8 @@ schedules:
   dynamic        rank 0 hands out chunks on request (self-scheduling); the default
   guided[:K]     dynamic with chunks of remaining/(K x workers), K=2 by default
 
-exit status: 0 all tasks ok, 1 some tasks failed, 2 bad input, 3 internal error (job aborted)
+exit status: 0 all tasks ok, 1 some tasks failed, 2 bad input, 3 internal error (job aborted),
+  75 stopped early by a signal or the walltime: run the same command again to resume
 """
 
 
@@ -106,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("--flush-interval", type=float, default=2.0, metavar="S", help="seconds "
                        "between journal flushes: a kill loses at most the tasks finished in the "
                        "last S seconds (default 2)")
+    faults = run.add_argument_group("stopping early (a stopped run resumes when run again)")
+    faults.add_argument("--walltime", metavar="HH:MM:SS", help="start no task that would not finish "
+                        "before this much time from now, less --grace (default: the job's end time "
+                        "when the batch system tells it, as Slurm does)")
+    faults.add_argument("--grace", type=float, default=20.0, metavar="S", help="after SIGTERM, "
+                        "SIGUSR1 or SIGINT, let running tasks finish for S seconds, then end the job "
+                        "(a second signal ends it at once); default 20")
+    faults.add_argument("--max-failures", type=int, metavar="N", help="stop handing out work after "
+                        "N failed tasks; the run stores everything and exits 1")
+    faults.add_argument("--fail-fast", action="store_true", help="the same as --max-failures 1")
     run.set_defaults(handler=command_run)
 
     exe = commands.add_parser("exec", help="run a driver script on rank 0; the other ranks run the "
@@ -186,7 +197,20 @@ def results_file(args: argparse.Namespace):
                   args.flush_interval)
 
 
+def check_limits(args: argparse.Namespace) -> None:
+    """The stopping options, checked alike on every rank."""
+    from .faults import parse_walltime
+
+    if args.walltime is not None:
+        parse_walltime(args.walltime)
+    if args.grace < 0:
+        raise UsageError(f"--grace must be >= 0, not {args.grace}")
+    if args.max_failures is not None and args.max_failures < 1:
+        raise UsageError(f"--max-failures must be >= 1, not {args.max_failures}")
+
+
 def command_run(args: argparse.Namespace) -> int:
+    from .faults import Stop, deadline
     from .job import run_job
     from .policies import parse_schedule
     from .world import World
@@ -197,10 +221,13 @@ def command_run(args: argparse.Namespace) -> int:
         policy = parse_schedule(args.schedule, args.chunk, args.prefetch)
         target, source = task_list(args)
         output = results_file(args)
+        check_limits(args)
     except UsageError as exc:
         error = str(exc)
     world.agree(error)
-    outcome = run_job(world, target, source, policy, output)
+    end = world.comm.bcast(deadline(args.walltime, args.grace) if world.rank == 0 else None, root=0)
+    stop = Stop(end, 1 if args.fail_fast else args.max_failures, args.grace)
+    outcome = run_job(world, target, source, policy, output, stop)
     if outcome.summary is not None:
         print("\n".join(outcome.summary.lines()), flush=True)
         if output:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator, Sequence
 from mpi4py import MPI
 
 from . import protocol
+from .faults import Stop
 from .policies import Dynamic, Policy, Static
 from .tasklog import TaskLog
 from .tasks import Source, Task
@@ -23,18 +24,18 @@ clock = time.time  # epoch seconds: task records from different ranks share one 
 
 
 def execute(world: World, invoke: Callable[[Any], Any], source: Source, ids: Sequence[int],
-            policy: Policy, log: TaskLog) -> None:
+            policy: Policy, log: TaskLog, stop: Stop) -> None:
     """Run the tasks `ids` (ascending; all of range(n), or what a resumed run has left) of
-    `source` on this rank's part of the world, recording into log."""
+    `source` on this rank's part of the world, recording into log, until stop says no more."""
     if world.size == 1:
-        log.run(tasks_of(source, ids), invoke, clock)
+        log.run(tasks_of(source, ids), invoke, clock, stop)
     elif isinstance(policy, Static):
         share = policy.share(world.rank, world.size, len(ids))
-        log.run(tasks_of(source, ids[share.start:share.stop:share.step]), invoke, clock)
+        log.run(tasks_of(source, ids[share.start:share.stop:share.step]), invoke, clock, stop)
     elif world.rank == 0:
-        serve(world, tasks_of(source, ids), len(ids), policy)
+        serve(world, tasks_of(source, ids), len(ids), policy, stop)
     else:
-        work(world, log, invoke, policy)
+        work(world, log, invoke, policy, stop)
 
 
 def tasks_of(source: Source, ids: Sequence[int]) -> Iterator[Task]:
@@ -42,8 +43,9 @@ def tasks_of(source: Source, ids: Sequence[int]) -> Iterator[Task]:
     return source.take(ids if isinstance(ids, range) else map(int, ids))
 
 
-def serve(world: World, tasks: Iterator[Task], n: int, policy: Dynamic) -> None:
-    """The master: answer every request with the next chunk, or an empty one when none is left."""
+def serve(world: World, tasks: Iterator[Task], n: int, policy: Dynamic, stop: Stop) -> None:
+    """The master: answer every request with the next chunk, or an empty one when none is left
+    or stop says no more."""
     comm, workers = world.comm, world.size - 1
     recv, send, source_of = comm.Recv, comm.send, MPI.Status.Get_source
     req, status = protocol.request_buffer(), MPI.Status()
@@ -54,7 +56,8 @@ def serve(world: World, tasks: Iterator[Task], n: int, policy: Dynamic) -> None:
         recv(message, MPI.ANY_SOURCE, protocol.REQUEST, status)
         t0 = time.perf_counter()
         policy.observe(req[protocol.DONE], req[protocol.BUSY])
-        chunk = list(islice(tasks, policy.chunk_size(remaining, workers)))
+        stop.observe(req[protocol.DONE], req[protocol.FAILED], req[protocol.BUSY])
+        chunk = [] if stop.before_task(clock()) else list(islice(tasks, policy.chunk_size(remaining, workers)))
         send(chunk, source_of(status), protocol.WORK)
         answered += 1
         if chunk:
@@ -63,7 +66,7 @@ def serve(world: World, tasks: Iterator[Task], n: int, policy: Dynamic) -> None:
         policy.observe_service(time.perf_counter() - t0)
 
 
-def work(world: World, log: TaskLog, invoke: Callable[[Any], Any], policy: Dynamic) -> None:
+def work(world: World, log: TaskLog, invoke: Callable[[Any], Any], policy: Dynamic, stop: Stop) -> None:
     """A worker: ask for max(1, prefetch) chunks, then once per chunk received, before running
     it (asking ahead) or after; run each chunk; stop when every request got its answer."""
     comm, depth = world.comm, policy.prefetch
@@ -82,7 +85,7 @@ def work(world: World, log: TaskLog, invoke: Callable[[Any], Any], policy: Dynam
         ahead = depth > 0 and last < policy.prefetch_below
         if ahead:
             comm.Send(message, 0, protocol.REQUEST)   # reports the previous chunk
-        req[protocol.DONE], req[protocol.FAILED], req[protocol.BUSY] = log.run(chunk, invoke, clock)
+        req[protocol.DONE], req[protocol.FAILED], req[protocol.BUSY] = log.run(chunk, invoke, clock, stop)
         last = req[protocol.BUSY]
         if not ahead:
             comm.Send(message, 0, protocol.REQUEST)

@@ -4,6 +4,8 @@ EXIT_OK = 0             # every task succeeded
 EXIT_TASKS_FAILED = 1   # the run finished, some tasks failed (the summary says which and why)
 EXIT_USAGE = 2          # bad input: target, params file, options (one line on rank 0 says what)
 EXIT_INTERNAL = 3       # an unexpected error inside mtcmpi; the job was aborted
+EXIT_STOPPED = 75       # stopped early by a signal or the walltime: run the same command to resume
+                        # (75 is EX_TEMPFAIL in sysexits.h: "try again later")
 
 
 class UsageError(Exception):

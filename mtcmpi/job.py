@@ -15,7 +15,8 @@ from typing import Any, Callable, Sequence
 from mpi4py import MPI
 
 from . import engine, report
-from .errors import EXIT_OK, EXIT_TASKS_FAILED, UsageError
+from .errors import EXIT_STOPPED, UsageError
+from .faults import GraceExpired, Stop
 from .output import Output
 from .policies import Policy, Static
 from .tasklog import TaskLog
@@ -88,9 +89,13 @@ class Outcome:
 
 
 def run_job(world: World, target: str | Callable, source: Source, policy: Policy,
-            output: Output | None = None) -> Outcome:
-    """Check, run and summarise one task list on every rank of `world` (collective)."""
+            output: Output | None = None, stop: Stop | None = None) -> Outcome:
+    """Check, run and summarise one task list on every rank of `world` (collective).
+
+    stop carries the limits (walltime, failures) and catches the batch system's signals for
+    the length of the run; a run it stops ends like any other, with everything stored."""
     launched = launch_time(world)
+    stop = stop or Stop()
     fn, n, fingerprint = prepare(world, target, source, output is not None)
     ids: Sequence[int] = range(n)
     invoke = invoker(fn, source.call)
@@ -102,7 +107,16 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
         flusher = output.journal(log) if len(ids) else None
     world.barrier()
     started = time.time()
-    engine.execute(world, invoke, source, ids, policy, log)
+    stop.install()
+    try:
+        engine.execute(world, invoke, source, ids, policy, log, stop)
+    except GraceExpired as exc:   # a task outlasted --grace: keep what finished, end the job now
+        if output and flusher:
+            flusher.stop()
+        world.abort(f"mtcmpi: rank {world.rank}: {exc}; finished tasks are in the journal: run "
+                    "the same command again to resume", EXIT_STOPPED)
+    finally:
+        stop.uninstall()
     stored_in = 0.0
     if output:
         if flusher:
@@ -113,7 +127,7 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
                                       "start_time": started, "fingerprint": fingerprint},
                       normalizer.pickled_keys)
         stored_in = time.time() - t0
-    parts = world.comm.gather(report.condense(log), root=0)
+    parts = world.comm.gather(report.condense(log, stop.reason), root=0)
     summary = None
     if world.rank == 0:
         total = report.merge(parts)
@@ -121,8 +135,7 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
         summary = report.Summary(n, world.size, workers, describe(policy), started - launched,
                                  time.time() - started, total, n - len(ids),
                                  output.earlier_failures(ids) if output else 0, stored_in)
-    failed = summary is not None and (summary.total.failed or summary.earlier_failed)
-    code = world.comm.bcast(EXIT_TASKS_FAILED if failed else EXIT_OK, root=0)
+    code = world.comm.bcast(summary.exit_code() if summary else None, root=0)
     return Outcome(n, log, summary, code)
 
 

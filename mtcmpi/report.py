@@ -10,6 +10,7 @@ from itertools import repeat
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from .errors import EXIT_OK, EXIT_STOPPED, EXIT_TASKS_FAILED
 from .tasklog import FAILED_STATES, OK, SKIPPED, TaskLog
 
 SLOWEST = 5
@@ -24,6 +25,7 @@ class Part:
     failed: int = 0
     skipped: int = 0
     busy: float = 0.0
+    stopped: str | None = None   # why the rank started no more tasks, if it stopped early
     failures: dict[str, list] = field(default_factory=dict)   # type -> [count, id, message, traceback]
     slowest: list[tuple[float, int, int]] = field(default_factory=list)  # (seconds, id, rank)
 
@@ -33,9 +35,9 @@ def durations(log: TaskLog) -> Iterator[float]:
     return (e - s for s, e in zip(log.starts, log.ends))
 
 
-def condense(log: TaskLog) -> Part:
+def condense(log: TaskLog, stopped: str | None = None) -> Part:
     """This rank's Part: O(tasks) locally, O(1) to send."""
-    part = Part(ran=len(log.ids))
+    part = Part(ran=len(log.ids), stopped=stopped)
     part.busy = sum(durations(log))
     part.failed = sum(log.status.count(s) for s in FAILED_STATES)   # timeouts and crashes too
     part.ok = log.status.count(OK)
@@ -56,6 +58,7 @@ def merge(parts: list[Part]) -> Part:
         total.ok += p.ok
         total.failed += p.failed
         total.skipped += p.skipped
+        total.stopped = total.stopped or p.stopped
         total.busy += p.busy
         for kind, (count, tid, msg, tb) in p.failures.items():
             entry = total.failures.setdefault(kind, [0, tid, msg, tb])
@@ -81,6 +84,14 @@ class Summary:
     earlier_failed: int = 0   # of those, failed ones (they count for the exit status)
     store: float = 0.0        # seconds spent writing the results file (part of engine)
 
+    def exit_code(self) -> int:
+        """EXIT_STOPPED if a signal or the walltime stopped the run before every task ran, else
+        EXIT_TASKS_FAILED if any task failed (now or in an earlier run), else EXIT_OK."""
+        left = self.tasks - self.total.ran - self.earlier
+        if self.total.stopped and left and "--max-failures" not in self.total.stopped:
+            return EXIT_STOPPED
+        return EXIT_TASKS_FAILED if self.total.failed or self.earlier_failed else EXIT_OK
+
     @property
     def efficiency(self) -> float:
         """Task time over (working ranks x engine time): 1.0 means no rank ever idled."""
@@ -100,6 +111,9 @@ class Summary:
                f"engine {self.engine:.3f} s, {t.ran / self.engine if self.engine > 0 else 0:,.0f} tasks/s",
                f"  task time {t.busy:.2f} s on {self.workers} working ranks: "
                f"efficiency {self.efficiency:.3f}"]
+        if t.stopped:
+            out.append(f"  stopped early: {t.stopped}" + (f"; {not_run} tasks not run: run the same "
+                                                          "command again to resume" if not_run else ""))
         if self.earlier:
             out.append(f"  resumed: {self.earlier} tasks were done by an earlier run"
                        + (f" ({self.earlier_failed} of them failed; --retry-failed runs them again)"

@@ -9,7 +9,10 @@ import os
 import traceback
 from array import array
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+if TYPE_CHECKING:
+    from .faults import Stop
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 NOT_RUN, OK, FAILED, SKIPPED, TIMEOUT, CRASHED = 0, 1, 2, 3, 4, 5
@@ -59,14 +62,17 @@ class TaskLog:
     failures: dict[int, Failure] = field(default_factory=dict)
 
     def run(self, chunk: Iterable[tuple[int, Any]], invoke: Callable[[Any], Any],
-            clock: Callable[[], float]) -> tuple[int, int, float]:
-        """Run tasks, record each; returns (tasks run, failed, busy seconds). The hot loop."""
+            clock: Callable[[], float], stop: "Stop") -> tuple[int, int, float]:
+        """Run tasks, record each, until stop says no more; returns (tasks run, failed, busy
+        seconds) and tells stop about them. The hot loop."""
         ids, starts, ends, status = self.ids.append, self.starts.append, self.ends.append, self.status.append
         results = self.results
         n = failed = 0
         busy = 0.0
         for tid, payload in chunk:
             t0 = clock()
+            if stop.before_task(t0, n, failed, busy):
+                break
             try:
                 value = invoke(payload)
             except Skipped:
@@ -87,6 +93,7 @@ class TaskLog:
             ends(t1)
             busy += t1 - t0
             n += 1
+        stop.observe(n, failed, busy)
         return n, failed, busy
 
     def failure(self, tid: int, exc: BaseException) -> Failure:

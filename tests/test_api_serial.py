@@ -1,6 +1,8 @@
 """The Python API and the engine on one rank (in-process, no mpiexec)."""
 import pytest
 
+from mtcmpi.faults import Stop
+
 import mtcmpi
 from mtcmpi import report
 from mtcmpi.job import run_job
@@ -56,14 +58,14 @@ def test_summary_counts_and_groups_failures():
 
 def test_task_log_records_every_task():
     log = TaskLog(0, "h", 1)
-    n, failed, busy = log.run([(5, 1), (6, 3), (7, 2)], t.maybe_fail, lambda: 1.0)
+    n, failed, busy = log.run([(5, 1), (6, 3), (7, 2)], t.maybe_fail, lambda: 1.0, Stop())
     assert (n, failed, list(log.ids), list(log.status)) == (3, 1, [5, 6, 7], [OK, FAILED, OK])
     assert log.results == {5: 1, 7: 2} and log.failures[6].type == "ValueError"
 
 
 def test_merge_keeps_the_lowest_failing_task_as_example():
     a, b = TaskLog(0, "h", 1), TaskLog(1, "h", 2)
-    a.run([(9, 3)], t.maybe_fail, lambda: 0.0)
-    b.run([(3, 3), (4, 4)], lambda x: t.maybe_fail(x), lambda: 0.0)
+    a.run([(9, 3)], t.maybe_fail, lambda: 0.0, Stop())
+    b.run([(3, 3), (4, 4)], lambda x: t.maybe_fail(x), lambda: 0.0, Stop())
     merged = report.merge([report.condense(a), report.condense(b)])
     assert merged.failures["ValueError"][:2] == [2, 3] and merged.ok == 1

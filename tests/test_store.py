@@ -5,6 +5,8 @@ import h5py
 import numpy as np
 import pytest
 
+from mtcmpi.faults import Stop
+
 from mtcmpi import journal, resume
 from mtcmpi.errors import UsageError
 from mtcmpi.job import run_job
@@ -59,9 +61,9 @@ def test_journal_survives_a_torn_last_frame(tmp_path):
     os.makedirs(journal.directory(out))
     log = TaskLog(0, "host", 1)
     j = journal.Journal(out, log, "run")
-    log.run([(0, 1), (1, 2)], lambda x: x, lambda: 1.0)
+    log.run([(0, 1), (1, 2)], lambda x: x, lambda: 1.0, Stop())
     j.flush()
-    log.run([(2, 3)], lambda x: x, lambda: 2.0)
+    log.run([(2, 3)], lambda x: x, lambda: 2.0, Stop())
     j.flush()
     j.close()
     with open(j.path, "r+b") as f:          # cut the second frame short, as a kill would

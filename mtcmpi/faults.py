@@ -1,0 +1,115 @@
+"""Stopping a run early without losing anything: signals, walltime, failure limits.
+
+Batch systems send SIGTERM, SIGUSR1 or SIGINT before they kill a job; Ctrl-C sends SIGINT. Any
+of them, the walltime drawing near, or too many failures trips this rank's Stop: the master
+hands out no more work, every rank finishes the task it is running and starts no other, and the
+run ends as usual — results stored, journal flushed — with exit status EXIT_STOPPED so a job
+script knows to resubmit the same command, which resumes. A task still running --grace seconds
+after a signal ends the job at once (its rank's journal is flushed first); a second signal does
+so without waiting.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import signal
+import subprocess
+import time
+from typing import Callable
+
+from .errors import UsageError
+
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+
+class GraceExpired(BaseException):
+    """Raised in the main thread when running tasks outlast --grace (not an Exception, so no
+    task's own `except Exception` swallows it)."""
+
+
+class Stop:
+    """Why this rank should start no more tasks, if it should: checked before every task."""
+
+    def __init__(self, deadline: float | None = None, max_failures: int | None = None,
+                 grace: float = 20.0):
+        self.reason: str | None = None
+        self.deadline, self.max_failures, self.grace = deadline, max_failures, grace
+        self.done, self.failed, self.busy = 0, 0, 0.0   # tasks seen so far, by observe()
+        self.saved: dict[int, Callable] = {}
+
+    def observe(self, done: float, failed: float, busy: float) -> None:
+        """Tasks finished since the last call: they feed the estimate and --max-failures."""
+        self.done += int(done)
+        self.failed += int(failed)
+        self.busy += busy
+
+    def before_task(self, now: float, done: int = 0, failed: int = 0, busy: float = 0.0) -> bool:
+        """True if no task should start now. The hot loop's one check, so it is cheap when no
+        limit is set; done/failed/busy are what the caller ran since its last observe()."""
+        if self.reason is None:
+            if self.max_failures is not None and self.failed + failed >= self.max_failures:
+                self.reason = f"{self.failed + failed} failed tasks (--max-failures {self.max_failures})"
+            elif self.deadline is not None:
+                n = self.done + done
+                if now + ((self.busy + busy) / n if n else 0.0) > self.deadline:
+                    self.reason = "walltime: the next task would not finish in time"
+        return self.reason is not None
+
+    @property
+    def resumable(self) -> bool:
+        """Stopped by a signal or the walltime (not by failures): the job should be resubmitted."""
+        return self.reason is not None and not self.reason.endswith(f"--max-failures {self.max_failures})")
+
+    def install(self) -> None:
+        """Catch the batch system's and the user's signals for the length of the run."""
+        for sig in SIGNALS:
+            self.saved[sig] = signal.signal(sig, self.on_signal)
+        self.saved[signal.SIGALRM] = signal.signal(signal.SIGALRM, self.on_alarm)
+
+    def uninstall(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+        self.saved.clear()
+
+    def on_signal(self, signum: int, frame) -> None:
+        if self.reason is not None and self.reason.startswith("signal"):
+            raise GraceExpired(f"a second {signal.Signals(signum).name}")
+        self.reason = f"signal {signal.Signals(signum).name}"
+        signal.setitimer(signal.ITIMER_REAL, self.grace)
+
+    def on_alarm(self, signum: int, frame) -> None:
+        raise GraceExpired(f"tasks still running {self.grace:g} s after {self.reason} (--grace)")
+
+
+def parse_walltime(text: str) -> float:
+    """'HH:MM:SS', 'MM:SS', 'D-HH:MM:SS' or seconds, as seconds."""
+    days, _, clock = text.rpartition("-")
+    try:
+        parts = [float(p) for p in clock.split(":")]
+        if not 1 <= len(parts) <= 3 or any(p < 0 for p in parts):
+            raise ValueError
+        seconds = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+        return seconds + 86400 * (int(days) if days else 0)
+    except ValueError:
+        raise UsageError(f"--walltime {text!r} is not HH:MM:SS") from None
+
+
+def batch_deadline() -> float | None:
+    """The job's end time (epoch seconds) when the batch system tells it: Slurm does."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job or not shutil.which("squeue"):
+        return None
+    try:
+        end = subprocess.run(["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        return dt.datetime.fromisoformat(end).timestamp()
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+
+
+def deadline(walltime: str | None, margin: float) -> float | None:
+    """When to start no more tasks: --walltime from now (else the batch system's end), less margin."""
+    end = time.time() + parse_walltime(walltime) if walltime else batch_deadline()
+    return None if end is None else end - margin
