@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "when the batch system tells it, as Slurm does)")
     faults.add_argument("--grace", type=float, default=20.0, metavar="S", help="after SIGTERM, "
                         "SIGUSR1 or SIGINT, let running tasks finish for S seconds, then end the job "
-                        "(a second signal ends it at once); default 20")
+                        "(a second Ctrl-C ends it at once); default 20")
     faults.add_argument("--max-failures", type=int, metavar="N", help="stop handing out work after "
                         "N failed tasks; the run stores everything and exits 1")
     faults.add_argument("--fail-fast", action="store_true", help="the same as --max-failures 1")

@@ -5,8 +5,9 @@ of them, the walltime drawing near, or too many failures trips this rank's Stop:
 hands out no more work, every rank finishes the task it is running and starts no other, and the
 run ends as usual — results stored, journal flushed — with exit status EXIT_STOPPED so a job
 script knows to resubmit the same command, which resumes. A task still running --grace seconds
-after a signal ends the job at once (its rank's journal is flushed first); a second signal does
-so without waiting.
+after a signal ends the job at once (its rank's journal is flushed first); so does a second
+Ctrl-C. Repeats of a signal within a second are ignored: a batch system signals every process
+and mpiexec forwards the same signal to the ranks, so each rank often gets it twice.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Callable
 from .errors import UsageError
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+REPEAT = 1.0   # seconds within which the same signal arriving again is one signal
 
 
 class GraceExpired(BaseException):
@@ -37,6 +39,7 @@ class Stop:
         self.deadline, self.max_failures, self.grace = deadline, max_failures, grace
         self.done, self.failed, self.busy = 0, 0, 0.0   # tasks seen so far, by observe()
         self.saved: dict[int, Callable] = {}
+        self.signalled = 0.0   # when the first signal came
 
     def observe(self, done: float, failed: float, busy: float) -> None:
         """Tasks finished since the last call: they feed the estimate and --max-failures."""
@@ -74,8 +77,11 @@ class Stop:
         self.saved.clear()
 
     def on_signal(self, signum: int, frame) -> None:
-        if self.reason is not None and self.reason.startswith("signal"):
-            raise GraceExpired(f"a second {signal.Signals(signum).name}")
+        if self.signalled:
+            if signum == signal.SIGINT and time.time() - self.signalled > REPEAT:
+                raise GraceExpired("a second Ctrl-C")
+            return
+        self.signalled = time.time()
         self.reason = f"signal {signal.Signals(signum).name}"
         signal.setitimer(signal.ITIMER_REAL, self.grace)
 

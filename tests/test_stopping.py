@@ -1,0 +1,70 @@
+"""Stopping early: signals, walltime and failure limits store everything and resume."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import pytest
+
+from tests.helpers import MPI_ENV, ROOT, mtcmpi
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+EXIT_STOPPED = 75
+
+
+def start(args, ranks=3):
+    env = dict(os.environ, **MPI_ENV, PYTHONPATH=ROOT)
+    return subprocess.Popen(["mpiexec", "-n", str(ranks), sys.executable, "-m", "mtcmpi", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=ROOT, start_new_session=True)
+
+
+def signal_session(sid: int, sig: int) -> None:
+    """Signal every process of the job, as a batch system does (ranks have their own groups)."""
+    sys.path.insert(0, os.path.join(ROOT, "scaling"))
+    from faults import kill_session
+    kill_session(sid, sig)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
+def test_a_signal_stops_handing_out_work_stores_everything_and_the_rerun_resumes(tmp_path, sig):
+    out = str(tmp_path / "r.h5")
+    args = ["run", "kernels.sleep:task", "--count", "40", "--out", out]
+    job = start(args)
+    time.sleep(3.0)
+    signal_session(job.pid, sig)
+    stdout, stderr = job.communicate(timeout=60)
+    assert f"stopped early: signal {signal.Signals(sig).name}" in stdout, stdout + stderr
+    with h5py.File(out) as f:
+        status = f["tasks"]["status"][:]
+    done = int((status == 1).sum())
+    assert 0 < done < 40 and set(status.tolist()) <= {0, 1}
+    again = mtcmpi(args, ranks=3)
+    assert again.returncode == 0 and f"resumed: {done} tasks were done" in again.stdout
+
+
+def test_walltime_starts_no_task_that_cannot_finish(tmp_path):
+    proc = mtcmpi(["run", "kernels.sleep:task", "--count", "40", "--walltime", "0:00:03",
+                   "--grace", "1"], ranks=3)
+    assert proc.returncode == EXIT_STOPPED
+    assert "stopped early: walltime" in proc.stdout and "tasks not run" in proc.stdout
+
+
+@pytest.mark.parametrize("flag", [["--fail-fast"], ["--max-failures", "2"]])
+def test_failure_limits_stop_the_run_with_exit_1(flag):
+    proc = mtcmpi(["run", "tests.tasks_for_tests:maybe_fail", "--count", "200", "--chunk", "1",
+                   "--schedule", "dynamic", *flag], ranks=3)
+    assert proc.returncode == 1
+    assert "--max-failures" in proc.stdout and "not run" in proc.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--walltime", "soon"], "--walltime 'soon' is not HH:MM:SS"),
+    (["--grace", "-1"], "--grace must be >= 0"),
+    (["--max-failures", "0"], "--max-failures must be >= 1"),
+])
+def test_bad_limits(args, words):
+    proc = mtcmpi(["run", "tests.tasks_for_tests:square", "--count", "3", *args], ranks=2)
+    assert proc.returncode == 2 and words in proc.stderr
