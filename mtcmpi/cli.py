@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--max-failures", type=int, metavar="N", help="stop handing out work after "
                         "N failed tasks; the run stores everything and exits 1")
     faults.add_argument("--fail-fast", action="store_true", help="the same as --max-failures 1")
+    faults.add_argument("--retries", type=int, default=0, metavar="K", help="try a failed task again "
+                        "up to K times, on another rank where possible (static: on the same rank); "
+                        "the file's attempts field counts the tries")
     run.set_defaults(handler=command_run)
 
     exe = commands.add_parser("exec", help="run a driver script on rank 0; the other ranks run the "
@@ -205,6 +208,8 @@ def check_limits(args: argparse.Namespace) -> None:
         parse_walltime(args.walltime)
     if args.grace < 0:
         raise UsageError(f"--grace must be >= 0, not {args.grace}")
+    if args.retries < 0:
+        raise UsageError(f"--retries must be >= 0, not {args.retries}")
     if args.max_failures is not None and args.max_failures < 1:
         raise UsageError(f"--max-failures must be >= 1, not {args.max_failures}")
 
@@ -227,7 +232,7 @@ def command_run(args: argparse.Namespace) -> int:
     world.agree(error)
     end = world.comm.bcast(deadline(args.walltime, args.grace) if world.rank == 0 else None, root=0)
     stop = Stop(end, 1 if args.fail_fast else args.max_failures, args.grace)
-    outcome = run_job(world, target, source, policy, output, stop)
+    outcome = run_job(world, target, source, policy, output, stop, args.retries)
     if outcome.summary is not None:
         print("\n".join(outcome.summary.lines()), flush=True)
         if output:

@@ -14,9 +14,9 @@ from typing import Any, Callable, Iterator, Sequence
 from mpi4py import MPI
 
 from . import protocol
-from .faults import Stop
+from .faults import Retries, Stop
 from .policies import Dynamic, Policy, Static
-from .tasklog import TaskLog
+from .tasklog import FAILED_STATES, TaskLog
 from .tasks import Source, Task
 from .world import World
 
@@ -24,18 +24,35 @@ clock = time.time  # epoch seconds: task records from different ranks share one 
 
 
 def execute(world: World, invoke: Callable[[Any], Any], source: Source, ids: Sequence[int],
-            policy: Policy, log: TaskLog, stop: Stop) -> None:
+            policy: Policy, log: TaskLog, stop: Stop, retries: int = 0) -> dict[int, tuple[int, int]]:
     """Run the tasks `ids` (ascending; all of range(n), or what a resumed run has left) of
-    `source` on this rank's part of the world, recording into log, until stop says no more."""
-    if world.size == 1:
-        log.run(tasks_of(source, ids), invoke, clock, stop)
-    elif isinstance(policy, Static):
-        share = policy.share(world.rank, world.size, len(ids))
-        log.run(tasks_of(source, ids[share.start:share.stop:share.step]), invoke, clock, stop)
-    elif world.rank == 0:
-        serve(world, tasks_of(source, ids), len(ids), policy, stop)
+    `source` on this rank's part of the world, recording into log, until stop says no more.
+    Failed tasks are tried again up to `retries` times. Returns, on every rank, the tasks the
+    master handed out more than once: task id -> (rank of the last try, tries)."""
+    if world.size == 1 or isinstance(policy, Static):
+        share = policy.share(world.rank, world.size, len(ids)) if world.size > 1 else range(len(ids))
+        run_with_retries(log, tasks_of(source, ids[share.start:share.stop:share.step]), source,
+                         invoke, stop, retries)
+        return {}
+    outcome = None
+    if world.rank == 0:
+        outcome = serve(world, tasks_of(source, ids), len(ids), policy, stop, Retries(retries))
     else:
-        work(world, log, invoke, policy, stop)
+        work(world, log, invoke, policy, stop, retries > 0)
+    return world.comm.bcast(outcome, root=0) if retries else {}
+
+
+def run_with_retries(log: TaskLog, tasks: Iterator[Task], source: Source,
+                     invoke: Callable[[Any], Any], stop: Stop, retries: int) -> None:
+    """Run tasks on this rank, then its failures again, up to `retries` more rounds."""
+    lo = len(log.ids)
+    log.run(tasks, invoke, clock, stop)
+    for _ in range(retries):
+        failed = [t for t, s in zip(log.ids[lo:], log.status[lo:]) if s in FAILED_STATES]
+        if not failed or stop.reason:
+            return
+        lo = len(log.ids)
+        log.run(source.take(failed), invoke, clock, stop)
 
 
 def tasks_of(source: Source, ids: Sequence[int]) -> Iterator[Task]:
@@ -43,34 +60,53 @@ def tasks_of(source: Source, ids: Sequence[int]) -> Iterator[Task]:
     return source.take(ids if isinstance(ids, range) else map(int, ids))
 
 
-def serve(world: World, tasks: Iterator[Task], n: int, policy: Dynamic, stop: Stop) -> None:
-    """The master: answer every request with the next chunk, or an empty one when none is left
-    or stop says no more."""
+def serve(world: World, tasks: Iterator[Task], n: int, policy: Dynamic, stop: Stop,
+          retries: Retries) -> dict[int, tuple[int, int]]:
+    """The master: answer every request with the next chunk (retries first), or an empty one
+    when none is left or stop says no more. Returns the retried tasks' outcome."""
     comm, workers = world.comm, world.size - 1
-    recv, send, source_of = comm.Recv, comm.send, MPI.Status.Get_source
+    recv, send = comm.Recv, comm.send
     req, status = protocol.request_buffer(), MPI.Status()
     message = [req, MPI.DOUBLE]
     expected, answered, remaining = workers * max(1, policy.prefetch), 0, n
+    idle: set[int] = set()   # workers whose last answer was empty
     while answered < expected:
-        world.poll(MPI.ANY_SOURCE, protocol.REQUEST)
-        recv(message, MPI.ANY_SOURCE, protocol.REQUEST, status)
+        world.poll(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+        worker = status.Get_source()
+        if status.Get_tag() == protocol.RETRY:
+            retries.failed(comm.recv(source=worker, tag=protocol.RETRY), worker)
+            expected += 1   # a worker asks once more for every RETRY it sends
+            continue
+        recv(message, worker, protocol.REQUEST)
         t0 = time.perf_counter()
         policy.observe(req[protocol.DONE], req[protocol.BUSY])
         stop.observe(req[protocol.DONE], req[protocol.FAILED], req[protocol.BUSY])
-        chunk = [] if stop.before_task(clock()) else list(islice(tasks, policy.chunk_size(remaining, workers)))
-        send(chunk, source_of(status), protocol.WORK)
+        chunk = []
+        if not stop.before_task(clock()):
+            k = policy.chunk_size(remaining, workers)
+            alone = not remaining and len(idle - {worker}) == workers - 1
+            chunk = retries.take(worker, k, alone) if retries.queue else []
+            fresh = list(islice(tasks, k - len(chunk)))
+            remaining -= len(fresh)
+            chunk += fresh
+        send(chunk, worker, protocol.WORK)
         answered += 1
         if chunk:
             expected += 1   # the worker will ask once more for every chunk it gets
-            remaining -= len(chunk)
+            idle.discard(worker)
+        else:
+            idle.add(worker)
         policy.observe_service(time.perf_counter() - t0)
+    return retries.outcome()
 
 
-def work(world: World, log: TaskLog, invoke: Callable[[Any], Any], policy: Dynamic, stop: Stop) -> None:
+def work(world: World, log: TaskLog, invoke: Callable[[Any], Any], policy: Dynamic, stop: Stop,
+         retry: bool) -> None:
     """A worker: ask for max(1, prefetch) chunks, then once per chunk received, before running
-    it (asking ahead) or after; run each chunk; stop when every request got its answer."""
+    it (asking ahead) or after; hand failed tasks back when retrying; stop when every request
+    got its answer."""
     comm, depth = world.comm, policy.prefetch
-    req = protocol.request_buffer()
+    req, again = protocol.request_buffer(), protocol.request_buffer()
     message = [req, MPI.DOUBLE]
     pending = max(1, depth)
     for _ in range(pending):
@@ -82,11 +118,18 @@ def work(world: World, log: TaskLog, invoke: Callable[[Any], Any], policy: Dynam
         pending -= 1
         if not chunk:
             continue
-        ahead = depth > 0 and last < policy.prefetch_below
+        # With retries a worker never asks ahead: each running chunk must still owe the master
+        # a request, or the master could hand out its last work, finish, and miss the RETRY.
+        ahead = depth > 0 and last < policy.prefetch_below and not retry
         if ahead:
             comm.Send(message, 0, protocol.REQUEST)   # reports the previous chunk
-        req[protocol.DONE], req[protocol.FAILED], req[protocol.BUSY] = log.run(chunk, invoke, clock, stop)
-        last = req[protocol.BUSY]
+        ran, failed, last = log.run(chunk, invoke, clock, stop)
+        req[protocol.DONE], req[protocol.FAILED], req[protocol.BUSY] = ran, failed, last
+        if retry and failed:   # before the request this chunk owes, so the master sees it first
+            comm.send([task for task, s in zip(chunk, log.status[-ran:]) if s in FAILED_STATES],
+                      0, protocol.RETRY)
+            comm.Send([again, MPI.DOUBLE], 0, protocol.REQUEST)   # the one more request it owes
+            pending += 1
         if not ahead:
             comm.Send(message, 0, protocol.REQUEST)
         pending += 1

@@ -12,6 +12,7 @@ and mpiexec forwards the same signal to the ranks, so each rank often gets it tw
 from __future__ import annotations
 
 import datetime as dt
+from collections import deque
 import os
 import shutil
 import signal
@@ -119,3 +120,43 @@ def deadline(walltime: str | None, margin: float) -> float | None:
     """When to start no more tasks: --walltime from now (else the batch system's end), less margin."""
     end = time.time() + parse_walltime(walltime) if walltime else batch_deadline()
     return None if end is None else end - margin
+
+
+class Retries:
+    """--retries K on the master: failed tasks come back from the workers and go out again, up
+    to K more times each, never to a rank they failed on unless every other worker is idle.
+    It remembers who ran each retried task last and how often it was tried, so that exactly
+    one rank writes its row."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.queue: deque[tuple[int, object]] = deque()   # (task id, payload) to try again
+        self.failed_on: dict[int, set[int]] = {}   # task id -> ranks it failed on
+        self.tries: dict[int, int] = {}            # task id -> times handed out
+        self.last: dict[int, int] = {}             # task id -> rank of the last try
+
+    def failed(self, tasks: list[tuple[int, object]], rank: int) -> None:
+        for tid, payload in tasks:
+            self.failed_on.setdefault(tid, set()).add(rank)
+            self.last.setdefault(tid, rank)
+            if self.tries.setdefault(tid, 1) <= self.limit:
+                self.queue.append((tid, payload))
+
+    def take(self, rank: int, k: int, alone: bool) -> list[tuple[int, object]]:
+        """Up to k queued tasks for `rank`: none that failed on it, unless it is alone (no
+        other worker still asks for work)."""
+        out, kept = [], []
+        while self.queue and len(out) < k:
+            tid, payload = self.queue.popleft()
+            if rank in self.failed_on[tid] and not alone:
+                kept.append((tid, payload))
+                continue
+            out.append((tid, payload))
+            self.tries[tid] += 1
+            self.last[tid] = rank
+        self.queue.extendleft(reversed(kept))
+        return out
+
+    def outcome(self) -> dict[int, tuple[int, int]]:
+        """task id -> (rank of its last try, tries) for every task that failed at least once."""
+        return {tid: (self.last[tid], self.tries[tid]) for tid in self.tries}

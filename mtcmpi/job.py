@@ -89,7 +89,7 @@ class Outcome:
 
 
 def run_job(world: World, target: str | Callable, source: Source, policy: Policy,
-            output: Output | None = None, stop: Stop | None = None) -> Outcome:
+            output: Output | None = None, stop: Stop | None = None, retries: int = 0) -> Outcome:
     """Check, run and summarise one task list on every rank of `world` (collective).
 
     stop carries the limits (walltime, failures) and catches the batch system's signals for
@@ -109,7 +109,7 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
     started = time.time()
     stop.install()
     try:
-        engine.execute(world, invoke, source, ids, policy, log, stop)
+        retried = engine.execute(world, invoke, source, ids, policy, log, stop, retries)
     except GraceExpired as exc:   # a task outlasted --grace: keep what finished, end the job now
         if output and flusher:
             flusher.stop()
@@ -125,9 +125,10 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
         output.finish(world, log, n, {"ranks": world.size, "policy": describe(policy),
                                       "target": name_of(target), "n_tasks": n,
                                       "start_time": started, "fingerprint": fingerprint},
-                      normalizer.pickled_keys)
+                      normalizer.pickled_keys, retried if retries else None)
         stored_in = time.time() - t0
-    parts = world.comm.gather(report.condense(log, stop.reason), root=0)
+    retried = retried if retries else None
+    parts = world.comm.gather(report.condense(log, stop.reason, retried), root=0)
     summary = None
     if world.rank == 0:
         total = report.merge(parts)

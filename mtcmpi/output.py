@@ -99,11 +99,11 @@ class Output:
         return flusher
 
     def finish(self, world: World, log: TaskLog, n: int, attrs: dict[str, Any],
-               pickled_keys: set[str]) -> None:
+               pickled_keys: set[str], retried: dict[int, tuple[int, int]] | None = None) -> None:
         """Collective: write every row (this run's and, on rank 0, the earlier ones) and rename."""
         if not self.rewrite:
             return
-        rows = store.Rows.of(log, self.attempts)
+        rows = store.Rows.of(log, self.attempts, retried)
         if world.rank == 0:
             rows = self.prior.rows.without(rows.ids).merged(rows) if self.prior else rows
         attrs = world.comm.bcast(dict(attrs, mtcmpi_version=__version__,

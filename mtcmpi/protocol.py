@@ -4,13 +4,15 @@ A worker sends REQUEST: a fixed buffer of three doubles (tasks run, failed, busy
 its last request), received straight into a preallocated array with no pickling. The master
 answers WORK: a pickled list of (task id, payload); an empty list means stop. Task ids travel
 in the payload, never as tags (MPI only promises tags up to 32767). Every request gets exactly
-one answer, and a worker asks max(1, prefetch) times up front and then exactly once per chunk
-it receives, so both sides know it is finished when all its requests are answered.
+one answer, and a worker asks max(1, prefetch) times up front, then exactly once per chunk
+it receives and once per RETRY it sends (--retries), so both sides know it is finished when
+all its requests are answered.
 """
 from array import array
 
 REQUEST = 1
 WORK = 2
+RETRY = 3   # a worker hands failed tasks back: a pickled list of (task id, payload)
 DONE, FAILED, BUSY = 0, 1, 2   # fields of a request
 
 

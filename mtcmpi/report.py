@@ -26,6 +26,7 @@ class Part:
     skipped: int = 0
     busy: float = 0.0
     stopped: str | None = None   # why the rank started no more tasks, if it stopped early
+    retried: int = 0             # tasks tried more than once (--retries), counted by their last rank
     failures: dict[str, list] = field(default_factory=dict)   # type -> [count, id, message, traceback]
     slowest: list[tuple[float, int, int]] = field(default_factory=list)  # (seconds, id, rank)
 
@@ -35,14 +36,22 @@ def durations(log: TaskLog) -> Iterator[float]:
     return (e - s for s, e in zip(log.starts, log.ends))
 
 
-def condense(log: TaskLog, stopped: str | None = None) -> Part:
-    """This rank's Part: O(tasks) locally, O(1) to send."""
-    part = Part(ran=len(log.ids), stopped=stopped)
-    part.busy = sum(durations(log))
-    part.failed = sum(log.status.count(s) for s in FAILED_STATES)   # timeouts and crashes too
-    part.ok = log.status.count(OK)
-    part.skipped = log.status.count(SKIPPED)
-    for tid in sorted(log.failures):
+def condense(log: TaskLog, stopped: str | None = None,
+             retried: dict[int, tuple[int, int]] | None = None) -> Part:
+    """This rank's Part: O(tasks) locally, O(1) to send. With retries (retried not None) a task
+    counts once, by its last try, on the rank that made it; busy time counts every try."""
+    part = Part(stopped=stopped, busy=sum(durations(log)))
+    status, ids = log.status, log.ids
+    if retried is not None:
+        pick, _ = log.finals(retried)
+        status, ids = [log.status[i] for i in pick], [log.ids[i] for i in pick]
+        part.retried = sum(1 for t, (rank, _) in retried.items() if rank == log.rank)
+    part.ran = len(ids)
+    part.failed = sum(status.count(s) for s in FAILED_STATES)   # timeouts and crashes too
+    part.ok = status.count(OK)
+    part.skipped = status.count(SKIPPED)
+    failed = log.failures if retried is None else {t for t, s in zip(ids, status) if s in FAILED_STATES}
+    for tid in sorted(failed):
         f = log.failures[tid]
         entry = part.failures.setdefault(f.type, [0, tid, f.message, f.traceback])
         entry[0] += 1
@@ -59,6 +68,7 @@ def merge(parts: list[Part]) -> Part:
         total.failed += p.failed
         total.skipped += p.skipped
         total.stopped = total.stopped or p.stopped
+        total.retried += p.retried
         total.busy += p.busy
         for kind, (count, tid, msg, tb) in p.failures.items():
             entry = total.failures.setdefault(kind, [0, tid, msg, tb])
@@ -111,6 +121,8 @@ class Summary:
                f"engine {self.engine:.3f} s, {t.ran / self.engine if self.engine > 0 else 0:,.0f} tasks/s",
                f"  task time {t.busy:.2f} s on {self.workers} working ranks: "
                f"efficiency {self.efficiency:.3f}"]
+        if t.retried:
+            out.append(f"  retried: {t.retried} tasks failed and were tried again (--retries)")
         if t.stopped:
             out.append(f"  stopped early: {t.stopped}" + (f"; {not_run} tasks not run: run the same "
                                                           "command again to resume" if not_run else ""))

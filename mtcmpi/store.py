@@ -28,7 +28,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .results import fill_value, merge_schemas
-from .tasklog import DONE, STATUS_NAMES, Failure, TaskLog
+from .tasklog import DONE, FAILED_STATES, STATUS_NAMES, Failure, TaskLog
 from .world import World
 
 STATUS = h5py.enum_dtype({name: code for code, name in STATUS_NAMES.items()}, basetype="i1")
@@ -54,18 +54,27 @@ class Rows:
                                            for k, (dt, _) in COLUMNS.items()})
 
     @classmethod
-    def of(cls, log: TaskLog, attempts: dict[int, int]) -> "Rows":
-        """The rows of what this rank ran in this run (attempts: earlier tries, for retried tasks)."""
+    def of(cls, log: TaskLog, attempts: dict[int, int],
+           retried: dict[int, tuple[int, int]] | None = None) -> "Rows":
+        """The rows of what this rank ran in this run. attempts: tries before this run (of tasks
+        run again with --retry-failed); retried: None without --retries, else the master's
+        account of retried tasks, so that a task tried several times gets one row, its last."""
         ids = np.frombuffer(log.ids, np.int64) if len(log.ids) else np.empty(0, np.int64)
-        order = np.argsort(ids, kind="stable")
-        k = len(ids)
+        if retried is None:
+            pick, tries = np.argsort(ids, kind="stable"), np.ones(len(ids), np.int64)
+        else:
+            pick, tries = log.finals(retried)   # sorted by task id already
+        k, chosen = len(pick), ids[pick]
+        status = np.asarray(log.status, np.int8)[pick]
         columns = {"rank": np.full(k, log.rank, np.int32), "pid": np.full(k, log.pid, np.int64),
                    "host": np.full(k, log.host.encode(), f"S{max(1, len(log.host.encode()))}"),
-                   "start": np.asarray(log.starts, np.float64)[order],
-                   "end": np.asarray(log.ends, np.float64)[order],
-                   "status": np.asarray(log.status, np.int8)[order],
-                   "attempts": np.array([attempts.get(int(t), 0) + 1 for t in ids[order]], np.int16)}
-        return cls(ids[order], columns, stack(log.results), dict(log.failures))
+                   "start": np.asarray(log.starts, np.float64)[pick],
+                   "end": np.asarray(log.ends, np.float64)[pick], "status": status,
+                   "attempts": np.array([attempts.get(int(t), 0) for t in chosen], np.int16) + tries}
+        failed = {int(t) for t, s in zip(chosen, status) if s in FAILED_STATES}
+        results = log.results if retried is None else {   # only the tasks whose row is here
+            t: log.results[t] for t in map(int, chosen) if t in log.results}
+        return cls(chosen, columns, stack(results), {t: log.failures[t] for t in failed})
 
     def without(self, drop: np.ndarray) -> "Rows":
         """These rows less those of the tasks in drop."""

@@ -29,13 +29,13 @@ class Skipped(Exception):
 class TaskTimeout(Exception):
     """The task ran past --timeout and was killed; recorded with status timeout."""
 
-    status = TIMEOUT
+    mtcmpi_status = TIMEOUT   # a name no user exception has (HTTPError.status is 404, say)
 
 
 class TaskCrashed(Exception):
     """The process running the task died (a signal, os._exit); recorded with status crashed."""
 
-    status = CRASHED
+    mtcmpi_status = CRASHED
 
 
 @dataclass
@@ -81,7 +81,7 @@ class TaskLog:
             except (Exception, SystemExit) as exc:
                 t1 = clock()
                 self.failures[tid] = self.failure(tid, exc)
-                status(getattr(exc, "status", FAILED))
+                status(getattr(type(exc), "mtcmpi_status", FAILED))
                 failed += 1
             else:
                 t1 = clock()
@@ -95,6 +95,24 @@ class TaskLog:
             n += 1
         stop.observe(n, failed, busy)
         return n, failed, busy
+
+    def finals(self, retried: dict[int, tuple[int, int]]):
+        """With retries: (indexes of the records that stand for their task here, tries of each).
+
+        A task tried several times on this rank is its last record; a task whose last try was on
+        another rank (retried: task id -> (rank, tries), from the master) is not this rank's.
+        """
+        import numpy as np
+
+        ids = np.frombuffer(self.ids, np.int64) if len(self.ids) else np.empty(0, np.int64)
+        tasks, first_of_reversed, tries = np.unique(ids[::-1], return_index=True, return_counts=True)
+        last = len(ids) - 1 - first_of_reversed
+        keep = np.ones(len(tasks), bool)
+        for tid, (rank, count) in retried.items():
+            i = np.searchsorted(tasks, tid)
+            if i < len(tasks) and tasks[i] == tid:
+                keep[i], tries[i] = rank == self.rank, count
+        return last[keep], tries[keep]
 
     def failure(self, tid: int, exc: BaseException) -> Failure:
         """An exception as data, its traceback headed with where it happened."""

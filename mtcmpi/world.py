@@ -40,7 +40,7 @@ class World:
         if first < self.size:
             raise UsageError(self.comm.bcast(error, root=first))
 
-    def poll(self, source: int, tag: int) -> None:
+    def poll(self, source: int, tag: int, status: MPI.Status | None = None) -> None:
         """Return once a message from source with tag is waiting, without spinning for long.
 
         A blocked MPI receive may spin a core for as long as it waits (a master waiting on
@@ -52,14 +52,14 @@ class World:
         125k; SPIN = 0.1 ms 30k (waits there often outlast 0.1 ms, and a sleep costs 60 us).
         """
         iprobe = self.comm.Iprobe
-        if iprobe(source, tag):
+        if iprobe(source, tag, status):
             return
         until = time.perf_counter() + SPIN
         while time.perf_counter() < until:
-            if iprobe(source, tag):
+            if iprobe(source, tag, status):
                 return
         pause = 1e-5
-        while not iprobe(source, tag):
+        while not iprobe(source, tag, status):
             time.sleep(pause)
             pause = min(pause * 2, MAX_PAUSE)
 

@@ -42,3 +42,11 @@ def fail(x):
 
 
 NOT_CALLABLE = 42
+
+
+def fails_on_rank_1(x):
+    from mpi4py import MPI
+    if MPI.COMM_WORLD.rank == 1:
+        raise RuntimeError("rank 1 is broken")
+    time.sleep(0.02)   # the healthy ranks stay busy, so rank 1's failures find one of them asking
+    return MPI.COMM_WORLD.rank

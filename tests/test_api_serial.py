@@ -69,3 +69,35 @@ def test_merge_keeps_the_lowest_failing_task_as_example():
     b.run([(3, 3), (4, 4)], lambda x: t.maybe_fail(x), lambda: 0.0, Stop())
     merged = report.merge([report.condense(a), report.condense(b)])
     assert merged.failures["ValueError"][:2] == [2, 3] and merged.ok == 1
+
+
+def test_an_exception_with_its_own_status_attribute_is_a_plain_failure():
+    class HTTPError(Exception):
+        status = 404
+    log = TaskLog(0, "h", 1)
+
+    def raise_it(x):
+        raise HTTPError("not found")
+    log.run([(0, 0)], raise_it, lambda: 0.0, Stop())
+    assert list(log.status) == [FAILED]
+
+
+@pytest.mark.parametrize("schedule", ["dynamic", "static"])
+def test_retries_on_one_rank_count_attempts_once_per_task(tmp_path, schedule):
+    from mtcmpi.output import Output
+    from mtcmpi.tasks import ItemsSource
+    import h5py
+    seen = set()
+
+    def flaky(x):
+        if x % 3 == 0 and x not in seen:
+            seen.add(x)
+            raise RuntimeError(f"first try of {x}")
+        return x
+    out = tmp_path / "r.h5"
+    outcome = run_job(World.of(), flaky, ItemsSource(range(9)), parse_schedule(schedule),
+                      Output(str(out)), retries=1)
+    assert outcome.exit_code == 0 and outcome.summary.total.ok == 9 and outcome.summary.total.failed == 0
+    with h5py.File(out) as f:
+        assert f["tasks"]["attempts"][:].tolist() == [2, 1, 1] * 3
+        assert f["results/value"][:].tolist() == list(range(9))

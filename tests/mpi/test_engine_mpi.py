@@ -71,3 +71,14 @@ def test_summary_counts_on_rank_0():
 
 def fail(got):
     raise AssertionError(f"unexpected: {got!r}")
+
+
+@pytest.mark.mpi(min_size=3)
+def test_retries_go_to_another_rank():
+    outcome = run_job(World.of(), t.fails_on_rank_1, CountSource(30), parse_schedule("dynamic", 1),
+                      retries=2)
+    ranks = mtcmpi.run(t.square, [])   # a collective, so the ranks stay in step
+    assert outcome.exit_code == 0
+    on_rank0(lambda: (outcome.summary.total.ok, outcome.summary.total.failed) == (30, 0)
+             and outcome.summary.total.retried > 0 or fail(outcome.summary.total))
+    assert ranks is None or ranks == []
