@@ -36,6 +36,7 @@ from itertools import islice
 from typing import Callable, Iterator, NamedTuple, Sequence
 
 from .errors import UsageError
+from .isolate import CommandDeadline
 from .tasklog import Skipped
 from .tasks import Source, Task
 
@@ -251,15 +252,19 @@ def tail_text(data: bytes, keep: int, lines: int) -> str:
     return "\n".join(data.decode("utf-8", "replace").split("\n")[-lines:])
 
 
-def drain(fds: Sequence[int], keep: int) -> list[bytes]:
-    """Read the pipes until every writer closed them; the last keep+1 bytes of each."""
+def drain(fds: Sequence[int], keep: int, deadline: CommandDeadline, pgid: int) -> list[bytes]:
+    """Read the pipes until every writer closed them; the last keep+1 bytes of each. At the
+    deadline, kill process group pgid and raise TaskTimeout."""
     tails = {fd: bytearray() for fd in fds}
     poller = select.poll()
     for fd in fds:
         poller.register(fd, select.POLLIN)
     open_fds = len(fds)
     while open_fds:
-        for fd, _ in poller.poll():
+        ready = poller.poll(deadline.left_ms())
+        if not ready:
+            deadline.expire(pgid)
+        for fd, _ in ready:
             chunk = os.read(fd, READ_BYTES)
             if not chunk:
                 poller.unregister(fd)
@@ -297,7 +302,8 @@ class CommandRunner:
     tail_bytes bytes), or whole files in output_dir.
     """
 
-    def __init__(self, output_dir: str | None = None, tail_lines: int = 20, tail_bytes: int = 4096):
+    def __init__(self, output_dir: str | None = None, tail_lines: int = 20, tail_bytes: int = 4096,
+                 timeout: float | None = None):
         if output_dir is not None:
             try:
                 os.makedirs(output_dir, exist_ok=True)
@@ -305,6 +311,7 @@ class CommandRunner:
                 raise UsageError(f"--output-dir {output_dir!r}: {exc.strerror}") from None
         self.output_dir = output_dir
         self.tail_lines, self.tail_bytes = tail_lines, tail_bytes
+        self.timeout = timeout
 
     def __call__(self, task: CommandTask) -> dict:
         if already_done(task):
@@ -323,14 +330,16 @@ class CommandRunner:
 
     def run_piped(self, task: CommandTask) -> tuple[int, bytes, bytes]:
         with self.start(task.command, subprocess.PIPE, subprocess.PIPE) as proc:
-            out, err = drain([proc.stdout.fileno(), proc.stderr.fileno()], self.tail_bytes)
-            return proc.wait(), out, err
+            deadline = CommandDeadline(self.timeout)
+            out, err = drain([proc.stdout.fileno(), proc.stderr.fileno()], self.tail_bytes,
+                             deadline, proc.pid)
+            return deadline.wait(proc), out, err
 
     def run_to_files(self, task: CommandTask) -> tuple[int, bytes, bytes]:
         base = os.path.join(self.output_dir, str(task.id))
         with open(base + ".out", "w+b") as out, open(base + ".err", "w+b") as err:
             with self.start(task.command, out, err) as proc:
-                exit_code = proc.wait()
+                exit_code = CommandDeadline(self.timeout).wait(proc)
             return exit_code, *(file_tail(f.fileno(), self.tail_bytes) for f in (out, err))
 
 

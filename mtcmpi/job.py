@@ -15,8 +15,10 @@ from typing import Any, Callable, Sequence
 from mpi4py import MPI
 
 from . import engine, report
+from .commands import CommandRunner
 from .errors import EXIT_STOPPED, UsageError
 from .faults import GraceExpired, Stop
+from .isolate import Isolated
 from .output import Output
 from .policies import Policy, Static
 from .tasklog import TaskLog
@@ -89,7 +91,8 @@ class Outcome:
 
 
 def run_job(world: World, target: str | Callable, source: Source, policy: Policy,
-            output: Output | None = None, stop: Stop | None = None, retries: int = 0) -> Outcome:
+            output: Output | None = None, stop: Stop | None = None, retries: int = 0,
+            timeout: float | None = None, isolate: bool = False) -> Outcome:
     """Check, run and summarise one task list on every rank of `world` (collective).
 
     stop carries the limits (walltime, failures) and catches the batch system's signals for
@@ -98,7 +101,7 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
     stop = stop or Stop()
     fn, n, fingerprint = prepare(world, target, source, output is not None)
     ids: Sequence[int] = range(n)
-    invoke = invoker(fn, source.call)
+    invoke, isolated = task_invoker(world, fn, source.call, policy, timeout, isolate)
     log = TaskLog(world.rank, world.host, world.pid)
     if output:
         ids = output.begin(world, n, fingerprint)
@@ -117,6 +120,8 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
                     "the same command again to resume", EXIT_STOPPED)
     finally:
         stop.uninstall()
+        if isolated:
+            isolated.close()
     stored_in = 0.0
     if output:
         if flusher:
@@ -138,6 +143,17 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
                                  output.earlier_failures(ids) if output else 0, stored_in)
     code = world.comm.bcast(summary.exit_code() if summary else None, root=0)
     return Outcome(n, log, summary, code)
+
+
+def task_invoker(world: World, fn: Callable, call: str, policy: Policy, timeout: float | None,
+                 isolate: bool) -> tuple[Callable[[Any], Any], Isolated | None]:
+    """This rank's invoke: fn, or fn in a child process under --timeout/--isolate. Not for
+    command tasks (their shells run apart and take --timeout themselves) nor on a master."""
+    runs_tasks = world.size == 1 or isinstance(policy, Static) or world.rank != 0
+    if (timeout is None and not isolate) or isinstance(fn, CommandRunner) or not runs_tasks:
+        return invoker(fn, call), None
+    isolated = Isolated(fn, call, timeout)
+    return isolated, isolated
 
 
 def stored(invoke: Callable[[Any], Any], normalize: Normalizer) -> Callable[[Any], Any]:
