@@ -345,8 +345,8 @@ class CommandRunner:
 
 def command_tasks(command: str | None = None, files: str | Sequence[str] | None = None,
                   args_file: str | None = None, taskfile: str | None = None,
-                  skip_existing: str | None = None,
-                  output_dir: str | None = None) -> tuple[CommandSource, CommandRunner]:
+                  skip_existing: str | None = None, output_dir: str | None = None,
+                  timeout: float | None = None) -> tuple[CommandSource, CommandRunner]:
     """The source and task function of a command run, from the command-line values."""
     if skip_existing is not None and not skip_existing.strip():
         raise UsageError("--skip-existing is empty")
@@ -365,4 +365,4 @@ def command_tasks(command: str | None = None, files: str | Sequence[str] | None 
         source = FilesSource(files, command, skip_existing)
     else:
         source = ArgsSource(args_file, command, skip_existing)
-    return source, CommandRunner(output_dir)
+    return source, CommandRunner(output_dir, timeout=timeout)

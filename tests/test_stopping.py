@@ -68,3 +68,12 @@ def test_failure_limits_stop_the_run_with_exit_1(flag):
 def test_bad_limits(args, words):
     proc = mtcmpi(["run", "tests.tasks_for_tests:square", "--count", "3", *args], ranks=2)
     assert proc.returncode == 2 and words in proc.stderr
+
+
+def test_timeout_kills_a_command_and_its_children(tmp_path):
+    (tmp_path / "tasks.txt").write_text("true\nsleep 100\nexit 4\n")
+    t0 = time.monotonic()
+    proc = mtcmpi(["run", "--taskfile", str(tmp_path / "tasks.txt"), "--timeout", "1"], ranks=2)
+    assert time.monotonic() - t0 < 30
+    assert proc.returncode == 1 and "TaskTimeout x1" in proc.stdout and "CommandFailed x1" in proc.stdout
+    assert "sleep 100" not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
