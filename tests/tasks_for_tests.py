@@ -50,3 +50,11 @@ def fails_on_rank_1(x):
         raise RuntimeError("rank 1 is broken")
     time.sleep(0.02)   # the healthy ranks stay busy, so rank 1's failures find one of them asking
     return MPI.COMM_WORLD.rank
+
+
+def breaks_the_protocol(x):
+    """Sends rank 0 a message on mtcmpi's request tag that does not fit its buffer: an error
+    inside mtcmpi's master, which must end the whole job at once."""
+    from mpi4py import MPI
+    MPI.COMM_WORLD.Send([bytearray(1 << 16), MPI.BYTE], 0, 1)
+    return x

@@ -146,3 +146,11 @@ def test_exec_runs_a_driver_on_rank_0_and_tasks_on_the_others(tmp_path):
     proc = mtcmpi(["exec", str(tmp_path / "drive.py"), "-v", "x"], ranks=3, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "args ['-v', 'x'] workers 2 me False" in proc.stdout
+
+
+def test_an_internal_error_on_one_rank_aborts_the_whole_job_quickly():
+    t0 = time.monotonic()
+    proc = mtcmpi(["run", "tests.tasks_for_tests:breaks_the_protocol", "--count", "4"], ranks=3)
+    assert time.monotonic() - t0 < 30
+    assert proc.returncode == 3
+    assert proc.stderr.count("mtcmpi: internal error on rank 0") == 1 and "aborting the job" in proc.stderr
