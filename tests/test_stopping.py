@@ -77,3 +77,15 @@ def test_timeout_kills_a_command_and_its_children(tmp_path):
     assert time.monotonic() - t0 < 30
     assert proc.returncode == 1 and "TaskTimeout x1" in proc.stdout and "CommandFailed x1" in proc.stdout
     assert "sleep 100" not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+
+
+def test_walltime_is_read_from_slurm_when_it_tells(tmp_path, monkeypatch):
+    """A stand-in squeue on PATH answers with the job's end time, 4 s from now."""
+    import datetime
+    end = (datetime.datetime.now() + datetime.timedelta(seconds=4)).isoformat(timespec="seconds")
+    (tmp_path / "squeue").write_text(f"#!/bin/sh\necho {end}\n")
+    (tmp_path / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    proc = mtcmpi(["run", "kernels.sleep:task", "--count", "60", "--grace", "1"], ranks=3)
+    assert proc.returncode == EXIT_STOPPED and "stopped early: walltime" in proc.stdout
