@@ -25,15 +25,16 @@ Conventions (shared by the fast path ``hits`` and the slow ``reference_grid``):
 The set of these polynomials is closed under z -> -z and z -> 1/z: with p, it holds
 ``(-1)**degree p(-z)`` (roots -r) and ``z**degree p(1/z) / c[0]`` (roots 1/r), so it falls
 into orbits of four polynomials (two for a few). One member of each orbit, its representative
-(the member with the smallest ``k * MIX mod 2**64``, which spreads representatives evenly over
-range(2**degree)), gets its roots from eigvals; the other members' roots are -r, 1/r and -1/r.
-Those agree with eigvals on the members themselves only to ~3e-14 (degree 16), not bit for bit,
-so a member with a derived root within TOL (1e-10) of a binning boundary (a cell edge, or -EPS)
-and every member of an orbit whose roots crowd closer than SEP (1e-3) together (ill-conditioned)
-is computed directly: the grid is still equal cell for cell (checked exhaustively for every
-degree up to 18 against ``hits``). ``orbit_hits(start, stop)`` covers the orbits whose
-representative is in start..stop-1, so its grids over any split of range(2**degree) add up to
-the whole grid, the same as for ``hits``; one part is not ``hits`` of the same part.
+(the member whose number has the smallest splitmix64 hash, so that representatives spread
+evenly over range(2**degree)), gets its roots from eigvals; the other members' roots are
+-r, 1/r and -1/r. Those agree with eigvals on the members themselves only to ~3e-14 (degree
+16), not bit for bit, so a member with a derived root within TOL (1e-10) of a binning boundary
+(a cell edge, or -EPS), and every member of an orbit whose roots crowd closer than SEP (1e-3)
+(ill-conditioned), is computed directly: the grid stays equal cell for cell (checked
+exhaustively against ``hits`` for every degree up to 18). ``orbit_hits(start, stop)`` covers
+the orbits whose representative is in start..stop-1, so its grids over any split of
+range(2**degree) add up to the whole grid, as for ``hits``; but one part is not ``hits`` of
+the same part. Both take the same params rows.
 
 Run ``python -m kernels.littlewood --help`` for the command line: write a params CSV for an
 mtcmpi run, compute a grid in one process, render a grid as a PNG.
@@ -54,7 +55,6 @@ EPS = 1e-9        # |part| below this counts as exactly 0 (see module docstring)
 BATCH = 4096      # companion matrices per numpy.linalg.eigvals call (bounds memory)
 TOL = 1e-10       # orbit_hits: a derived root this close to a binning boundary is computed directly
 SEP = 1e-3        # orbit_hits: an orbit whose roots come this close together is computed directly
-MIX = np.uint64(0x9E3779B97F4A7C15)   # odd, so k -> k * MIX mod 2**64 is one to one
 CSV_FIELDS = ("start", "stop", "degree", "size")
 
 
@@ -150,9 +150,19 @@ def orbits(numbers: NDArray[np.int64], degree: int) -> tuple[NDArray[np.int64], 
     The 1/r partner equals k or the -r partner for the few orbits of two."""
     neg, rec = negated(numbers, degree), reciprocal(numbers, degree)
     negrec = negated(rec, degree)
-    key, *others = (m.astype(np.uint64) * MIX for m in (numbers, neg, rec, negrec))
+    key, *others = (scramble(m) for m in (numbers, neg, rec, negrec))
     own = (key < others[0]) & (key <= others[1]) & (key <= others[2])
     return numbers[own], neg[own], rec[own], negrec[own]
+
+
+def scramble(numbers: NDArray[np.int64]) -> NDArray[np.uint64]:
+    """The splitmix64 finalizer: one to one on 64-bit integers, with well-mixed order."""
+    x = numbers.astype(np.uint64)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 def orbit_roots(numbers: NDArray[np.int64], degree: int, size: int) -> NDArray[np.complex128]:
@@ -194,7 +204,7 @@ def task(index: int, degree: int = 16, size: int = 200, tasks: int = 64) -> NDAr
 
 
 def params(degree: int = 16, size: int = 200, tasks: int = 64) -> list[dict]:
-    """One params row (start, stop, degree, size) per chunk, for ``kernels.littlewood:hits``."""
+    """One params row (start, stop, degree, size) per chunk, for ``hits`` or ``orbit_hits``."""
     rows = []
     for index in range(tasks):
         numbers = chunk(index, tasks, degree)

@@ -109,3 +109,65 @@ def test_render_writes_png(tmp_path):
 def test_cli_needs_an_action():
     with pytest.raises(SystemExit):
         lw.main(["--degree", "3"])
+
+
+@pytest.mark.parametrize("size", [37, 200])
+@pytest.mark.parametrize("degree", [1, 2, 3, 5, 8])
+def test_orbit_grid_equals_reference(degree, size):
+    np.testing.assert_array_equal(lw.orbit_hits(0, 2 ** degree, degree, size),
+                                  lw.reference_grid(degree, size))
+
+
+@pytest.mark.parametrize("degree", [4, 9, 10, 11, 12, 13, 14])
+def test_orbit_grid_equals_hits(degree):
+    np.testing.assert_array_equal(lw.orbit_hits(0, 2 ** degree, degree, 200),
+                                  lw.hits(0, 2 ** degree, degree, 200))
+
+
+@pytest.mark.parametrize("degree", [1, 2, 5, 8])
+def test_partners_have_the_transformed_roots(degree):
+    numbers = np.arange(2 ** degree, dtype=np.int64)
+
+    def roots(k):
+        return np.sort_complex(np.roots([1] + [-1 if k >> j & 1 else 1 for j in range(degree - 1, -1, -1)]))
+    for k, neg, rec in zip(numbers, lw.negated(numbers, degree), lw.reciprocal(numbers, degree)):
+        np.testing.assert_allclose(roots(neg), np.sort_complex(-roots(k)), atol=1e-6)
+        np.testing.assert_allclose(roots(rec), np.sort_complex(1 / roots(k)), atol=1e-6)
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3, 10, 11])
+def test_orbits_cover_every_polynomial_once(degree):
+    own, neg, rec, negrec = lw.orbits(np.arange(2 ** degree, dtype=np.int64), degree)
+    four = (rec != own) & (rec != neg)
+    members = np.concatenate([own, neg, rec[four], negrec[four]])
+    np.testing.assert_array_equal(np.sort(members), np.arange(2 ** degree))
+
+
+def test_representatives_spread_evenly():
+    degree = 16
+    own = lw.orbits(np.arange(2 ** degree, dtype=np.int64), degree)[0]
+    per_eighth = np.bincount(own >> (degree - 3), minlength=8)
+    assert per_eighth.max() < 1.05 * per_eighth.mean()    # so equal ranges are equal work
+
+
+def test_orbit_chunks_sum_to_whole():
+    degree, size = 10, 60
+    cuts = [0, 1, 2, 100, 513, 1000, 2 ** degree]
+    parts = [lw.orbit_hits(a, b, degree, size) for a, b in zip(cuts, cuts[1:])]
+    np.testing.assert_array_equal(sum(parts), lw.hits(0, 2 ** degree, degree, size))
+    with pytest.raises(ValueError):
+        lw.orbit_hits(0, 2 ** 4 + 1, degree=4, size=10)
+
+
+def test_direct_fallback_gives_the_same_grid(monkeypatch):
+    degree, size = 9, 50
+    calls = []
+    eigvals = np.linalg.eigvals
+    monkeypatch.setattr(np.linalg, "eigvals", lambda m: calls.append(len(m)) or eigvals(m))
+    lw.orbit_hits(0, 2 ** degree, degree, size)
+    assert sum(calls) < 2 ** degree // 3                 # most roots are derived
+    calls.clear()
+    monkeypatch.setattr(lw, "TOL", 1.0)                  # every derived root is near a boundary
+    np.testing.assert_array_equal(lw.orbit_hits(0, 2 ** degree, degree, size),
+                                  lw.hits(0, 2 ** degree, degree, size))
+    assert sum(calls) == 2 * 2 ** degree                 # all computed directly (plus hits itself)
