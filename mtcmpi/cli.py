@@ -142,6 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     exe.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
     exe.set_defaults(handler=command_exec)
 
+    reduce = commands.add_parser("reduce", help="sum (mean, min, max) a result over the tasks that "
+                                 "succeeded", description="Reduce /results/KEY of a results file along "
+                                 "the task axis over the tasks that succeeded (rows without a value are "
+                                 "left out), a block of rows at a time.",
+                                 epilog="examples:\n  python -m mtcmpi reduce lw.h5 --save grid.npy\n"
+                                 "  python -m mtcmpi reduce results.h5 energy --op mean",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    reduce.add_argument("file", help="a results file written with --out")
+    reduce.add_argument("key", nargs="?", default="value", help="reduce results/KEY (default: value, "
+                        "where a plain return value is stored)")
+    reduce.add_argument("--op", default="sum", metavar="OP", help="sum (default), mean, min or max")
+    reduce.add_argument("--save", metavar="OUT.npy", help="save the result with numpy.save")
+    reduce.set_defaults(handler=command_reduce)
+
     report = commands.add_parser("report", help="summarise a results file",
                                  description="Summarise a results file: tasks by status, failures "
                                  "by type, wall and task time, efficiency, busy fraction per rank, "
@@ -158,6 +172,12 @@ def command_exec(args: argparse.Namespace) -> int:
     from .driver import run_script
 
     return run_script(args.script, args.args)
+
+
+def command_reduce(args: argparse.Namespace) -> int:
+    from .reduce import reduce_main
+
+    return reduce_main(args.file, args.key, args.op, args.save)
 
 
 def command_report(args: argparse.Namespace) -> int:
