@@ -110,7 +110,8 @@ class Output:
                                       mpi_library=MPI.Get_library_version().strip("\0\n "),
                                       command_line=command_line(), end_time=time.time()), root=0)
         tmp = self.path + ".tmp"
-        store.write(world, tmp, n, rows, attrs, self.serial_io, pickled_keys)
+        tries = None if retried is None else store.every_try(log)
+        store.write(world, tmp, n, rows, attrs, self.serial_io, pickled_keys, tries)
         if world.rank == 0:
             os.replace(tmp, self.path)
             shutil.rmtree(journal.directory(self.path), ignore_errors=True)

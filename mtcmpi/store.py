@@ -5,6 +5,7 @@ Layout (row = task id):
                    seconds), status (enum: not-run, ok, failed, skipped, timeout, crashed),
                    attempts; rank -1 and NaN times for tasks that did not run
   /errors/{type, message, traceback}   UTF-8 strings, '' unless the task failed
+  /attempts        with --retries: every try of every task, one row each (field task added)
   /results/<key>   (n_tasks, *shape) per key of the return values; rows without a result hold
                    the fill value (NaN, the smallest integer, False or b'')
   attributes: mtcmpi_version, mpi_library, ranks, policy, command_line, target, start_time,
@@ -167,18 +168,47 @@ def create(f: h5py.File, n: int, host_width: int, results: dict[str, tuple[np.dt
     f.attrs.update(attrs)
 
 
+def tries_dtype(host_width: int) -> np.dtype:
+    """The row type of /attempts: the task's id, then the fields of /tasks."""
+    row = log_dtype(host_width)
+    return np.dtype([("task", np.int64)] + [(name, row.fields[name][0]) for name in row.names])
+
+
+def every_try(log: TaskLog) -> np.ndarray:
+    """One /attempts row per record of this rank's log (every try of every task it ran)."""
+    host = log.host.encode()
+    table = np.empty(len(log.ids), tries_dtype(max(1, len(host))))
+    table["task"], table["rank"], table["host"], table["pid"] = log.ids, log.rank, host, log.pid
+    table["start"], table["end"], table["status"] = log.starts, log.ends, log.status
+    table["attempts"] = 0   # per task, in /tasks; here each row is one try
+    return table
+
+
+def write_tries(f: h5py.File, comm: MPI.Comm, tries: np.ndarray, host_width: int, dxpl: Any) -> None:
+    """/attempts: each rank's block of rows at its offset (an exclusive scan of the counts)."""
+    k = len(tries)
+    total, offset = comm.allreduce(k), comm.exscan(k) or 0
+    dtype = tries_dtype(host_width)
+    ds = f.create_dataset("attempts", (total,), dtype=dtype)
+    if total:
+        write_rows(ds, np.arange(offset, offset + k), tries.astype(dtype), dxpl)
+
+
 def write(world: World, path: str, n: int, rows: Rows, attrs: dict[str, Any], serial: bool,
-          pickled_keys: set[str]) -> None:
-    """Build the results file at path from every rank's rows (collective)."""
+          pickled_keys: set[str], tries: np.ndarray | None = None) -> None:
+    """Build the results file at path from every rank's rows (collective); with tries (under
+    --retries, on every rank alike), also the table of every try."""
     comm = world.comm
     if serial:   # rank 0 writes everything: the rows travel to it
-        gathered = comm.gather(rows, root=0)
+        gathered = comm.gather((rows, tries), root=0)
         rows = Rows.empty()
         if world.rank == 0:
-            for part in gathered:
+            for part, _ in gathered:
                 rows = rows.merged(part)
+            tries = None if tries is None else np.concatenate([t for _, t in gathered]) if gathered else tries
     kinds = merge_schemas(comm.allgather(schema(rows)))
-    host_width = comm.allreduce(rows.columns["host"].dtype.itemsize, op=MPI.MAX)
+    widths = [rows.columns["host"].dtype.itemsize] + ([tries["host"].dtype.itemsize] if tries is not None else [])
+    host_width = comm.allreduce(max(widths), op=MPI.MAX)
     failures = comm.gather(rows.failures, root=0)
     pickled = set().union(*comm.allgather(pickled_keys)) & set(kinds)
     attrs = dict(attrs, io_mode="serial" if serial else "collective",
@@ -187,11 +217,15 @@ def write(world: World, path: str, n: int, rows: Rows, attrs: dict[str, Any], se
         if world.rank == 0:
             with h5py.File(path, "w") as f:
                 fill(f, n, host_width, kinds, attrs, rows, None)
+                if tries is not None:
+                    write_tries(f, MPI.COMM_SELF, tries, host_width, None)
     else:
         dxpl = h5py.h5p.create(h5py.h5p.DATASET_XFER)
         dxpl.set_dxpl_mpio(h5py.h5fd.MPIO_COLLECTIVE)
         with h5py.File(path, "w", driver="mpio", comm=comm) as f:
             fill(f, n, host_width, kinds, attrs, rows, dxpl)
+            if tries is not None:
+                write_tries(f, comm, tries, host_width, dxpl)
     merged = {t: x for part in failures or [] for t, x in part.items()}
     if merged:
         with h5py.File(path, "r+") as f:

@@ -101,3 +101,6 @@ def test_retries_on_one_rank_count_attempts_once_per_task(tmp_path, schedule):
     with h5py.File(out) as f:
         assert f["tasks"]["attempts"][:].tolist() == [2, 1, 1] * 3
         assert f["results/value"][:].tolist() == list(range(9))
+        tries = f["attempts"][:]                       # every try, the failed ones too
+        assert sorted(tries["task"].tolist()) == sorted(list(range(9)) + [0, 3, 6])
+        assert sorted(tries["status"].tolist()) == [1] * 9 + [2] * 3
