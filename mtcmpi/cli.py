@@ -156,6 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
     reduce.add_argument("--save", metavar="OUT.npy", help="save the result with numpy.save")
     reduce.set_defaults(handler=command_reduce)
 
+    plot = commands.add_parser("plot", help="draw a Gantt chart and busy ranks over time from a "
+                               "results file (needs mtcmpi[plot]); no mpirun needed",
+                               description="With neither --gantt nor --utilization, both are written "
+                               "next to the file as <stem>-gantt.png and <stem>-utilization.png.",
+                               epilog="example:\n  python -m mtcmpi plot results.h5 --gantt gantt.png "
+                               "--utilization util.png",
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    plot.add_argument("results", metavar="FILE.h5", help="a results file written by run --out")
+    plot.add_argument("--gantt", metavar="PNG", help="one row per rank, one bar per task, failures in colour")
+    plot.add_argument("--utilization", metavar="PNG", help="busy ranks over time, with the efficiency")
+    plot.set_defaults(handler=command_plot)
+
     report = commands.add_parser("report", help="summarise a results file",
                                  description="Summarise a results file: tasks by status, failures "
                                  "by type, wall and task time, efficiency, busy fraction per rank, "
@@ -178,6 +190,13 @@ def command_reduce(args: argparse.Namespace) -> int:
     from .reduce import reduce_main
 
     return reduce_main(args.file, args.key, args.op, args.save)
+
+
+def command_plot(args: argparse.Namespace) -> int:
+    from .plots import plot_main
+
+    plot_main(args.results, args.gantt, args.utilization)
+    return 0
 
 
 def command_report(args: argparse.Namespace) -> int:

@@ -154,3 +154,13 @@ def test_an_internal_error_on_one_rank_aborts_the_whole_job_quickly():
     assert time.monotonic() - t0 < 30
     assert proc.returncode == 3
     assert proc.stderr.count("mtcmpi: internal error on rank 0") == 1 and "aborting the job" in proc.stderr
+
+
+def test_plot_draws_a_gantt_chart_and_utilization_from_a_run(tmp_path):
+    out = tmp_path / "r.h5"
+    assert mtcmpi(["run", "tests.tasks_for_tests:maybe_fail", "--count", "30", "--out", str(out)],
+                  ranks=3).returncode == 1
+    proc = mtcmpi(["plot", str(out), "--gantt", str(tmp_path / "g.png"), "--utilization",
+                   str(tmp_path / "u.png")], ranks=None)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "g.png").stat().st_size > 10_000 and (tmp_path / "u.png").stat().st_size > 10_000

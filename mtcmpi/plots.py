@@ -1,0 +1,241 @@
+"""Pictures of a run from its results file: a Gantt chart (every task on its rank) and busy ranks
+over time with the efficiency.
+
+Why: the summary's efficiency says *that* ranks idled; these say when and where (a slow start-up,
+a straggler at the end, a rank that died, failures clustered on one host). Only the fields rank,
+start, end and status of the /tasks log are read. Bars are drawn as one PolyCollection per status,
+and bars of one rank less than a pixel apart are merged first, so a million-task run draws in
+about a second and a dense row keeps its true colour instead of fading under anti-aliasing seams.
+matplotlib is an optional extra (mtcmpi[plot]), imported on use; figures are drawn on the Agg
+canvas directly, so a caller's pyplot state and backend are left alone.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+import h5py
+import numpy as np
+
+from .errors import UsageError
+from .tasklog import CRASHED, FAILED, OK, SKIPPED, TIMEOUT
+
+STYLES = {OK: ("ok", "tab:blue"), FAILED: ("failed", "tab:red"),
+          TIMEOUT: ("timeout", "tab:orange"), CRASHED: ("crashed", "black")}
+WIDTH, DPI = 12.0, 100           # inches, dots per inch
+MIN_BAR_PX = 1.0                 # a task is never drawn thinner than this
+UTILIZATION_BINS = 1000          # the busy curve is averaged over this many bins (about a pixel)
+EDGED_BAR_PX = 4.0               # median bar at least this wide: draw each task, with an outline
+
+
+@dataclass
+class Run:
+    """The columns a plot needs, for the tasks that ran; times in seconds since `t0`."""
+
+    name: str
+    ranks: int
+    policy: str
+    n_tasks: int
+    t0: float
+    rank: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    status: np.ndarray
+
+
+def load(path: str) -> Run:
+    """Read a results file; t0 is the earlier of the run's start_time and its first task start."""
+    try:
+        with h5py.File(path, "r") as f:
+            tasks = f["tasks"]   # a table (one field per column) or a group of column datasets
+            rank, start, end, status = (tasks[c][()] for c in ("rank", "start", "end", "status"))
+            attrs = dict(f.attrs)
+    except (OSError, KeyError) as exc:
+        raise UsageError(f"{path} is not a readable mtcmpi results file ({exc})") from None
+    ran = (rank >= 0) & np.isfinite(start) & np.isfinite(end)
+    rank, start, end, status = rank[ran], start[ran], end[ran], status[ran]
+    t0 = float(np.fmin(attrs.get("start_time", np.nan), start.min(initial=np.inf)))   # fmin skips NaN
+    t0 = t0 if np.isfinite(t0) else 0.0
+    ranks = max(int(attrs.get("ranks", 0)), int(rank.max()) + 1 if len(rank) else 1)
+    policy = attrs.get("policy", "?")
+    return Run(os.path.basename(path), ranks, policy if isinstance(policy, str) else policy.decode(),
+               int(attrs.get("n_tasks", len(ran))), t0, rank, start - t0, end - t0, status)
+
+
+def busy_curve(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tasks running over time: counts[i] tasks run in [times[i], times[i+1]) (a post step).
+
+    Sorted +1/-1 events and a cumulative sum; at a time where several events meet only the
+    count after all of them is kept. Tasks with a NaN start or end are ignored.
+    """
+    ran = np.isfinite(starts) & np.isfinite(ends)
+    times = np.concatenate([starts[ran], ends[ran]])
+    steps = np.concatenate([np.ones(ran.sum(), np.int64), -np.ones(ran.sum(), np.int64)])
+    order = np.argsort(times, kind="stable")
+    times, counts = times[order], np.cumsum(steps[order])
+    last = np.ones(len(times), bool)
+    last[:-1] = times[1:] != times[:-1]
+    return times[last], counts[last]
+
+
+def binned(times: np.ndarray, counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The mean of the busy_curve step function over each bin [edges[j], edges[j+1]).
+
+    Its integral is piecewise linear between events, so interpolating it at the edges is exact:
+    area (task time) is kept, and gaps far shorter than a bin no longer show as a comb of dips.
+    """
+    if len(times) == 0:
+        return np.zeros(len(edges) - 1)
+    area = np.concatenate([[0.0], np.cumsum(counts[:-1] * np.diff(times))])
+    return np.diff(np.interp(edges, times, area)) / np.diff(edges)
+
+
+def efficiency(run: Run) -> float:
+    """Total task time / (ranks x (last end - first start)); 1.0 means no rank ever idled."""
+    span = run.end.max() - run.start.min() if len(run.start) else 0.0
+    return float((run.end - run.start).sum() / (run.ranks * span)) if span > 0 else 0.0
+
+
+def merge_bars(rank: np.ndarray, start: np.ndarray, end: np.ndarray,
+               gap: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bars of one rank that are at most `gap` seconds apart joined into one (gap=-inf: none)."""
+    if len(rank) == 0:
+        return rank, start, end
+    order = np.lexsort((start, rank))
+    rank, start, end = rank[order], start[order], end[order]
+    new = np.ones(len(rank), bool)
+    new[1:] = (rank[1:] != rank[:-1]) | (start[1:] - end[:-1] > gap)
+    first = np.flatnonzero(new)
+    return rank[first], start[first], np.maximum.reduceat(end, first)
+
+
+def bar_vertices(rank: np.ndarray, start: np.ndarray, end: np.ndarray, height: float) -> np.ndarray:
+    """(n, 4, 2) rectangles, one row per rank, for a PolyCollection."""
+    v = np.empty((len(rank), 4, 2))
+    v[:, :2, 0], v[:, 2:, 0] = start[:, None], end[:, None]
+    low, high = rank - height / 2, rank + height / 2
+    v[:, 0, 1], v[:, 1, 1], v[:, 2, 1], v[:, 3, 1] = low, high, high, low
+    return v
+
+
+def time_unit(span: float) -> tuple[float, str]:
+    """(divisor, axis label) so a run of hours is not labelled in tens of thousands of seconds."""
+    if span > 3 * 3600:
+        return 3600.0, "hours since run start"
+    if span > 3 * 60:
+        return 60.0, "minutes since run start"
+    if span < 1:
+        return 1e-3, "milliseconds since run start"
+    return 1.0, "seconds since run start"
+
+
+def seconds(value: float) -> str:
+    """1,481 s, 18.9 s or 0.00574 s: three significant digits at least, no exponent."""
+    return f"{value:,.0f} s" if value >= 100 else f"{value:.3g} s"
+
+
+def matplotlib_parts():
+    """(Figure, FigureCanvasAgg, Patch, PolyCollection, MaxNLocator), or a UsageError."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.collections import PolyCollection
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Patch
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        raise UsageError("plotting needs matplotlib: pip install 'mtcmpi[plot]'") from None
+    return Figure, FigureCanvasAgg, Patch, PolyCollection, MaxNLocator
+
+
+def add_bars(ax, run: Run, pixel: float, height: float, Patch, PolyCollection) -> list:
+    """One PolyCollection per status drawn on `ax`; returns the legend handles, counts included."""
+    handles = []
+    for code, (label, colour) in STYLES.items():   # ok first: failures are drawn over it
+        mine = run.status == code
+        if not mine.any():
+            continue
+        edged = np.median(run.end[mine] - run.start[mine]) >= EDGED_BAR_PX * pixel
+        r, s, e = merge_bars(run.rank[mine], run.start[mine], run.end[mine], -np.inf if edged else pixel)
+        e = np.maximum(e, s + MIN_BAR_PX * pixel)
+        ax.add_collection(PolyCollection(bar_vertices(r, s, e, height), facecolors=colour,
+                                         edgecolors="white" if edged else "none", linewidths=0.5))
+        handles.append(Patch(color=colour, label=f"{label} ({mine.sum():,})"))
+    not_drawn = (("skipped", int((run.status == SKIPPED).sum())), ("not run", run.n_tasks - len(run.rank)))
+    return handles + [Patch(color="none", label=f"{label} ({n:,}, not drawn)") for label, n in not_drawn if n]
+
+
+def draw_gantt(run: Run, png: str, title: str | None = None) -> None:
+    """The Gantt chart of `run` as a PNG; see gantt()."""
+    Figure, Canvas, Patch, PolyCollection, MaxNLocator = matplotlib_parts()
+    height_in = float(np.clip(2.0 + 0.06 * run.ranks, 3.5, 10.0))
+    fig = Figure(figsize=(WIDTH, height_in), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    span = max(float(run.end.max()) if len(run.end) else 0.0, 1e-9)
+    scale, xlabel = time_unit(span)
+    bar_height = 0.8 if 0.8 * height_in * DPI / run.ranks >= 4 else 1.0   # no gaps under 4 px a row
+    scaled = replace(run, start=run.start / scale, end=run.end / scale)
+    handles = add_bars(ax, scaled, span / scale / (0.85 * WIDTH * DPI), bar_height, Patch, PolyCollection)
+    ax.set_xlim(0, span * 1.01 / scale)
+    ax.set_ylim(run.ranks - 0.5, -0.5)                          # rank 0 on top
+    ax.yaxis.set_major_locator(MaxNLocator(nbins="auto", integer=True, steps=[1, 2, 4, 5, 8, 10]))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("rank")
+    ax.set_title(title or f"{run.name}: {run.n_tasks:,} tasks on {run.ranks} ranks, policy {run.policy}")
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
+    Canvas(fig).print_png(png)
+
+
+def draw_utilization(run: Run, png: str) -> None:
+    """Busy ranks over time of `run` as a PNG; see utilization()."""
+    Figure, Canvas, _, _, MaxNLocator = matplotlib_parts()
+    fig = Figure(figsize=(WIDTH, 4.0), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    times, counts = busy_curve(run.start, run.end)
+    span = max(float(times[-1]) if len(times) else 0.0, 1e-9)
+    scale, xlabel = time_unit(span)
+    edges = np.linspace(0.0, span, UTILIZATION_BINS + 1)
+    busy = binned(times, counts, edges)
+    ax.stairs(busy, edges / scale, fill=True, color="tab:blue", alpha=0.3)
+    ax.stairs(busy, edges / scale, color="tab:blue", linewidth=1, label="busy ranks")
+    ax.axhline(run.ranks, color="black", linestyle="--", linewidth=1, label=f"all ranks ({run.ranks})")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 4, 5, 8, 10]))
+    ax.set_xlim(0, span * 1.01 / scale)
+    ax.set_ylim(0, run.ranks * 1.12)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("busy ranks")
+    work = float((run.end - run.start).sum())
+    wall = float(run.end.max() - run.start.min()) if len(run.start) else 0.0
+    ax.set_title(f"{run.name}: busy ranks over time, efficiency {efficiency(run):.1%} "
+                 f"(task time {seconds(work)} / ({run.ranks} ranks x {seconds(wall)}))")
+    fig.legend(loc="outside lower center", ncols=2, frameon=False)
+    Canvas(fig).print_png(png)
+
+
+def gantt(path: str, png: str, title: str | None = None) -> None:
+    """Write a Gantt chart of the results file `path` to `png`: one row per rank (rank 0 on top),
+    one bar per task from start to end, coloured by status; skipped and not-run tasks are only
+    counted in the legend. Bars narrower than a pixel are merged with their neighbours on the
+    same rank and every bar is at least one pixel wide, so short failed tasks stay visible."""
+    draw_gantt(load(path), png, title)
+
+
+def utilization(path: str, png: str) -> None:
+    """Write busy ranks over time of the results file `path` to `png` (averaged over bins of about
+    a pixel), against all ranks, with the efficiency in the title:
+    total task time / (ranks x (last end - first start))."""
+    draw_utilization(load(path), png)
+
+
+def plot_main(path: str, gantt_png: str | None = None, utilization_png: str | None = None) -> None:
+    """`mtcmpi plot`: the requested plots, reading the file once; with neither, both, written
+    next to the results file as <stem>-gantt.png and <stem>-utilization.png."""
+    matplotlib_parts()                      # the missing-extra message before reading anything
+    if gantt_png is None and utilization_png is None:
+        stem = os.path.splitext(path)[0]
+        gantt_png, utilization_png = f"{stem}-gantt.png", f"{stem}-utilization.png"
+    run = load(path)
+    for png, draw in ((gantt_png, draw_gantt), (utilization_png, draw_utilization)):
+        if png is not None:
+            draw(run, png)
+            print(f"mtcmpi: wrote {png}", flush=True)
