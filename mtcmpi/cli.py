@@ -35,6 +35,8 @@ examples:
   mpirun -n 64 python -m mtcmpi run kernels.sleep:task --count 640 --schedule static
   mpirun -n 8  python -m mtcmpi run mymodel:simulate --params scan.jsonl --chunk 10
   mpirun -n 8  python -m mtcmpi run mymodel:simulate --params scan.csv --schedule guided:4
+  mpirun -n 64 python -m mtcmpi run mymodel:simulate --params scan.csv --cost n_steps
+  mpirun -n 64 python -m mtcmpi run mymodel:simulate --params scan2.csv --costs-from scan1.h5
   mpirun -n 8  python -m mtcmpi run --command 'python runner.py {}' --files 'data/*.inp'
   mpirun -n 8  python -m mtcmpi run --command 'touch {.}.out' --files 'data/*.inp' --skip-existing '{.}.out'
   mpirun -n 8  python -m mtcmpi run --taskfile tasks.txt --output-dir logs
@@ -44,6 +46,8 @@ schedules:
   static:cyclic  task i on rank i mod ranks; no messages
   dynamic        rank 0 hands out chunks on request (self-scheduling); the default
   guided[:K]     dynamic with chunks of remaining/(K x workers), K=2 by default
+  with --cost or --costs-from: dynamic and guided hand out the longest tasks first; static
+  gives every rank the same total cost (longest first into the least-loaded rank, LPT)
 
 exit status: 0 all tasks ok, 1 some tasks failed, 2 bad input, 3 internal error (job aborted),
   75 stopped early by a signal or the walltime: run the same command again to resume
@@ -92,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prefetch", default="auto", metavar="P", help="chunks a worker asks for "
                      "ahead of the one it runs, hiding the round trip (0 to disable); default "
                      "auto: one ahead while chunks run shorter than 10 ms")
+    cost = run.add_argument_group("task costs: longest first (dynamic, guided) or equal-cost "
+                                  "shares (static)")
+    cost.add_argument("--cost", metavar="COLUMN|MODULE:FUNCTION", help="each task's expected run "
+                      "time (any unit): a numeric column of --params, or a function called with "
+                      "the task's arguments that returns a number")
+    cost.add_argument("--costs-from", metavar="FILE.h5", help="the durations measured by an "
+                      "earlier run's --out file, matched by task id (same task list) or by arguments")
     store = run.add_argument_group("results file")
     store.add_argument("--out", metavar="FILE.h5", help="write results and the per-task log to one "
                        "HDF5 file (parallel HDF5, written by all ranks); run the same command again "
@@ -262,15 +273,18 @@ def check_limits(args: argparse.Namespace) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from .costs import CostSpec
     from .faults import Stop, deadline
     from .job import run_job
     from .policies import parse_schedule
     from .world import World
 
     world = World.of()
-    error = None
+    error, costs = None, None
     try:   # agreed, since some checks (creating --output-dir) can fail on one node only
-        policy = parse_schedule(args.schedule, args.chunk, args.prefetch)
+        if args.cost or args.costs_from:
+            costs = CostSpec(args.cost, args.costs_from)
+        policy = parse_schedule(args.schedule, args.chunk, args.prefetch, costs is not None)
         target, source = task_list(args)
         output = results_file(args)
         check_limits(args)
@@ -280,7 +294,7 @@ def command_run(args: argparse.Namespace) -> int:
     end = world.comm.bcast(deadline(args.walltime, args.grace) if world.rank == 0 else None, root=0)
     stop = Stop(end, 1 if args.fail_fast else args.max_failures, args.grace)
     outcome = run_job(world, target, source, policy, output, stop, args.retries, args.timeout,
-                      args.isolate)
+                      args.isolate, costs)
     if outcome.summary is not None:
         print("\n".join(outcome.summary.lines()), flush=True)
         if output:

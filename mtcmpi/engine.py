@@ -11,9 +11,11 @@ import time
 from itertools import islice
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 from mpi4py import MPI
 
 from . import protocol
+from .costs import longest_first, lpt
 from .faults import Retries, Stop
 from .policies import Dynamic, Policy, Static
 from .tasklog import FAILED_STATES, TaskLog
@@ -24,19 +26,21 @@ clock = time.time  # epoch seconds: task records from different ranks share one 
 
 
 def execute(world: World, invoke: Callable[[Any], Any], source: Source, ids: Sequence[int],
-            policy: Policy, log: TaskLog, stop: Stop, retries: int = 0) -> dict[int, tuple[int, int]]:
+            policy: Policy, log: TaskLog, stop: Stop, retries: int = 0,
+            costs: np.ndarray | None = None) -> dict[int, tuple[int, int]]:
     """Run the tasks `ids` (ascending; all of range(n), or what a resumed run has left) of
     `source` on this rank's part of the world, recording into log, until stop says no more.
-    Failed tasks are tried again up to `retries` times. Returns, on every rank, the tasks the
-    master handed out more than once: task id -> (rank of the last try, tries)."""
+    Failed tasks are tried again up to `retries` times. With policy.by_cost, `costs` (rank 0:
+    one per task id) order the work. Returns, on every rank, the tasks the master handed out
+    more than once: task id -> (rank of the last try, tries)."""
     if world.size == 1 or isinstance(policy, Static):
-        share = policy.share(world.rank, world.size, len(ids)) if world.size > 1 else range(len(ids))
-        run_with_retries(log, tasks_of(source, ids[share.start:share.stop:share.step]), source,
+        run_with_retries(log, tasks_of(source, share_of(world, policy, ids, costs)), source,
                          invoke, stop, retries)
         return {}
     outcome = None
     if world.rank == 0:
-        outcome = serve(world, tasks_of(source, ids), len(ids), policy, stop, Retries(retries))
+        order = longest_first(ids, costs) if policy.by_cost else ids
+        outcome = serve(world, tasks_of(source, order), len(ids), policy, stop, Retries(retries))
     else:
         work(world, log, invoke, policy, stop, retries > 0)
     return world.comm.bcast(outcome, root=0) if retries else {}
@@ -55,9 +59,25 @@ def run_with_retries(log: TaskLog, tasks: Iterator[Task], source: Source,
         log.run(source.take(failed), invoke, clock, stop)
 
 
+def share_of(world: World, policy: Static, ids: Sequence[int], costs: np.ndarray | None) -> Sequence[int]:
+    """This rank's ids under a static policy: a block, every size-th, or an equal-cost share
+    (LPT, computed on rank 0 and scattered)."""
+    if world.size == 1:
+        return ids
+    if policy.by_cost:
+        return world.comm.scatter(lpt(ids, costs, world.size) if world.rank == 0 else None, root=0)
+    share = policy.share(world.rank, world.size, len(ids))
+    return ids[share.start:share.stop:share.step]
+
+
 def tasks_of(source: Source, ids: Sequence[int]) -> Iterator[Task]:
-    """The tasks with these ids; numpy ids become Python ints before they reach a task."""
-    return source.take(ids if isinstance(ids, range) else map(int, ids))
+    """The tasks with these ids, streamed when ascending; numpy ids become Python ints before
+    they reach a task."""
+    if isinstance(ids, range):
+        return source.take(ids)
+    if len(ids) > 1 and (np.diff(ids) < 0).any():
+        return source.take_any([int(i) for i in ids])
+    return source.take(map(int, ids))
 
 
 def serve(world: World, tasks: Iterator[Task], n: int, policy: Dynamic, stop: Stop,

@@ -10,12 +10,15 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
+
+import numpy as np
 
 from mpi4py import MPI
 
 from . import engine, report
 from .commands import CommandRunner
+from .costs import CostSpec
 from .errors import EXIT_STOPPED, UsageError
 from .faults import GraceExpired, Stop
 from .isolate import Isolated
@@ -47,29 +50,42 @@ def launch_time(world: World) -> float:
     return float(given) if given else world.comm.allreduce(process_start(), op=MPI.MIN)
 
 
-def prepare(world: World, target: str | Callable, source: Source,
-            fingerprint: bool) -> tuple[Callable, int, str]:
-    """Resolve the target on every rank; count and check the tasks on rank 0 (and fingerprint
-    them for --out); agree on errors. Returns (function, number of tasks, fingerprint)."""
+class Prepared(NamedTuple):
+    """What every rank knows before the run, and what only rank 0 holds (keys, costs)."""
+
+    fn: Callable
+    n: int
+    fingerprint: str
+    keys: np.ndarray | None = None    # rank 0, with --out: each task's key (tasks.task_key)
+    costs: np.ndarray | None = None   # rank 0, with a CostSpec: each task's cost
+
+
+def prepare(world: World, target: str | Callable, source: Source, fingerprint: bool,
+            costs: CostSpec | None = None) -> Prepared:
+    """Resolve the target on every rank; count and check the tasks on rank 0, fingerprint
+    them for --out and estimate their costs; agree on errors."""
     fn, error = None, None
     try:
         fn = resolve(target) if isinstance(target, str) else target
     except UsageError as exc:
         error = str(exc)
     world.agree(error)
-    n, digest = 0, hashlib.sha256(name_of(target).encode())
+    n, digest, keys, estimate = 0, hashlib.sha256(name_of(target).encode()), None, None
     if world.rank == 0:
         try:
             n = source.count()
             first = first_task(source)
             if first is not None:
                 check_call(fn, source.call, first[1], source.describe(first[0]))
-            if fingerprint:
-                source.fingerprint(digest)
+            if fingerprint or (costs and costs.previous):
+                keys = source.fingerprint(digest)
+                keys = keys if keys is not None and len(keys) == n else None
+            if costs:
+                estimate = costs.estimate(source, n, digest.hexdigest(), keys)
         except UsageError as exc:
             error = str(exc)
     world.agree(error)
-    return fn, world.comm.bcast(n, root=0), digest.hexdigest()
+    return Prepared(fn, world.comm.bcast(n, root=0), digest.hexdigest(), keys, estimate)
 
 
 def name_of(target: str | Callable) -> str:
@@ -92,14 +108,15 @@ class Outcome:
 
 def run_job(world: World, target: str | Callable, source: Source, policy: Policy,
             output: Output | None = None, stop: Stop | None = None, retries: int = 0,
-            timeout: float | None = None, isolate: bool = False) -> Outcome:
+            timeout: float | None = None, isolate: bool = False,
+            costs: CostSpec | None = None) -> Outcome:
     """Check, run and summarise one task list on every rank of `world` (collective).
 
     stop carries the limits (walltime, failures) and catches the batch system's signals for
     the length of the run; a run it stops ends like any other, with everything stored."""
     launched = launch_time(world)
     stop = stop or Stop()
-    fn, n, fingerprint = prepare(world, target, source, output is not None)
+    fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs)
     ids: Sequence[int] = range(n)
     invoke, isolated = task_invoker(world, fn, source.call, policy, timeout, isolate)
     log = TaskLog(world.rank, world.host, world.pid)
@@ -112,7 +129,7 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
     started = time.time()
     stop.install()
     try:
-        retried = engine.execute(world, invoke, source, ids, policy, log, stop, retries)
+        retried = engine.execute(world, invoke, source, ids, policy, log, stop, retries, estimate)
     except GraceExpired as exc:   # a task outlasted --grace: keep what finished, end the job now
         if output and flusher:
             flusher.stop()
@@ -130,7 +147,7 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
         output.finish(world, log, n, {"ranks": world.size, "policy": describe(policy),
                                       "target": name_of(target), "n_tasks": n,
                                       "start_time": started, "fingerprint": fingerprint},
-                      normalizer.pickled_keys, retried if retries else None)
+                      normalizer.pickled_keys, retried if retries else None, keys)
         stored_in = time.time() - t0
     retried = retried if retries else None
     parts = world.comm.gather(report.condense(log, stop.reason, retried), root=0)
@@ -164,6 +181,7 @@ def stored(invoke: Callable[[Any], Any], normalize: Normalizer) -> Callable[[Any
 def describe(policy: Policy) -> str:
     """A policy as the summary names it, e.g. 'dynamic, chunk auto, prefetch auto'."""
     if isinstance(policy, Static):
-        return policy.name
+        return policy.name + (", equal-cost shares" if policy.by_cost else "")
     ahead = "auto" if policy.prefetch_below < float("inf") else policy.prefetch
-    return f"{policy.name}, chunk {policy.chunk or 'auto'}, prefetch {ahead}"
+    order = ", longest first" if policy.by_cost else ""
+    return f"{policy.name}, chunk {policy.chunk or 'auto'}, prefetch {ahead}{order}"

@@ -99,8 +99,10 @@ class Output:
         return flusher
 
     def finish(self, world: World, log: TaskLog, n: int, attrs: dict[str, Any],
-               pickled_keys: set[str], retried: dict[int, tuple[int, int]] | None = None) -> None:
-        """Collective: write every row (this run's and, on rank 0, the earlier ones) and rename."""
+               pickled_keys: set[str], retried: dict[int, tuple[int, int]] | None = None,
+               keys: np.ndarray | None = None) -> None:
+        """Collective: write every row (this run's and, on rank 0, the earlier ones) and the
+        task keys (rank 0), then rename."""
         if not self.rewrite:
             return
         rows = store.Rows.of(log, self.attempts, retried)
@@ -111,7 +113,7 @@ class Output:
                                       command_line=command_line(), end_time=time.time()), root=0)
         tmp = self.path + ".tmp"
         tries = None if retried is None else store.every_try(log)
-        store.write(world, tmp, n, rows, attrs, self.serial_io, pickled_keys, tries)
+        store.write(world, tmp, n, rows, attrs, self.serial_io, pickled_keys, tries, keys)
         if world.rank == 0:
             os.replace(tmp, self.path)
             shutil.rmtree(journal.directory(self.path), ignore_errors=True)

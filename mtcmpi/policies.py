@@ -4,6 +4,9 @@ static        contiguous blocks of the task list, one per rank (rank 0 works too
 static:cyclic task i runs on rank i mod size; no messages.
 dynamic       rank 0 hands out chunks on request (self-scheduling); fixed --chunk or automatic.
 guided        like dynamic, chunks shrink with the remaining work: remaining / (k x workers).
+
+With task costs (by_cost, see costs.py) dynamic and guided hand out the longest tasks first and
+static gives each rank a share of equal cost (LPT) instead of an equal count.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ class Static:
 
     cyclic: bool = False
     name: str = "static"
+    by_cost: bool = False
 
     def share(self, rank: int, size: int, n: int) -> range:
         """The task ids of one rank: blocks differ in length by at most one."""
@@ -40,6 +44,7 @@ class Dynamic:
 
     chunk: int | None = None
     prefetch: int = 1
+    by_cost: bool = False
     prefetch_below: float = 0.01  # auto prefetch: ask ahead only while chunks run shorter (s)
     name: str = "dynamic"
     master_load: float = 0.1
@@ -84,9 +89,14 @@ Policy = Static | Dynamic
 SCHEDULES = "static, static:cyclic, dynamic, guided, guided:K"
 
 
-def parse_schedule(text: str, chunk: int | None = None, prefetch: int | str = "auto") -> Policy:
-    """Turn a --schedule value (and --chunk / --prefetch N|auto) into a policy."""
+def parse_schedule(text: str, chunk: int | None = None, prefetch: int | str = "auto",
+                   by_cost: bool = False) -> Policy:
+    """Turn a --schedule value (and --chunk / --prefetch N|auto, and whether tasks have
+    costs) into a policy."""
     kind, _, arg = text.partition(":")
+    if by_cost and text == "static:cyclic":
+        raise UsageError("static:cyclic deals tasks by number; with costs use --schedule static "
+                         "(equal-cost shares) or dynamic (longest first)")
     if chunk is not None and chunk < 1:
         raise UsageError(f"--chunk must be >= 1, not {chunk}")
     if prefetch == "auto":
@@ -96,9 +106,9 @@ def parse_schedule(text: str, chunk: int | None = None, prefetch: int | str = "a
     else:
         raise UsageError(f"--prefetch must be a whole number >= 0 or 'auto', not {prefetch!r}")
     if kind == "static" and arg in ("", "block", "cyclic"):
-        return Static(cyclic=arg == "cyclic", name=text if arg else "static")
+        return Static(cyclic=arg == "cyclic", name=text if arg else "static", by_cost=by_cost)
     if kind == "dynamic" and not arg:
-        return Dynamic(chunk=chunk, **ahead)
+        return Dynamic(chunk=chunk, by_cost=by_cost, **ahead)
     if kind == "guided" and (not arg or arg.isdigit() and int(arg) > 0):
-        return Guided(chunk=chunk, k=int(arg or 2), name=text, **ahead)
+        return Guided(chunk=chunk, k=int(arg or 2), name=text, by_cost=by_cost, **ahead)
     raise UsageError(f"unknown schedule {text!r}; choose one of: {SCHEDULES}")

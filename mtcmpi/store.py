@@ -6,6 +6,8 @@ Layout (row = task id):
                    attempts; rank -1 and NaN times for tasks that did not run
   /errors/{type, message, traceback}   UTF-8 strings, '' unless the task failed
   /attempts        with --retries: every try of every task, one row each (field task added)
+  /task_keys       uint64 per task: a hash of its arguments, by which --costs-from matches
+                   tasks of a different task list (absent when the source has no such keys)
   /results/<key>   (n_tasks, *shape) per key of the return values; rows without a result hold
                    the fill value (NaN, the smallest integer, False or b'')
   attributes: mtcmpi_version, mpi_library, ranks, policy, command_line, target, start_time,
@@ -15,7 +17,7 @@ Every rank opens the file with the MPI-IO driver; datasets and attributes are cr
 with identical arguments; each rank writes the rows of the tasks it ran in one collective write
 per dataset (a rank with no rows takes part with an empty selection). Failure texts are
 variable-length strings, which parallel HDF5 cannot write, so rank 0 adds them after the
-parallel file is closed (only if something failed). The log is one table, not a dataset per
+parallel file is closed (only if something failed), with the task keys it alone holds. The log is one table, not a dataset per
 column: at 8 ranks each dataset costs ~10 ms of collective create and write. The file is
 built as <out>.tmp and renamed: a results file that exists is complete.
 """
@@ -195,9 +197,11 @@ def write_tries(f: h5py.File, comm: MPI.Comm, tries: np.ndarray, host_width: int
 
 
 def write(world: World, path: str, n: int, rows: Rows, attrs: dict[str, Any], serial: bool,
-          pickled_keys: set[str], tries: np.ndarray | None = None) -> None:
+          pickled_keys: set[str], tries: np.ndarray | None = None,
+          keys: np.ndarray | None = None) -> None:
     """Build the results file at path from every rank's rows (collective); with tries (under
-    --retries, on every rank alike), also the table of every try."""
+    --retries, on every rank alike), also the table of every try; with keys (rank 0), the
+    task keys."""
     comm = world.comm
     if serial:   # rank 0 writes everything: the rows travel to it
         gathered = comm.gather((rows, tries), root=0)
@@ -227,9 +231,12 @@ def write(world: World, path: str, n: int, rows: Rows, attrs: dict[str, Any], se
             if tries is not None:
                 write_tries(f, comm, tries, host_width, dxpl)
     merged = {t: x for part in failures or [] for t, x in part.items()}
-    if merged:
+    if merged or keys is not None:
         with h5py.File(path, "r+") as f:
-            write_failures(f, merged)
+            if merged:
+                write_failures(f, merged)
+            if keys is not None:
+                f.create_dataset("task_keys", data=keys)
 
 
 def fill(f: h5py.File, n: int, host_width: int, kinds: dict, attrs: dict, rows: Rows, dxpl: Any) -> None:

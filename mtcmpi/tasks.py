@@ -16,6 +16,8 @@ import os
 import sys
 from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
+
 from .errors import UsageError
 
 Task = tuple  # (task id, payload)
@@ -100,13 +102,25 @@ class Source:
                 yield tid, payload
                 nxt = next(wanted, None)
 
+    def take_any(self, ids: list[int]) -> Iterator[Task]:
+        """The tasks with these ids in the order given (cost order): one pass over the source,
+        holding the wanted payloads until their turn."""
+        wanted = set(ids)
+        payloads = {tid: payload for tid, payload in self.tasks() if tid in wanted}
+        return ((tid, payloads[tid]) for tid in ids)
+
     def describe(self, tid: int) -> str:
         return f"task {tid}"
 
-    def fingerprint(self, digest: "hashlib._Hash") -> None:
-        """Feed what identifies this task list into digest (resume refuses a different one)."""
+    def fingerprint(self, digest: "hashlib._Hash") -> np.ndarray | None:
+        """Feed what identifies this task list into digest (resume refuses a different one);
+        return each task's key (see task_key), by which a later run matches tasks by arguments."""
+        keys = []
         for tid, payload in self.tasks():
-            digest.update(repr((tid, payload)).encode())
+            text = repr(payload).encode()
+            digest.update(b"%d:" % tid + text)
+            keys.append(task_key(text))
+        return np.array(keys, dtype=np.uint64)
 
 
 class CountSource(Source):
@@ -126,8 +140,11 @@ class CountSource(Source):
     def take(self, ids: Iterable[int]) -> Iterator[Task]:
         return ((i, i) for i in ids)
 
-    def fingerprint(self, digest: "hashlib._Hash") -> None:
+    take_any = take
+
+    def fingerprint(self, digest: "hashlib._Hash") -> np.ndarray:
         digest.update(f"count {self.n}".encode())
+        return np.array([task_key(repr(i).encode()) for i in range(self.n)], dtype=np.uint64)
 
 
 class ItemsSource(Source):
@@ -147,6 +164,8 @@ class ItemsSource(Source):
 
     def take(self, ids: Iterable[int]) -> Iterator[Task]:
         return ((i, self.items[i]) for i in ids)
+
+    take_any = take
 
 
 def parse_value(text: str) -> Any:
@@ -242,10 +261,23 @@ class ParamsSource(Source):
     def describe(self, tid: int) -> str:
         return f"row {tid} of {self.path}"
 
-    def fingerprint(self, digest: "hashlib._Hash") -> None:
+    def fingerprint(self, digest: "hashlib._Hash") -> np.ndarray | None:
+        """The file's bytes; a task's key is that of its line (.csv, .jsonl: a later run with
+        the same line matches, wherever it moved). None for .json; for a .csv whose quoted
+        values span lines the keys do not match the rows, and the caller drops them."""
+        keys = []
         with open(self.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+            for lineno, line in enumerate(f):
+                digest.update(line)
+                text = line.strip()
+                if text and (lineno or self.kind == ".jsonl"):
+                    keys.append(task_key(text))
+        return np.array(keys, dtype=np.uint64) if self.kind != ".json" else None
+
+
+def task_key(text: bytes) -> int:
+    """A stable 64-bit key of a task's arguments (Python's hash() differs between processes)."""
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
 
 
 def first_task(source: Source) -> Task | None:

@@ -59,3 +59,13 @@ def breaks_the_protocol(x):
     # small enough to go eagerly: a large message's truncation can crash Open MPI instead
     MPI.COMM_WORLD.Send([bytearray(256), MPI.BYTE], 0, 1)
     return x
+
+
+def add_steps(x, steps):
+    return x + steps
+
+
+def nap_steps(steps, pad):
+    """Sleep 20 ms a step: a task whose cost column is its run time."""
+    time.sleep(steps * 0.02)
+    return steps
