@@ -137,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--retries", type=int, default=0, metavar="K", help="try a failed task again "
                         "up to K times, on another rank where possible (static: on the same rank); "
                         "the file's attempts field counts the tries")
+    shown = run.add_argument_group("progress (rank 0, on stderr)")
+    shown.add_argument("--quiet", action="store_true", help="no progress display (the summary "
+                       "is still printed)")
+    shown.add_argument("--progress-interval", type=float, default=30.0, metavar="S", help="in a "
+                       "batch log (stderr not a terminal): one status line every S seconds "
+                       "(default 30); on a terminal a live bar instead")
     run.set_defaults(handler=command_run)
 
     exe = commands.add_parser("exec", help="run a driver script on rank 0; the other ranks run the "
@@ -270,6 +276,8 @@ def check_limits(args: argparse.Namespace) -> None:
         raise UsageError(f"--retries must be >= 0, not {args.retries}")
     if args.max_failures is not None and args.max_failures < 1:
         raise UsageError(f"--max-failures must be >= 1, not {args.max_failures}")
+    if not args.progress_interval > 0:
+        raise UsageError(f"--progress-interval must be > 0, not {args.progress_interval}")
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -277,6 +285,7 @@ def command_run(args: argparse.Namespace) -> int:
     from .faults import Stop, deadline
     from .job import run_job
     from .policies import parse_schedule
+    from .progress import Progress
     from .world import World
 
     world = World.of()
@@ -294,7 +303,7 @@ def command_run(args: argparse.Namespace) -> int:
     end = world.comm.bcast(deadline(args.walltime, args.grace) if world.rank == 0 else None, root=0)
     stop = Stop(end, 1 if args.fail_fast else args.max_failures, args.grace)
     outcome = run_job(world, target, source, policy, output, stop, args.retries, args.timeout,
-                      args.isolate, costs)
+                      args.isolate, costs, Progress(args.quiet, args.progress_interval))
     if outcome.summary is not None:
         print("\n".join(outcome.summary.lines()), flush=True)
         if output:

@@ -18,6 +18,7 @@ from . import protocol
 from .costs import longest_first, lpt
 from .faults import Retries, Stop
 from .policies import Dynamic, Policy, Static
+from .progress import Progress
 from .tasklog import FAILED_STATES, TaskLog
 from .tasks import Source, Task
 from .world import World
@@ -27,20 +28,27 @@ clock = time.time  # epoch seconds: task records from different ranks share one 
 
 def execute(world: World, invoke: Callable[[Any], Any], source: Source, ids: Sequence[int],
             policy: Policy, log: TaskLog, stop: Stop, retries: int = 0,
-            costs: np.ndarray | None = None) -> dict[int, tuple[int, int]]:
+            costs: np.ndarray | None = None,
+            progress: Progress | None = None) -> dict[int, tuple[int, int]]:
     """Run the tasks `ids` (ascending; all of range(n), or what a resumed run has left) of
     `source` on this rank's part of the world, recording into log, until stop says no more.
     Failed tasks are tried again up to `retries` times. With policy.by_cost, `costs` (rank 0:
-    one per task id) order the work. Returns, on every rank, the tasks the master handed out
-    more than once: task id -> (rank of the last try, tries)."""
+    one per task id) order the work. `progress` (rank 0 only) is told how the run goes: by
+    the master, or under static policies from rank 0's own share. Returns, on every rank, the
+    tasks the master handed out more than once: task id -> (rank of the last try, tries)."""
     if world.size == 1 or isinstance(policy, Static):
-        run_with_retries(log, tasks_of(source, share_of(world, policy, ids, costs)), source,
-                         invoke, stop, retries)
+        mine = share_of(world, policy, ids, costs)
+        tasks = tasks_of(source, mine)
+        if progress:
+            progress.start(len(mine), "" if world.size == 1 else "rank 0's share: ")
+            tasks = watched(tasks, log, progress)
+        run_with_retries(log, tasks, source, invoke, stop, retries)
         return {}
     outcome = None
     if world.rank == 0:
         order = longest_first(ids, costs) if policy.by_cost else ids
-        outcome = serve(world, tasks_of(source, order), len(ids), policy, stop, Retries(retries))
+        outcome = serve(world, tasks_of(source, order), len(ids), policy, stop, Retries(retries),
+                        progress)
     else:
         work(world, log, invoke, policy, stop, retries > 0)
     return world.comm.bcast(outcome, root=0) if retries else {}
@@ -80,16 +88,27 @@ def tasks_of(source: Source, ids: Sequence[int]) -> Iterator[Task]:
     return source.take(map(int, ids))
 
 
+def watched(tasks: Iterator[Task], log: TaskLog, progress: Progress) -> Iterator[Task]:
+    """tasks, telling progress before each one how many of them this rank has run."""
+    lo = len(log.ids)
+    for task in tasks:
+        progress.update(len(log.ids) - lo, len(log.failures), 1)
+        yield task
+
+
 def serve(world: World, tasks: Iterator[Task], n: int, policy: Dynamic, stop: Stop,
-          retries: Retries) -> dict[int, tuple[int, int]]:
+          retries: Retries, progress: Progress | None = None) -> dict[int, tuple[int, int]]:
     """The master: answer every request with the next chunk (retries first), or an empty one
-    when none is left or stop says no more. Returns the retried tasks' outcome."""
+    when none is left or stop says no more; tell progress what the requests report. Returns
+    the retried tasks' outcome."""
     comm, workers = world.comm, world.size - 1
     recv, send = comm.Recv, comm.send
     req, status = protocol.request_buffer(), MPI.Status()
     message = [req, MPI.DOUBLE]
-    expected, answered, remaining = workers * max(1, policy.prefetch), 0, n
+    expected, answered, remaining, handed = workers * max(1, policy.prefetch), 0, n, 0
     idle: set[int] = set()   # workers whose last answer was empty
+    if progress:
+        progress.start(n)
     while answered < expected:
         world.poll(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
         worker = status.Get_source()
@@ -111,6 +130,9 @@ def serve(world: World, tasks: Iterator[Task], n: int, policy: Dynamic, stop: St
             chunk += fresh
         send(chunk, worker, protocol.WORK)
         answered += 1
+        handed += len(chunk)
+        if progress:
+            progress.update(stop.done, stop.failed, min(handed - stop.done, workers))
         if chunk:
             expected += 1   # the worker will ask once more for every chunk it gets
             idle.discard(worker)

@@ -24,6 +24,7 @@ from .faults import GraceExpired, Stop
 from .isolate import Isolated
 from .output import Output
 from .policies import Policy, Static
+from .progress import Progress
 from .tasklog import TaskLog
 from .results import Normalizer
 from .tasks import Source, check_call, first_task, invoker, resolve
@@ -109,11 +110,12 @@ class Outcome:
 def run_job(world: World, target: str | Callable, source: Source, policy: Policy,
             output: Output | None = None, stop: Stop | None = None, retries: int = 0,
             timeout: float | None = None, isolate: bool = False,
-            costs: CostSpec | None = None) -> Outcome:
+            costs: CostSpec | None = None, progress: Progress | None = None) -> Outcome:
     """Check, run and summarise one task list on every rank of `world` (collective).
 
     stop carries the limits (walltime, failures) and catches the batch system's signals for
-    the length of the run; a run it stops ends like any other, with everything stored."""
+    the length of the run; a run it stops ends like any other, with everything stored.
+    progress, if given, is shown by rank 0 alone."""
     launched = launch_time(world)
     stop = stop or Stop()
     fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs)
@@ -129,7 +131,8 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
     started = time.time()
     stop.install()
     try:
-        retried = engine.execute(world, invoke, source, ids, policy, log, stop, retries, estimate)
+        retried = engine.execute(world, invoke, source, ids, policy, log, stop, retries, estimate,
+                                 progress if world.rank == 0 else None)
     except GraceExpired as exc:   # a task outlasted --grace: keep what finished, end the job now
         if output and flusher:
             flusher.stop()
@@ -158,6 +161,10 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
         summary = report.Summary(n, world.size, workers, describe(policy), started - launched,
                                  time.time() - started, total, n - len(ids),
                                  output.earlier_failures(ids) if output else 0, stored_in)
+        if progress:   # static: the display counted rank 0's own share
+            mine = workers == world.size
+            progress.close(len(log.ids) if mine else total.ran,
+                           len(log.failures) if mine else total.failed)
     code = world.comm.bcast(summary.exit_code() if summary else None, root=0)
     return Outcome(n, log, summary, code)
 

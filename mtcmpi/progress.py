@@ -11,6 +11,7 @@ Only rank 0 creates a Progress: on the other ranks it would print the same line 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from datetime import timedelta
@@ -22,28 +23,35 @@ BAR_INTERVAL = 0.15   # seconds between redraws of the terminal bar
 class Progress:
     """Show `done` of `total` tasks (failed ones included), how many failed, how many are running.
 
-    update() takes absolute counts; close() shows the final state (a last plain line, or the
-    bar's final draw). stream defaults to sys.stderr at the time of the call; clock (monotonic
-    seconds) is replaceable for tests.
+    start() names the total when the engine knows it; update() takes absolute counts; close()
+    shows the final state (a last plain line, or the bar's final draw). stream defaults to
+    sys.stderr at the time of the call; clock (monotonic seconds) is replaceable for tests.
     """
 
-    def __init__(self, total: int, quiet: bool = False, interval: float = 30.0,
-                 stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        self.total, self.clock = total, clock
+    def __init__(self, quiet: bool = False, interval: float = 30.0, stream: TextIO | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.quiet, self.interval, self.clock = quiet, interval, clock
         self.stream = sys.stderr if stream is None else stream
+        self.total, self.label, self.counts = 0, "", (0, 0, 0)
         self.started = clock()
-        self.counts = (0, 0, 0)
-        self.closed = quiet
+        self.closed = True   # until start()
         self.bar = None
-        if quiet:
-            self.every = self.due = math.inf
-        elif self.stream.isatty():
+        self.every = self.due = math.inf
+
+    def start(self, total: int, label: str = "") -> "Progress":
+        """Begin counting towards total; label prefixes the line, e.g. "rank 0's share: "."""
+        self.total, self.label, self.started = total, label, self.clock()
+        self.closed = self.quiet
+        if self.quiet:
+            return self
+        if on_terminal(self.stream):
             from tqdm import tqdm   # imported only where a terminal will show it
-            self.bar = tqdm(total=total, file=self.stream, desc="mtcmpi", unit="task",
-                            miniters=0, mininterval=0, dynamic_ncols=True)   # we throttle
+            self.bar = tqdm(total=total, file=self.stream, desc=f"mtcmpi {label}".rstrip(": "),
+                            unit="task", miniters=0, mininterval=0, dynamic_ncols=True)   # we throttle
             self.every, self.due = BAR_INTERVAL, self.started
         else:
-            self.every, self.due = interval, self.started + interval
+            self.every, self.due = self.interval, self.started + self.interval
+        return self
 
     def update(self, done: int, failed: int, running: int) -> None:
         """Record the counts; display them only if the next display is due. Cheap: call often."""
@@ -54,11 +62,13 @@ class Progress:
         self.due = now + self.every
         self.show(now)
 
-    def close(self) -> None:
-        """Show the final counts once (nothing when quiet); later calls do nothing."""
+    def close(self, done: int, failed: int) -> None:
+        """Show the final counts once (nothing when quiet); later calls do nothing. They come
+        from the ranks' logs: the master hears of a worker's last chunk only after its end."""
         if self.closed:
             return
         self.closed = True
+        self.counts = (done, failed, 0)
         self.show(self.clock(), final=True)
         if self.bar is not None:
             self.bar.close()
@@ -81,8 +91,22 @@ class Progress:
             tail = f"took {duration(elapsed)}"
         else:
             tail = f"ETA {duration((self.total - done) / rate) if rate > 0 else '?'}"
-        return (f"mtcmpi: {done}/{self.total} done ({percent:.1f}%), {failed} failed, "
+        return (f"mtcmpi: {self.label}{done}/{self.total} done ({percent:.1f}%), {failed} failed, "
                 f"{running} running, {rate:.1f} tasks/s, {tail}")
+
+
+def on_terminal(stream: TextIO) -> bool:
+    """Whether what is written to stream reaches a terminal. Open MPI hands a rank's stderr to
+    mpiexec through a pipe, which forwards it to its own stderr: then mpiexec's (the parent's)
+    stderr decides. Under srun or a batch job that is a file, and the answer is no."""
+    if stream.isatty():
+        return True
+    if stream is not sys.stderr:
+        return False
+    try:
+        return os.readlink(f"/proc/{os.getppid()}/fd/2").startswith(("/dev/pts/", "/dev/tty"))
+    except OSError:
+        return False
 
 
 def duration(seconds: float) -> str:
