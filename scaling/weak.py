@@ -1,0 +1,216 @@
+"""Weak scaling on the sleep benchmark of Lunacek et al. (IEEE Cluster 2013), with the peer.
+
+    python scaling/weak.py [--quick] [--ranks 2,4,...] [--time-scale 0.01] [--outdir DIR]
+
+Every working rank gets 10 tasks (--tasks-per-worker); task i sleeps uniform(27, 33) x
+--time-scale seconds (kernels.sleep.duration(i, scale, seed): 0.27-0.33 s by default, 1.0 is
+the paper). Policies: static (blocks, rank 0 works too), dynamic and guided (rank 0 is the
+master), cost (dynamic handing out the longest tasks first, costs from kernels.sleep:duration)
+and futures, mpi4py.futures' MPIPoolExecutor.map in the same run (the peer). The four mtcmpi
+policies share one launch per rank count (each writes its own results file with --out); the
+peer has its own launch.
+
+Times, per run: start-up = launch until every rank is ready (one launch serves the mtcmpi
+policies, so their rows share its figure); engine = first task handed out until the last
+result is back in its rank's log (and journal); store = writing the results file afterwards
+(the peer keeps results in memory, as the paper's code did). Efficiency, with ideal = sum of
+durations / working ranks: the paper's = ideal / (start-up + engine + store), the whole wall
+time; engine-only = ideal / engine.
+
+Writes DIR/weak.csv and DIR/weak.h5 (/runs, the same table), DIR/weak.png (efficiency against
+ranks with the paper's curves) and DIR/runs/<policy>-<ranks>.h5. Last line:
+RESULT ranks=<largest> eff_static=... eff_dynamic=... eff_guided=... eff_cost=... eff_futures=...
+(engine-only, at the largest rank count).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _mpirun import ROOT, last_json, mpirun  # noqa: E402
+
+PAPER = os.path.join(ROOT, "scaling", "reference", "lunacek2013_weak_scaling.csv")  # the paper's figures
+MTCMPI_POLICIES = ("static", "dynamic", "guided", "cost")
+POLICIES = MTCMPI_POLICIES + ("futures",)
+COLUMNS = ("ranks", "workers", "policy", "tasks", "time_scale", "seed", "mean_task_s", "ideal_s",
+           "startup_s", "engine_s", "store_s", "eff_paper", "eff_engine", "results_file")
+
+
+def items(workers: int, per_worker: int, scale: float, seed: int) -> list[tuple]:
+    """The arguments of kernels.sleep.task for one run."""
+    return [(i, scale, seed) for i in range(workers * per_worker)]
+
+
+def child_mtcmpi(policies: list[str], per_worker: int, scale: float, seed: int, outdir: str) -> None:
+    """Under mpiexec: each mtcmpi policy in turn, with --out; rank 0 prints one JSON per run."""
+    from mpi4py import MPI
+
+    from kernels.sleep import task
+    from mtcmpi.costs import CostSpec
+    from mtcmpi.job import run_job
+    from mtcmpi.output import Output
+    from mtcmpi.policies import parse_schedule
+    from mtcmpi.tasks import ItemsSource
+    from mtcmpi.world import World
+
+    size, startup = MPI.COMM_WORLD.size, None
+    for name in policies:
+        by_cost = name == "cost"
+        policy = parse_schedule("dynamic" if by_cost else name, by_cost=by_cost)
+        workers = size if name == "static" else size - 1
+        results = os.path.join("runs", f"{name}-{size}.h5")
+        outcome = run_job(World.of(), task, ItemsSource(items(workers, per_worker, scale, seed), star=True),
+                          policy, Output(os.path.join(outdir, results), restart=True),
+                          costs=CostSpec("kernels.sleep:duration") if by_cost else None)
+        s = outcome.summary
+        if s:
+            startup = s.startup if startup is None else startup   # later runs: no new launch
+            print(json.dumps({"policy": name, "workers": workers, "startup": startup,
+                              "engine": s.engine - s.store, "store": s.store, "results_file": results,
+                              "ok": s.total.ran - s.total.failed}), flush=True)
+
+
+def child_futures(per_worker: int, scale: float, seed: int) -> None:
+    """Under `mpiexec python -m mpi4py.futures`: the same tasks through MPIPoolExecutor.map."""
+    from mpi4py.futures import MPIPoolExecutor
+
+    from kernels.sleep import task
+
+    launched = float(os.environ["MTCMPI_LAUNCH_TIME"])
+    with MPIPoolExecutor() as pool:
+        pool.bootup()
+        workers = pool.num_workers
+        ready = time.time()
+        args = list(zip(*items(workers, per_worker, scale, seed)))
+        done = sum(1 for _ in pool.map(task, *args))
+        print(json.dumps({"policy": "futures", "workers": workers, "startup": ready - launched,
+                          "engine": time.time() - ready, "store": 0.0, "results_file": "",
+                          "ok": done}))
+
+
+def row(ranks: int, run: dict, per_worker: int, scale: float, seed: int) -> dict:
+    """One line of the table from a child's JSON."""
+    from kernels.sleep import durations
+
+    workers = run["workers"]
+    took = durations(workers * per_worker, scale, seed)
+    ideal = sum(took) / workers
+    if run["ok"] != len(took):
+        raise RuntimeError(f"{run['policy']} at {ranks} ranks finished {run['ok']} of {len(took)} tasks")
+    return {"ranks": ranks, "workers": workers, "policy": run["policy"], "tasks": len(took),
+            "time_scale": scale, "seed": seed, "mean_task_s": sum(took) / len(took), "ideal_s": ideal,
+            "startup_s": run["startup"], "engine_s": run["engine"], "store_s": run["store"],
+            "eff_paper": ideal / (run["startup"] + run["engine"] + run["store"]),
+            "eff_engine": ideal / run["engine"],
+            "results_file": run["results_file"]}
+
+
+def measure(ranks: int, policies: list[str], args: argparse.Namespace) -> list[dict]:
+    """Every policy at one rank count: one launch for mtcmpi's, one for the peer."""
+    here, common = os.path.abspath(__file__), [str(args.tasks_per_worker), str(args.time_scale), str(args.seed)]
+    runs = []
+    ours = [p for p in policies if p in MTCMPI_POLICIES]
+    if ours:
+        out = mpirun(ranks, [here, "--child", ",".join(ours), *common, os.path.abspath(args.outdir)],
+                     timeout=900).stdout
+        runs += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    if "futures" in policies:
+        out = mpirun(ranks, ["-m", "mpi4py.futures", here, "--child", "futures", *common, ""],
+                     timeout=900).stdout
+        runs.append(last_json(out))
+    return [row(ranks, run, args.tasks_per_worker, args.time_scale, args.seed) for run in runs]
+
+
+def save(rows: list[dict], outdir: str) -> None:
+    """weak.csv and weak.h5 (/runs) with the same columns."""
+    import h5py
+    import numpy as np
+
+    with open(os.path.join(outdir, "weak.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    kinds = {"policy": "S8", "results_file": "S64"}
+    table = np.array([tuple(r[c] for c in COLUMNS) for r in rows],
+                     dtype=[(c, kinds.get(c, "i8" if c in ("ranks", "workers", "tasks", "seed") else "f8"))
+                            for c in COLUMNS])
+    with h5py.File(os.path.join(outdir, "weak.h5"), "w") as f:
+        f.create_dataset("runs", data=table)
+
+
+def plot(rows: list[dict], outdir: str) -> str:
+    """Efficiency against ranks per policy (engine-only solid, with start-up dashed) and the
+    paper's mpi4py curves."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for policy in POLICIES:
+        mine = sorted((r["ranks"], r["eff_engine"], r["eff_paper"]) for r in rows if r["policy"] == policy)
+        if mine:
+            line, = ax.plot([m[0] for m in mine], [m[1] for m in mine], "o-", label=f"{policy} (engine)")
+            ax.plot([m[0] for m in mine], [m[2] for m in mine], "--", color=line.get_color(), alpha=0.6)
+    if os.path.exists(PAPER):
+        with open(PAPER) as f:
+            paper = list(csv.DictReader(line for line in f if not line.startswith("#")))
+        for key, label in (("mpi_static_eff", "paper: mpi4py static"), ("mpi_dynamic_eff", "paper: mpi4py dynamic")):
+            ax.plot([int(p["cores"]) for p in paper], [float(p[key]) for p in paper], "s:", color="grey",
+                    alpha=0.8, label=label, markersize=4, markerfacecolor="white" if "static" in key else "grey")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("ranks (cores)")
+    ax.set_ylabel("efficiency = ideal / wall")
+    ax.set_ylim(0.5, 1.02)
+    ax.set_title("Weak scaling, sleep benchmark (dashed: with start-up)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left", ncol=2)
+    path = os.path.join(outdir, "weak.png")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="8 and 32 ranks only (under 50 s)")
+    parser.add_argument("--ranks", default="2,4,8,16,32,64,128", help="comma-separated rank counts")
+    parser.add_argument("--tasks-per-worker", type=int, default=10)
+    parser.add_argument("--time-scale", type=float, default=0.01, help="1.0 = the paper's 27-33 s")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--outdir", default=os.path.join(ROOT, "scaling", "out", "weak"))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args, rest = parser.parse_known_args()
+    if args.child:
+        per_worker, scale, seed = int(rest[0]), float(rest[1]), int(rest[2])
+        if args.child == "futures":
+            return child_futures(per_worker, scale, seed)
+        return child_mtcmpi(args.child.split(","), per_worker, scale, seed, rest[3])
+    policies = args.policies.split(",")
+    unknown = set(policies) - set(POLICIES)
+    if unknown:
+        parser.error(f"unknown policies {sorted(unknown)}; choose from {','.join(POLICIES)}")
+    ranks = [8, 32] if args.quick else [int(r) for r in args.ranks.split(",")]
+    os.makedirs(os.path.join(args.outdir, "runs"), exist_ok=True)
+    rows: list[dict] = []
+    print(f"{'ranks':>5} {'policy':8} {'tasks':>6} {'start-up':>9} {'engine':>8} {'eff(paper)':>10} "
+          f"{'eff(engine)':>11}", flush=True)
+    for n in ranks:
+        for r in measure(n, policies, args):
+            rows.append(r)
+            print(f"{n:5d} {r['policy']:8} {r['tasks']:6d} {r['startup_s']:8.2f}s {r['engine_s']:7.3f}s "
+                  f"{r['eff_paper']:10.3f} {r['eff_engine']:11.3f}", flush=True)
+    save(rows, args.outdir)
+    print(f"table: {os.path.join(args.outdir, 'weak.csv')} (and weak.h5); plot: {plot(rows, args.outdir)}")
+    top = max(ranks)
+    effs = " ".join(f"eff_{r['policy']}={r['eff_engine']:.4f}" for r in rows if r["ranks"] == top)
+    print(f"RESULT ranks={top} {effs}")
+
+
+if __name__ == "__main__":
+    main()
