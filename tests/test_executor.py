@@ -97,6 +97,30 @@ def test_map_raises_at_the_failing_item(ex):
         next(results)
 
 
+def test_closing_a_map_early_drops_the_calls_not_yet_started(ex):
+    results = ex.map(nap, [0.1] * 20)
+    assert next(results) == 0.1
+    results.close()
+    t0 = time.monotonic()
+    ex.shutdown(wait=True)
+    assert time.monotonic() - t0 < 0.5   # at most a call or two more, not 19 x 0.1 s
+
+
+def test_shutdown_with_cancel_futures_cancels_a_pending_map(ex):
+    results = ex.map(nap, [0.2] * 5)
+    time.sleep(0.05)
+    ex.shutdown(wait=False, cancel_futures=True)
+    assert next(results) == 0.2   # the call that had started finishes
+    with pytest.raises(cf.CancelledError):
+        list(results)
+
+
+def test_map_after_shutdown_is_refused(ex):
+    ex.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.map(square, [1])
+
+
 def test_wait_and_as_completed(ex):
     futures = [ex.submit(nap, s) for s in (0.2, 0.0, 0.1)]
     done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED, timeout=10)

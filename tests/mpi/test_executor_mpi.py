@@ -112,6 +112,21 @@ def test_map_order_laziness_timeout_and_chunks():
             assert list(ex.map(square, range(500), chunksize=chunksize)) == [x * x for x in range(500)]
 
 
+def test_a_map_closed_early_stops_and_the_executor_goes_on():
+    with executor() as ex:
+        if ex is None:
+            return
+        results = ex.map(nap, [0.05] * (40 * len(WORKERS)))
+        assert next(results) == 0.05
+        t0 = time.monotonic()
+        results.close()
+        assert list(ex.map(square, range(20_000))) == [x * x for x in range(20_000)]
+        assert time.monotonic() - t0 < 1.5   # not the 2 s the rest of the naps would take
+        mixed = ex.map(fail, [1] * 3000)
+        with pytest.raises(ValueError, match="x=1 is unlucky"):
+            next(mixed)
+
+
 def test_wait_and_as_completed():
     with executor() as ex:
         if ex is None:
