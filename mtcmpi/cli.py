@@ -322,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except Exception as exc:
         from .world import World
+    except BrokenPipeError:   # `mtcmpi report f.h5 | head`: the reader left, as for any filter
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
         world = World.of()
         detail = traceback.format_exc() if world.rank == 0 else f"{type(exc).__name__}: {exc}\n"
         world.abort(f"mtcmpi: internal error on rank {world.rank} ({world.host}), aborting the "

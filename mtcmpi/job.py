@@ -157,7 +157,7 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
     summary = None
     if world.rank == 0:
         total = report.merge(parts)
-        workers = world.size if world.size == 1 or isinstance(policy, Static) else world.size - 1
+        workers = report.working_ranks(world.size, describe(policy))
         summary = report.Summary(n, world.size, workers, describe(policy), started - launched,
                                  time.time() - started, total, n - len(ids),
                                  output.earlier_failures(ids) if output else 0, stored_in)

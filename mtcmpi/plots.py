@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 
 from .errors import UsageError
+from .report import working_ranks
 from .tasklog import CRASHED, FAILED, OK, SKIPPED, TIMEOUT
 
 STYLES = {OK: ("ok", "tab:blue"), FAILED: ("failed", "tab:red"),
@@ -91,9 +92,11 @@ def binned(times: np.ndarray, counts: np.ndarray, edges: np.ndarray) -> np.ndarr
 
 
 def efficiency(run: Run) -> float:
-    """Total task time / (ranks x (last end - first start)); 1.0 means no rank ever idled."""
+    """Total task time / (working ranks x (last end - first start)), as the summary and
+    `mtcmpi report` compute it; 1.0 means no working rank ever idled."""
     span = run.end.max() - run.start.min() if len(run.start) else 0.0
-    return float((run.end - run.start).sum() / (run.ranks * span)) if span > 0 else 0.0
+    workers = working_ranks(run.ranks, run.policy)
+    return float((run.end - run.start).sum() / (workers * span)) if span > 0 else 0.0
 
 
 def merge_bars(rank: np.ndarray, start: np.ndarray, end: np.ndarray,
@@ -198,7 +201,11 @@ def draw_utilization(run: Run, png: str) -> None:
     busy = binned(times, counts, edges)
     ax.stairs(busy, edges / scale, fill=True, color="tab:blue", alpha=0.3)
     ax.stairs(busy, edges / scale, color="tab:blue", linewidth=1, label="busy ranks")
-    ax.axhline(run.ranks, color="black", linestyle="--", linewidth=1, label=f"all ranks ({run.ranks})")
+    workers = working_ranks(run.ranks, run.policy)
+    ax.axhline(workers, color="black", linestyle="--", linewidth=1, label=f"working ranks ({workers})")
+    if workers != run.ranks:
+        ax.axhline(run.ranks, color="grey", linestyle=":", linewidth=1,
+                   label=f"all ranks ({run.ranks}; rank 0 hands out work)")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 4, 5, 8, 10]))
     ax.set_xlim(0, span * 1.01 / scale)
     ax.set_ylim(0, run.ranks * 1.12)
@@ -207,8 +214,8 @@ def draw_utilization(run: Run, png: str) -> None:
     work = float((run.end - run.start).sum())
     wall = float(run.end.max() - run.start.min()) if len(run.start) else 0.0
     ax.set_title(f"{run.name}: busy ranks over time, efficiency {efficiency(run):.1%} "
-                 f"(task time {seconds(work)} / ({run.ranks} ranks x {seconds(wall)}))")
-    fig.legend(loc="outside lower center", ncols=2, frameon=False)
+                 f"(task time {seconds(work)} / ({workers} working ranks x {seconds(wall)}))")
+    fig.legend(loc="outside lower center", ncols=3, frameon=False)
     Canvas(fig).print_png(png)
 
 
@@ -222,8 +229,8 @@ def gantt(path: str, png: str, title: str | None = None) -> None:
 
 def utilization(path: str, png: str) -> None:
     """Write busy ranks over time of the results file `path` to `png` (averaged over bins of about
-    a pixel), against all ranks, with the efficiency in the title:
-    total task time / (ranks x (last end - first start))."""
+    a pixel), against the working ranks, with the efficiency in the title:
+    total task time / (working ranks x (last end - first start))."""
     draw_utilization(load(path), png)
 
 

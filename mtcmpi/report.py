@@ -139,6 +139,12 @@ class Summary:
         return out
 
 
+def working_ranks(ranks: int, policy: str) -> int:
+    """Ranks that run tasks: all of them, but for a self-scheduled run on more than one rank,
+    whose rank 0 only hands out work. Every efficiency mtcmpi shows divides by this."""
+    return ranks - 1 if ranks > 1 and policy.startswith(("dynamic", "guided")) else ranks
+
+
 def file_report(path: str) -> dict:
     """The numbers `mtcmpi report` prints, computed from a results file's task log."""
     import h5py
@@ -161,12 +167,14 @@ def file_report(path: str) -> dict:
         entry = failures.setdefault(kinds[tid], {"count": 0, "first_task": int(tid), "message": messages[tid]})
         entry["count"] += 1
     slow = np.argsort(-seconds)[:SLOWEST]
-    fraction = busy / wall if wall else busy
-    return {"file": path, "tasks": len(status), "ranks": ranks, "policy": policy,
+    workers = working_ranks(ranks, policy)
+    fraction = (busy / wall if wall else busy)[ranks - workers:]   # the master is never busy
+    return {"file": path, "tasks": len(status), "ranks": ranks, "working_ranks": workers, "policy": policy,
             "status": {name: int((status == code).sum()) for code, name in STATUS_NAMES.items()},
             "failures": failures, "wall_s": wall, "task_time_s": float(seconds.sum()),
-            "efficiency": float(seconds.sum() / (ranks * wall)) if wall else 0.0,
-            "busy_fraction": {"min": float(fraction.min(initial=0)), "median": float(np.median(fraction)) if ranks else 0.0,
+            "efficiency": float(seconds.sum() / (workers * wall)) if wall else 0.0,
+            "busy_fraction": {"min": float(fraction.min()) if len(fraction) else 0.0,
+                              "median": float(np.median(fraction)) if len(fraction) else 0.0,
                               "max": float(fraction.max(initial=0))},
             "slowest": [{"task": int(i), "seconds": float(seconds[i]), "rank": int(rank[i])}
                         for i in slow if ran[i]]}
@@ -178,8 +186,8 @@ def format_file_report(r: dict) -> list[str]:
     b = r["busy_fraction"]
     out = [f"{r['file']}: {r['tasks']} tasks on {r['ranks']} ranks ({r['policy']}): {counts or 'none'}",
            f"  wall {r['wall_s']:.2f} s (first start to last end), task time {r['task_time_s']:.2f} s, "
-           f"efficiency {r['efficiency']:.3f} (task time / (ranks x wall))",
-           f"  busy fraction per rank: min {b['min']:.3f}, median {b['median']:.3f}, max {b['max']:.3f}"]
+           f"efficiency {r['efficiency']:.3f} (task time / ({r['working_ranks']} working ranks x wall))",
+           f"  busy fraction per working rank: min {b['min']:.3f}, median {b['median']:.3f}, max {b['max']:.3f}"]
     for kind, e in sorted(r["failures"].items(), key=lambda kv: -kv[1]["count"]):
         out.append(f"  failed: {kind} x{e['count']} (first: task {e['first_task']}: {e['message']})")
     out.append("  slowest: " + ", ".join(f"task {s['task']} {s['seconds']:.3f} s (rank {s['rank']})"

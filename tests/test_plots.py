@@ -1,6 +1,8 @@
 """Plots from a results file: the numbers behind them exactly, the PNGs by size, and the missing-extra
 error. Results files are synthetic, written here with h5py in the layout run --out writes."""
+import shlex
 import struct
+import subprocess
 import sys
 
 import h5py
@@ -9,6 +11,8 @@ import pytest
 
 from mtcmpi import plots
 from mtcmpi.errors import UsageError
+from mtcmpi.report import file_report
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.timeout(120)
 T0 = 1.7e9
@@ -114,9 +118,22 @@ def test_time_axis_units_and_seconds_in_titles():
     assert [plots.seconds(s) for s in (0.005742, 18.94, 1481.5)] == ["0.00574 s", "18.9 s", "1,482 s"]
 
 
-def test_efficiency_is_task_time_over_ranks_times_span(tmp_path):
-    path = write_results(tmp_path / "r.h5", [0, 1], [1.0, 1.0], [3.0, 2.0], [1, 1], ranks=2)
-    assert plots.efficiency(plots.load(path)) == pytest.approx(3.0 / (2 * 2.0))
+def test_efficiency_is_task_time_over_working_ranks_times_span_as_in_the_report(tmp_path):
+    static = write_results(tmp_path / "s.h5", [0, 1], [1.0, 1.0], [3.0, 2.0], [1, 1], ranks=2,
+                           policy="static")
+    assert plots.efficiency(plots.load(static)) == pytest.approx(3.0 / (2 * 2.0))
+    dynamic = write_results(tmp_path / "d.h5", [1, 2], [1.0, 1.0], [3.0, 2.0], [1, 1], ranks=3)
+    assert plots.efficiency(plots.load(dynamic)) == pytest.approx(3.0 / (2 * 2.0))   # rank 0 hands out
+    assert file_report(dynamic)["efficiency"] == pytest.approx(plots.efficiency(plots.load(dynamic)))
+    assert file_report(dynamic)["busy_fraction"]["min"] == pytest.approx(0.5)
+
+
+def test_report_piped_into_a_reader_that_left_ends_quietly(tmp_path):
+    """`mtcmpi report f.h5 | head`: a closed pipe is no internal error (`true` reads nothing)."""
+    path = grid_run(tmp_path / "g.h5", 4, 20)
+    command = f"set -o pipefail; {shlex.quote(sys.executable)} -m mtcmpi report {shlex.quote(path)} | true"
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stderr == ""
 
 
 def test_load_names_a_file_that_is_no_results_file(tmp_path):
