@@ -18,6 +18,7 @@ from mpi4py import MPI
 
 from . import engine, report
 from .commands import CommandRunner
+from .consistency import check_same_code
 from .costs import CostSpec
 from .errors import EXIT_STOPPED, UsageError
 from .faults import GraceExpired, Stop
@@ -63,14 +64,15 @@ class Prepared(NamedTuple):
 
 def prepare(world: World, target: str | Callable, source: Source, fingerprint: bool,
             costs: CostSpec | None = None) -> Prepared:
-    """Resolve the target on every rank; count and check the tasks on rank 0, fingerprint
-    them for --out and estimate their costs; agree on errors."""
+    """Resolve the target on every rank and check that all run the same code; count and check
+    the tasks on rank 0, fingerprint them for --out and estimate their costs; agree on errors."""
     fn, error = None, None
     try:
         fn = resolve(target) if isinstance(target, str) else target
     except UsageError as exc:
         error = str(exc)
     world.agree(error)
+    check_same_code(world, fn)
     n, digest, keys, estimate = 0, hashlib.sha256(name_of(target).encode()), None, None
     if world.rank == 0:
         try:
