@@ -12,6 +12,7 @@ import traceback
 
 from . import __version__
 from .errors import EXIT_INTERNAL, EXIT_USAGE, UsageError
+from .jobscript import add_command as add_jobscript
 
 RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
 
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("file", help="a results file written with --out")
     report.add_argument("--json", action="store_true", help="print the same numbers as JSON")
     report.set_defaults(handler=command_report)
+    add_jobscript(commands)
     return parser
 
 
@@ -320,11 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         if launcher_rank() == 0:
             print(f"mtcmpi: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    except Exception as exc:
-        from .world import World
     except BrokenPipeError:   # `mtcmpi report f.h5 | head`: the reader left, as for any filter
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        from .world import World
         world = World.of()
         detail = traceback.format_exc() if world.rank == 0 else f"{type(exc).__name__}: {exc}\n"
         world.abort(f"mtcmpi: internal error on rank {world.rank} ({world.host}), aborting the "
