@@ -283,8 +283,10 @@ def check_limits(args: argparse.Namespace) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from .faults import Stop, catch_early, deadline, ignore_late
+
+    catch_early()   # before MPI starts, which can take seconds on thousands of ranks
     from .costs import CostSpec
-    from .faults import Stop, deadline
     from .job import run_job
     from .policies import parse_schedule
     from .progress import Progress
@@ -306,6 +308,7 @@ def command_run(args: argparse.Namespace) -> int:
     stop = Stop(end, 1 if args.fail_fast else args.max_failures, args.grace)
     outcome = run_job(world, target, source, policy, output, stop, args.retries, args.timeout,
                       args.isolate, costs, Progress(args.quiet, args.progress_interval))
+    ignore_late()   # everything is stored: a late warning must not kill a rank in MPI_Finalize
     if outcome.summary is not None:
         print("\n".join(outcome.summary.lines()), flush=True)
         if output:

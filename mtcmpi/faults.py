@@ -1,13 +1,17 @@
 """Stopping a run early without losing anything: signals, walltime, failure limits.
 
-Batch systems send SIGTERM, SIGUSR1 or SIGINT before they kill a job; Ctrl-C sends SIGINT. Any
+Batch systems send SIGTERM, SIGUSR1 or SIGUSR2 (Grid Engine's -notify) before they kill a job;
+Ctrl-C sends SIGINT. Any
 of them, the walltime drawing near, or too many failures trips this rank's Stop: the master
 hands out no more work, every rank finishes the task it is running and starts no other, and the
 run ends as usual — results stored, journal flushed — with exit status EXIT_STOPPED so a job
 script knows to resubmit the same command, which resumes. A task still running --grace seconds
 after a signal ends the job at once (its rank's journal is flushed first); so does a second
 Ctrl-C. Repeats of a signal within a second are ignored: a batch system signals every process
-and mpiexec forwards the same signal to the ranks, so each rank often gets it twice.
+and mpiexec forwards the same signal to the ranks, so each rank often gets it twice. A signal
+that comes before the run has begun (during imports and MPI start-up) is remembered by
+catch_early() and stops the run before its first task; one that comes after the last task
+changes nothing (the results are being stored).
 """
 from __future__ import annotations
 
@@ -22,8 +26,24 @@ from typing import Callable
 
 from .errors import UsageError
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 REPEAT = 1.0   # seconds within which the same signal arriving again is one signal
+_early: list[int] = []   # stop signals that came before any Stop was installed
+
+
+def catch_early() -> None:
+    """From now until a run installs its Stop, remember the batch system's stop signals instead
+    of dying of them (Ctrl-C keeps its usual meaning)."""
+    for sig in SIGNALS:
+        if sig != signal.SIGINT:
+            signal.signal(sig, lambda signum, frame: _early.append(signum))
+
+
+def ignore_late() -> None:
+    """After the run, until the process exits: stop signals change nothing (everything is stored)."""
+    for sig in SIGNALS:
+        if sig != signal.SIGINT:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 class GraceExpired(BaseException):
@@ -41,6 +61,8 @@ class Stop:
         self.done, self.failed, self.busy = 0, 0, 0.0   # tasks seen so far, by observe()
         self.saved: dict[int, Callable] = {}
         self.signalled = 0.0   # when the first signal came
+        self.running = False   # tasks may be running: a signal arms the --grace timer
+        self.over = False      # the engine has finished: signals change nothing now
 
     def observe(self, done: float, failed: float, busy: float) -> None:
         """Tasks finished since the last call: they feed the estimate and --max-failures."""
@@ -66,10 +88,23 @@ class Stop:
         return self.reason is not None and not self.reason.endswith(f"--max-failures {self.max_failures})")
 
     def install(self) -> None:
-        """Catch the batch system's and the user's signals for the length of the run."""
+        """Catch the batch system's and the user's signals for the length of the run (one that
+        came earlier, see catch_early, counts as if it came now)."""
         for sig in SIGNALS:
             self.saved[sig] = signal.signal(sig, self.on_signal)
         self.saved[signal.SIGALRM] = signal.signal(signal.SIGALRM, self.on_alarm)
+        if _early:
+            self.on_signal(_early.pop(0), None)
+            _early.clear()
+
+    def begin(self) -> None:
+        """The engine starts: from now on a signal gives running tasks --grace to finish."""
+        self.running = True
+
+    def quiet(self) -> None:
+        """The engine is done: no grace timer any more, and later signals change nothing."""
+        self.over = True
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
     def uninstall(self) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -78,13 +113,16 @@ class Stop:
         self.saved.clear()
 
     def on_signal(self, signum: int, frame) -> None:
+        if self.over:
+            return
         if self.signalled:
             if signum == signal.SIGINT and time.time() - self.signalled > REPEAT:
                 raise GraceExpired("a second Ctrl-C")
             return
         self.signalled = time.time()
         self.reason = f"signal {signal.Signals(signum).name}"
-        signal.setitimer(signal.ITIMER_REAL, self.grace)
+        if self.running:
+            signal.setitimer(signal.ITIMER_REAL, self.grace)
 
     def on_alarm(self, signum: int, frame) -> None:
         raise GraceExpired(f"tasks still running {self.grace:g} s after {self.reason} (--grace)")

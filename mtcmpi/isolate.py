@@ -24,7 +24,7 @@ fails in orte_init and leaves mpiexec hung; and a fresh Python takes 0.09 s to i
 mtcmpi.tasks, 0.19 s numpy, 0.59 s mpi4py, for every new child. A forked child never calls
 MPI, ends only with os._exit (no atexit handlers, so no MPI_Finalize), resets the fatal-signal
 handlers Open MPI installs (else each crash prints Open MPI's backtrace banner), leaves the
-stop signals (SIGTERM, SIGUSR1, SIGINT) to its rank, which finishes the task or kills it at
+stop signals (faults.SIGNALS) to its rank, which finishes the task or kills it at
 --grace, and gets SIGKILL when its rank dies (PR_SET_PDEATHSIG).
 Measured with Open MPI 4.1.4 under `mpiexec -n 2` (pml ob1 with the vader shared-memory BTL,
 and with the tcp BTL): ranks whose forked children segfault, _exit, SIGKILL themselves or are

@@ -116,59 +116,64 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
     """Check, run and summarise one task list on every rank of `world` (collective).
 
     stop carries the limits (walltime, failures) and catches the batch system's signals for
-    the length of the run; a run it stops ends like any other, with everything stored.
+    the length of the call; a run it stops ends like any other, with everything stored.
     progress, if given, is shown by rank 0 alone."""
     launched = launch_time(world)
     stop = stop or Stop()
-    fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs)
-    ids: Sequence[int] = range(n)
-    invoke, isolated = task_invoker(world, fn, source.call, policy, timeout, isolate)
-    log = TaskLog(world.rank, world.host, world.pid)
-    if output:
-        ids = output.begin(world, n, fingerprint)
-        normalizer = Normalizer(output.pickled)
-        invoke = stored(invoke, normalizer)
-        flusher = output.journal(log) if len(ids) else None
-    world.barrier()
-    started = time.time()
-    stop.install()
+    stop.install()   # from start-up on: a stop signal before the first task ends the run at once
     try:
-        retried = engine.execute(world, invoke, source, ids, policy, log, stop, retries, estimate,
-                                 progress if world.rank == 0 else None)
-    except GraceExpired as exc:   # a task outlasted --grace: keep what finished, end the job now
-        if output and flusher:
-            flusher.stop()
-        world.abort(f"mtcmpi: rank {world.rank}: {exc}; finished tasks are in the journal: run "
-                    "the same command again to resume", EXIT_STOPPED)
+        fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs)
+        ids: Sequence[int] = range(n)
+        invoke, isolated = task_invoker(world, fn, source.call, policy, timeout, isolate)
+        log = TaskLog(world.rank, world.host, world.pid)
+        if output:
+            ids = output.begin(world, n, fingerprint)
+            normalizer = Normalizer(output.pickled)
+            invoke = stored(invoke, normalizer)
+            flusher = output.journal(log) if len(ids) else None
+        world.barrier()
+        started = time.time()
+        stop.begin()
+        try:
+            retried = engine.execute(world, invoke, source, ids, policy, log, stop, retries, estimate,
+                                     progress if world.rank == 0 else None)
+        except GraceExpired as exc:   # a task outlasted --grace: keep what finished, end the job now
+            if output and flusher:
+                flusher.stop()
+            world.abort(f"mtcmpi: rank {world.rank}: {exc}; finished tasks are in the journal: run "
+                        "the same command again to resume", EXIT_STOPPED)
+        finally:
+            stop.quiet()   # no grace timer while storing; later stop signals change nothing
+            if isolated:
+                isolated.close()
+        stored_in = 0.0
+        if output:
+            if flusher:
+                flusher.stop()
+            world.barrier()   # every rank is done: the store time that follows is the write alone
+            t0 = time.time()
+            output.finish(world, log, n, {"ranks": world.size, "policy": describe(policy),
+                                          "target": name_of(target), "n_tasks": n,
+                                          "start_time": started, "fingerprint": fingerprint},
+                          normalizer.pickled_keys, retried if retries else None, keys)
+            stored_in = time.time() - t0
+        retried = retried if retries else None
+        parts = world.comm.gather(report.condense(log, stop.reason, retried), root=0)
+        summary = None
+        if world.rank == 0:
+            total = report.merge(parts)
+            workers = report.working_ranks(world.size, describe(policy))
+            summary = report.Summary(n, world.size, workers, describe(policy), started - launched,
+                                     time.time() - started, total, n - len(ids),
+                                     output.earlier_failures(ids) if output else 0, stored_in)
+            if progress:   # static: the display counted rank 0's own share
+                mine = workers == world.size
+                progress.close(len(log.ids) if mine else total.ran,
+                               len(log.failures) if mine else total.failed)
+        code = world.comm.bcast(summary.exit_code() if summary else None, root=0)
+        return Outcome(n, log, summary, code)
     finally:
         stop.uninstall()
-        if isolated:
-            isolated.close()
-    stored_in = 0.0
-    if output:
-        if flusher:
-            flusher.stop()
-        t0 = time.time()
-        output.finish(world, log, n, {"ranks": world.size, "policy": describe(policy),
-                                      "target": name_of(target), "n_tasks": n,
-                                      "start_time": started, "fingerprint": fingerprint},
-                      normalizer.pickled_keys, retried if retries else None, keys)
-        stored_in = time.time() - t0
-    retried = retried if retries else None
-    parts = world.comm.gather(report.condense(log, stop.reason, retried), root=0)
-    summary = None
-    if world.rank == 0:
-        total = report.merge(parts)
-        workers = report.working_ranks(world.size, describe(policy))
-        summary = report.Summary(n, world.size, workers, describe(policy), started - launched,
-                                 time.time() - started, total, n - len(ids),
-                                 output.earlier_failures(ids) if output else 0, stored_in)
-        if progress:   # static: the display counted rank 0's own share
-            mine = workers == world.size
-            progress.close(len(log.ids) if mine else total.ran,
-                           len(log.failures) if mine else total.failed)
-    code = world.comm.bcast(summary.exit_code() if summary else None, root=0)
-    return Outcome(n, log, summary, code)
 
 
 def task_invoker(world: World, fn: Callable, call: str, policy: Policy, timeout: float | None,
