@@ -117,6 +117,7 @@ def longest_first(ids: np.ndarray, costs: np.ndarray) -> np.ndarray:
 def lpt(ids: np.ndarray, costs: np.ndarray, size: int) -> list[np.ndarray]:
     """Longest processing time first: each task, longest first, goes to the least-loaded of
     `size` ranks. Each rank's ids come back ascending, so sources stream them."""
+    ids = np.asarray(ids, dtype=np.int64)
     loads = [(0.0, rank) for rank in range(size)]
     owner = np.empty(len(ids), dtype=np.int64)
     order = np.argsort(-costs[ids], kind="stable")
@@ -124,6 +125,6 @@ def lpt(ids: np.ndarray, costs: np.ndarray, size: int) -> list[np.ndarray]:
         load, rank = heapq.heappop(loads)
         owner[position] = rank
         heapq.heappush(loads, (load + cost, rank))
-    ids = np.asarray(ids, dtype=np.int64)
-    return [ids[owner == rank] for rank in range(size)]
+    by_owner = np.argsort(owner, kind="stable")   # ids ascending within each rank
+    return np.split(ids[by_owner], np.searchsorted(owner[by_owner], np.arange(1, size)))
 

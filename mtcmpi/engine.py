@@ -98,17 +98,30 @@ def watched(tasks: Iterator[Task], log: TaskLog, progress: Progress) -> Iterator
 
 def serve(world: World, tasks: Iterator[Task], n: int, policy: Dynamic, stop: Stop,
           retries: Retries, progress: Progress | None = None) -> dict[int, tuple[int, int]]:
-    """The master: answer every request with the next chunk (retries first), or an empty one
-    when none is left or stop says no more; tell progress what the requests report. Returns
-    the retried tasks' outcome."""
+    """The master: scatter a first chunk to every worker, then answer every request with the
+    next chunk (retries first), or an empty one when none is left or stop says no more; tell
+    progress what the requests report. Returns the retried tasks' outcome."""
     comm, workers = world.comm, world.size - 1
     recv, send = comm.Recv, comm.send
     req, status = protocol.request_buffer(), MPI.Status()
     message = [req, MPI.DOUBLE]
-    expected, answered, remaining, handed = workers * max(1, policy.prefetch), 0, n, 0
-    idle: set[int] = set()   # workers whose last answer was empty
+    far = 0 if policy.by_cost else protocol.FAR * workers
     if progress:
         progress.start(n)
+    # The first round goes out in one scatter instead of answers to requests that all arrive at
+    # once: at 12,288 workers answering them one by one keeps the last worker waiting ~0.1 s
+    # (scaling/simulate.py). Each scattered chunk stands for the answer to one request.
+    first: list[list[Task]] = [[]]
+    remaining = n
+    for _ in range(workers):
+        chunk = [] if stop.before_task(clock()) else list(islice(tasks, policy.chunk_size(remaining, workers)))
+        remaining -= len(chunk)
+        first.append(chunk)
+    handed = n - remaining
+    comm.scatter([(chunk, remaining > far) for chunk in first], root=0)
+    idle = {w for w, chunk in enumerate(first) if w and not chunk}   # last answer was empty
+    answered = workers
+    expected = workers * max(1, policy.prefetch) + workers - len(idle)   # one more per chunk
     while answered < expected:
         world.poll(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
         worker = status.Get_source()
@@ -128,7 +141,7 @@ def serve(world: World, tasks: Iterator[Task], n: int, policy: Dynamic, stop: St
             fresh = list(islice(tasks, k - len(chunk)))
             remaining -= len(fresh)
             chunk += fresh
-        send(chunk, worker, protocol.WORK)
+        send((chunk, remaining > far), worker, protocol.WORK)
         answered += 1
         handed += len(chunk)
         if progress:
@@ -144,34 +157,39 @@ def serve(world: World, tasks: Iterator[Task], n: int, policy: Dynamic, stop: St
 
 def work(world: World, log: TaskLog, invoke: Callable[[Any], Any], policy: Dynamic, stop: Stop,
          retry: bool) -> None:
-    """A worker: ask for max(1, prefetch) chunks, then once per chunk received, before running
-    it (asking ahead) or after; hand failed tasks back when retrying; stop when every request
-    got its answer."""
+    """A worker: take its first chunk from the master's scatter and ask max(1, prefetch) - 1
+    more times up front, then once per chunk, before running it (asking ahead) or after; hand
+    failed tasks back when retrying; stop when every request got its answer."""
     comm, depth = world.comm, policy.prefetch
     req, again = protocol.request_buffer(), protocol.request_buffer()
     message = [req, MPI.DOUBLE]
-    pending = max(1, depth)
+    chunk, far = comm.scatter(None, root=0)
+    pending = max(1, depth) - 1
     for _ in range(pending):
         comm.Send(message, 0, protocol.REQUEST)
     last = 0.0
-    while pending:
-        world.poll(0, protocol.WORK)
-        chunk = comm.recv(source=0, tag=protocol.WORK)
-        pending -= 1
-        if not chunk:
-            continue
-        # With retries a worker never asks ahead: each running chunk must still owe the master
-        # a request, or the master could hand out its last work, finish, and miss the RETRY.
-        ahead = depth > 0 and last < policy.prefetch_below and not retry
-        if ahead:
-            comm.Send(message, 0, protocol.REQUEST)   # reports the previous chunk
-        ran, failed, last = log.run(chunk, invoke, clock, stop)
-        req[protocol.DONE], req[protocol.FAILED], req[protocol.BUSY] = ran, failed, last
-        if retry and failed:   # before the request this chunk owes, so the master sees it first
-            comm.send([task for task, s in zip(chunk, log.status[-ran:]) if s in FAILED_STATES],
-                      0, protocol.RETRY)
-            comm.Send([again, MPI.DOUBLE], 0, protocol.REQUEST)   # the one more request it owes
+    while True:
+        if chunk:
+            # Ask ahead for short chunks (the round trip would show) and, for long ones, while
+            # much work is left (rounds of equal tasks, as longest-first makes, otherwise end
+            # together and queue at the master). With retries a worker never asks ahead: each
+            # running chunk must still owe the master a request, or the master could hand out
+            # its last work, finish, and miss the RETRY.
+            ahead = depth > 0 and (far or last < policy.prefetch_below) and not retry
+            if ahead:
+                comm.Send(message, 0, protocol.REQUEST)   # reports the previous chunk
+            ran, failed, last = log.run(chunk, invoke, clock, stop)
+            req[protocol.DONE], req[protocol.FAILED], req[protocol.BUSY] = ran, failed, last
+            if retry and failed:   # before the request this chunk owes, so the master sees it first
+                comm.send([task for task, s in zip(chunk, log.status[-ran:]) if s in FAILED_STATES],
+                          0, protocol.RETRY)
+                comm.Send([again, MPI.DOUBLE], 0, protocol.REQUEST)   # the one more request it owes
+                pending += 1
+            if not ahead:
+                comm.Send(message, 0, protocol.REQUEST)
             pending += 1
-        if not ahead:
-            comm.Send(message, 0, protocol.REQUEST)
-        pending += 1
+        if not pending:
+            return
+        world.poll(0, protocol.WORK)
+        chunk, far = comm.recv(source=0, tag=protocol.WORK)
+        pending -= 1

@@ -2,8 +2,12 @@
 
 A worker sends REQUEST: a fixed buffer of three doubles (tasks run, failed, busy seconds since
 its last request), received straight into a preallocated array with no pickling. The master
-answers WORK: a pickled list of (task id, payload); an empty list means stop. Task ids travel
-in the payload, never as tags (MPI only promises tags up to 32767). Every request gets exactly
+answers WORK: a pickled pair (chunk, far): chunk a list of (task id, payload), empty meaning
+stop; far True while more than FAR x workers tasks remain, so the worker may ask for its next
+chunk before running this one however long its tasks (the last tasks still go on demand to
+whoever is free first, which keeps the tail balanced). With costs, longest first, the tail is
+the shortest tasks and far stays True until none remain. Task ids travel in the payload, never
+as tags (MPI only promises tags up to 32767). Every request gets exactly
 one answer, and a worker asks max(1, prefetch) times up front, then exactly once per chunk
 it receives and once per RETRY it sends (--retries), so both sides know it is finished when
 all its requests are answered.
@@ -14,6 +18,7 @@ REQUEST = 1
 WORK = 2
 RETRY = 3   # a worker hands failed tasks back: a pickled list of (task id, payload)
 DONE, FAILED, BUSY = 0, 1, 2   # fields of a request
+FAR = 2   # ask ahead freely while more than FAR x workers tasks remain (any, with costs)
 
 
 def request_buffer() -> array:
