@@ -1,4 +1,6 @@
 """Packaging for mtcmpi: a many-task computing framework for MPI in Python."""
+from glob import glob
+
 from setuptools import setup
 
 setup(
@@ -13,6 +15,8 @@ setup(
     extras_require={
         "plot": ["matplotlib"],
         "test": ["pytest", "pytest-mpi", "pytest-timeout"],
+        "study": ["matplotlib", "nbclient", "nbformat", "ipykernel"],   # scaling/weak_scaling.ipynb
     },
+    data_files=[("share/mtcmpi/jobscripts", glob("jobscripts/*"))],   # mtcmpi jobscript's templates
     entry_points={"console_scripts": ["mtcmpi = mtcmpi.cli:main"]},
 )

@@ -25,7 +25,11 @@ from . import __version__
 from .errors import UsageError
 from .faults import parse_walltime
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "jobscripts"
+# jobscripts/ of the source tree (a clone, an editable install), else where setup.py's
+# data_files put it (an installed copy)
+TEMPLATES = next((d for d in (Path(__file__).resolve().parent.parent / "jobscripts",
+                              Path(sys.prefix) / "share" / "mtcmpi" / "jobscripts") if d.is_dir()),
+                 Path(sys.prefix) / "share" / "mtcmpi" / "jobscripts")
 SCHEDULERS = ("slurm", "sge", "pbs")
 SUBMIT = {"slurm": "sbatch", "sge": "qsub", "pbs": "qsub"}
 QUEUE = {"slurm": "#SBATCH --partition={}", "sge": "#$ -q {}", "pbs": "#PBS -q {}"}
@@ -244,5 +248,5 @@ def read(part: str) -> str:
     try:
         return path.read_text()
     except OSError:
-        raise UsageError(f"job script template {path} is missing: mtcmpi jobscript needs the "
-                         "jobscripts/ directory of the source tree") from None
+        raise UsageError(f"job script template {path} is missing: reinstall mtcmpi (setup.py "
+                         "installs jobscripts/ there) or run from a clone") from None
