@@ -58,26 +58,28 @@ def study(tmp_path_factory) -> str:
 
 def test_random_order_cannot_reach_the_target_but_longest_first_can():
     """The issue's pure-scheduling figures at 12,288 cores: random-order self-scheduling stays
-    near 0.946 however cheap the master, longest first reaches 0.999."""
+    near 0.946 however cheap the master, longest first reaches 0.998 (0.9999 if the last
+    rounds went on demand, which the engine trades for short tasks: see simulate.py)."""
     cluster = simulate.Machine(service=simulate.SERVICE)
     eff = {name: simulate.prediction(simulate.POLICIES[name], 12288, 1.0, cluster, 10.6)["eff_engine"]
            for name in ("dynamic", "cost")}
     assert 0.93 < eff["dynamic"] < 0.95
-    assert eff["cost"] > 0.999
+    assert eff["cost"] > 0.998
 
 
 def test_model_follows_the_engine_rules_on_a_small_case():
     """Two workers, four 1 s tasks, no latency: each worker runs two tasks back to back; a
     master that takes 0.5 s per answer delays the second worker by the answers queued before
-    its own; a pre-assigned first round hides them behind the first tasks."""
+    its own when the first round goes by request; the engine's scattered first round and
+    ask-ahead hide them behind the first tasks."""
     work = np.ones(4)
     fast = simulate.Machine(service=0.0, latency=0.0, overhead=0.0, ready=0.0)
-    plan = simulate.POLICIES["dynamic"]
-    assert simulate.self_schedule(work, 3, plan, fast) == [2.0, 2.0]
+    engine = simulate.POLICIES["dynamic"]
+    assert simulate.self_schedule(work, 3, engine, fast) == [2.0, 2.0]
     slow = simulate.Machine(service=0.5, latency=0.0, overhead=0.0, ready=0.0)
-    assert simulate.self_schedule(work, 3, plan, slow)[1] == pytest.approx(3.0)
-    preassigned = simulate.Plan("p", preassigned=True)
-    assert simulate.self_schedule(work, 3, preassigned, slow) == pytest.approx([2.0, 2.0])
+    by_request = simulate.Plan("requests", preassigned=False, far=False)
+    assert simulate.self_schedule(work, 3, by_request, slow)[1] == pytest.approx(3.0)
+    assert simulate.self_schedule(work, 3, engine, slow) == pytest.approx([2.0, 2.0])
 
 
 def test_every_variant_runs_every_task_once():
