@@ -251,13 +251,13 @@ def task_list(args: argparse.Namespace) -> tuple:
 
 
 def results_file(args: argparse.Namespace):
-    """The --out options as an Output, or None without --out."""
-    from .output import Output
-
+    """The --out options as an Output, or None without --out (and then h5py is not imported)."""
     if args.out is None:
         if args.restart or args.retry_failed or args.serial_io or args.pickle_results:
             raise UsageError("--restart, --retry-failed, --serial-io and --pickle-results go with --out")
         return None
+    from .output import Output
+
     if args.flush_interval <= 0:
         raise UsageError(f"--flush-interval must be > 0, not {args.flush_interval}")
     return Output(args.out, args.restart, args.retry_failed, args.serial_io, args.pickle_results,
