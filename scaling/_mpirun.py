@@ -17,9 +17,17 @@ MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
            "OMPI_MCA_rmaps_base_oversubscribe": "1"}
 
 
+IDENTITY = ("OMPI_COMM_WORLD", "OMPI_MCA_ess", "OMPI_MCA_orte", "PMIX_")
+
+
 def environment(extra: dict | None = None) -> dict:
-    """The environment for an MPI job: MPI_ENV, the project on PYTHONPATH, a launch timestamp."""
-    env = dict(os.environ, **MPI_ENV, **(extra or {}))
+    """The environment for an MPI job: MPI_ENV, the project on PYTHONPATH, a launch timestamp,
+    and none of an MPI process's own identity. A process that initialised MPI (a test suite
+    that ran the engine in-process is a singleton) sets those in its C environment, where
+    os.environ does not see them but its children inherit them; a child mpiexec started from
+    such a child exited 1 without a word."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(IDENTITY)}
+    env.update(MPI_ENV, **(extra or {}))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
     env["MTCMPI_LAUNCH_TIME"] = repr(time.time())
     return env

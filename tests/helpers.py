@@ -6,17 +6,14 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-           "OMPI_MCA_rmaps_base_oversubscribe": "1"}
+sys.path.insert(0, os.path.join(ROOT, "scaling"))
+from _mpirun import MPI_ENV, environment  # noqa: E402  (one way to start MPI jobs, shared)
 
 
 def mtcmpi(args: list[str], ranks: int | None = 2, cwd: str | None = None,
            timeout: float = 60) -> subprocess.CompletedProcess:
     """Run `mpiexec -n ranks python -m mtcmpi ARGS` (or without mpiexec if ranks is None)."""
-    env = dict(os.environ, **MPI_ENV)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, cwd, env.get("PYTHONPATH")) if p)
-    for var in [v for v in env if v.startswith(("OMPI_COMM_WORLD", "PMIX_", "OMPI_MCA_ess", "OMPI_MCA_orte"))]:
-        del env[var]   # never inherit an enclosing mpiexec's identity
+    env = environment({"PYTHONPATH": os.pathsep.join(p for p in (cwd, os.environ.get("PYTHONPATH")) if p)})
     launcher = ["mpiexec", "-n", str(ranks)] if ranks else []
     return subprocess.run([*launcher, sys.executable, "-m", "mtcmpi", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=cwd or ROOT, env=env, start_new_session=True)
