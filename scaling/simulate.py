@@ -44,8 +44,8 @@ round step here is not a cluster figure), mpi4py.futures' is FUTURES_SERVICE (it
 item is ITEM and start-up is the paper's mpi_init_s (past 12,288 cores a power law fitted to
 it). The measured
 makespan the model is compared with is the last task end after the engine started, from each
-run's results file (engine_s without one: mpi4py.futures). Not engine_s: under static that is
-rank 0's own share, the wait for slower ranks lands in store_s.
+run's results file (engine_s without one: mpi4py.futures), which is what weak.py reports as
+engine_s; its wrap_s (last answers, journal flush) and store_s are not modelled.
 
 Efficiency. eff_engine = ideal / engine time (start-up excluded), ideal = sum of task durations /
 workers (ranks for static; ranks - 1 - sub-masters for self-scheduling): weak.py's eff_engine,

@@ -12,9 +12,11 @@ peer has its own launch.
 
 Times, per run: start-up = launch until every rank is ready (one launch serves the mtcmpi
 policies, so their rows share its figure); engine = first task handed out until the last
-result is back in its rank's log (and journal); store = writing the results file afterwards
-(the peer keeps results in memory, as the paper's code did). Efficiency, with ideal = sum of
-durations / working ranks: the paper's = ideal / (start-up + engine + store), the whole wall
+result is recorded in its rank's log (the last task end, from the results file; the peer:
+until map() has returned the last result to rank 0); wrap-up = from there until every rank
+has had its last answer and flushed its journal; store = writing the results file (the peer
+keeps results in memory, as the paper's code did). Efficiency, with ideal = sum of durations /
+working ranks: the paper's = ideal / (start-up + engine + wrap-up + store), the whole wall
 time; engine-only = ideal / engine.
 
 Writes DIR/weak.csv and DIR/weak.h5 (/runs, the same table), DIR/weak.png (efficiency against
@@ -38,7 +40,7 @@ PAPER = os.path.join(ROOT, "scaling", "reference", "lunacek2013_weak_scaling.csv
 MTCMPI_POLICIES = ("static", "dynamic", "guided", "cost")
 POLICIES = MTCMPI_POLICIES + ("futures",)
 COLUMNS = ("ranks", "workers", "policy", "tasks", "time_scale", "seed", "mean_task_s", "ideal_s",
-           "startup_s", "engine_s", "store_s", "eff_paper", "eff_engine", "results_file")
+           "startup_s", "engine_s", "wrap_s", "store_s", "eff_paper", "eff_engine", "results_file")
 
 
 def items(workers: int, per_worker: int, scale: float, seed: int) -> list[tuple]:
@@ -48,6 +50,7 @@ def items(workers: int, per_worker: int, scale: float, seed: int) -> list[tuple]
 
 def child_mtcmpi(policies: list[str], per_worker: int, scale: float, seed: int, outdir: str) -> None:
     """Under mpiexec: each mtcmpi policy in turn, with --out; rank 0 prints one JSON per run."""
+    import h5py
     from mpi4py import MPI
 
     from kernels.sleep import task
@@ -70,8 +73,11 @@ def child_mtcmpi(policies: list[str], per_worker: int, scale: float, seed: int, 
         s = outcome.summary
         if s:
             startup = s.startup if startup is None else startup   # later runs: no new launch
+            with h5py.File(os.path.join(outdir, results), "r") as f:
+                engine = float(f["tasks"]["end"].max() - f.attrs["start_time"])
             print(json.dumps({"policy": name, "workers": workers, "startup": startup,
-                              "engine": s.engine - s.store, "store": s.store, "results_file": results,
+                              "engine": engine, "wrap": s.engine - s.store - engine,
+                              "store": s.store, "results_file": results,
                               "ok": s.total.ran - s.total.failed}), flush=True)
 
 
@@ -89,7 +95,7 @@ def child_futures(per_worker: int, scale: float, seed: int) -> None:
         args = list(zip(*items(workers, per_worker, scale, seed)))
         done = sum(1 for _ in pool.map(task, *args))
         print(json.dumps({"policy": "futures", "workers": workers, "startup": ready - launched,
-                          "engine": time.time() - ready, "store": 0.0, "results_file": "",
+                          "engine": time.time() - ready, "wrap": 0.0, "store": 0.0, "results_file": "",
                           "ok": done}))
 
 
@@ -104,8 +110,9 @@ def row(ranks: int, run: dict, per_worker: int, scale: float, seed: int) -> dict
         raise RuntimeError(f"{run['policy']} at {ranks} ranks finished {run['ok']} of {len(took)} tasks")
     return {"ranks": ranks, "workers": workers, "policy": run["policy"], "tasks": len(took),
             "time_scale": scale, "seed": seed, "mean_task_s": sum(took) / len(took), "ideal_s": ideal,
-            "startup_s": run["startup"], "engine_s": run["engine"], "store_s": run["store"],
-            "eff_paper": ideal / (run["startup"] + run["engine"] + run["store"]),
+            "startup_s": run["startup"], "engine_s": run["engine"], "wrap_s": run["wrap"],
+            "store_s": run["store"],
+            "eff_paper": ideal / (run["startup"] + run["engine"] + run["wrap"] + run["store"]),
             "eff_engine": ideal / run["engine"],
             "results_file": run["results_file"]}
 
@@ -198,13 +205,14 @@ def main() -> None:
     ranks = [8, 32] if args.quick else [int(r) for r in args.ranks.split(",")]
     os.makedirs(os.path.join(args.outdir, "runs"), exist_ok=True)
     rows: list[dict] = []
-    print(f"{'ranks':>5} {'policy':8} {'tasks':>6} {'start-up':>9} {'engine':>8} {'eff(paper)':>10} "
-          f"{'eff(engine)':>11}", flush=True)
+    print(f"{'ranks':>5} {'policy':8} {'tasks':>6} {'start-up':>9} {'engine':>8} {'wrap-up':>8} "
+          f"{'store':>7} {'eff(paper)':>10} {'eff(engine)':>11}", flush=True)
     for n in ranks:
         for r in measure(n, policies, args):
             rows.append(r)
             print(f"{n:5d} {r['policy']:8} {r['tasks']:6d} {r['startup_s']:8.2f}s {r['engine_s']:7.3f}s "
-                  f"{r['eff_paper']:10.3f} {r['eff_engine']:11.3f}", flush=True)
+                  f"{r['wrap_s']:7.3f}s {r['store_s']:6.3f}s {r['eff_paper']:10.3f} {r['eff_engine']:11.3f}",
+                  flush=True)
     save(rows, args.outdir)
     print(f"table: {os.path.join(args.outdir, 'weak.csv')} (and weak.h5); plot: {plot(rows, args.outdir)}")
     top = max(ranks)
