@@ -9,9 +9,10 @@ script knows to resubmit the same command, which resumes. A task still running -
 after a signal ends the job at once (its rank's journal is flushed first); so does a second
 Ctrl-C. Repeats of a signal within a second are ignored: a batch system signals every process
 and mpiexec forwards the same signal to the ranks, so each rank often gets it twice. A signal
-that comes before the run has begun (during imports and MPI start-up) is remembered by
-catch_early() and stops the run before its first task; one that comes after the last task
-changes nothing (the results are being stored).
+that comes before the run has begun (from the moment `run` has parsed its arguments, through
+MPI start-up and the task module's import) is remembered by catch_early() and stops the run
+before its first task; one that comes after the last task changes nothing (the results are
+being stored). Only while Python itself starts does a stop signal still kill a rank.
 """
 from __future__ import annotations
 
