@@ -12,7 +12,7 @@ ${queue_directive}
 ${marker} for Grid Engine (mtcmpi ${version}). Submit with: ${submit} THIS_FILE
 # Log: ${name}.<job id>.log where you submit. At s_rt, ${warning} s before h_rt, Grid Engine sends
 # SIGUSR1 to the job's process group: this shell, which passes it to mpirun and so to the ranks.
-# No -notify: its SIGUSR2 (before a qdel's kill) would reach the ranks and end them at once.
+# No -notify needed (mtcmpi would stop cleanly on its SIGUSR2 before a qdel's kill, too).
 
 scheduler=sge
 job_id=$${JOB_ID:?not under Grid Engine: submit this script with qsub}
