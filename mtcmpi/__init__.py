@@ -1,7 +1,7 @@
 """mtcmpi: many-task computing on MPI — a master/worker engine with static and dynamic scheduling."""
 __version__ = "0.1.0"
 
-__all__ = ["run", "TasksFailed", "Executor", "executor", "map", "load_pickled", "__version__"]
+__all__ = ["run", "RunOptions", "TasksFailed", "Executor", "executor", "map", "load_pickled", "__version__"]
 _FUTURES = {"Executor": "Executor", "executor": "executor", "map": "parallel_map"}
 
 
@@ -10,6 +10,9 @@ def __getattr__(name: str):
     if name in ("run", "TasksFailed"):
         from . import api
         return getattr(api, name)
+    if name == "RunOptions":
+        from .options import RunOptions
+        return RunOptions
     if name == "load_pickled":
         from .store import load_pickled
         return load_pickled

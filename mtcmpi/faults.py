@@ -17,6 +17,8 @@ being stored). Only while Python itself starts does a stop signal still kill a r
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import math
 from collections import deque
 import os
 import shutil
@@ -47,6 +49,19 @@ def ignore_late() -> None:
             signal.signal(sig, signal.SIG_IGN)
 
 
+class StopKind(enum.Enum):
+    """What stopped a run early: a signal and the walltime leave work to resume, failures do not."""
+
+    SIGNAL = "signal"
+    WALLTIME = "walltime"
+    MAX_FAILURES = "max-failures"
+
+    @property
+    def resumable(self) -> bool:
+        """The job should be resubmitted to run the rest (exit status EXIT_STOPPED)."""
+        return self is not StopKind.MAX_FAILURES
+
+
 class GraceExpired(BaseException):
     """Raised in the main thread when running tasks outlast --grace (not an Exception, so no
     task's own `except Exception` swallows it)."""
@@ -57,7 +72,8 @@ class Stop:
 
     def __init__(self, deadline: float | None = None, max_failures: int | None = None,
                  grace: float = 20.0):
-        self.reason: str | None = None
+        self.reason: str | None = None     # why, in words (for the summary)
+        self.kind: StopKind | None = None  # why, for the code
         self.deadline, self.max_failures, self.grace = deadline, max_failures, grace
         self.done, self.failed, self.busy = 0, 0, 0.0   # tasks seen so far, by observe()
         self.saved: dict[int, Callable] = {}
@@ -76,17 +92,19 @@ class Stop:
         limit is set; done/failed/busy are what the caller ran since its last observe()."""
         if self.reason is None:
             if self.max_failures is not None and self.failed + failed >= self.max_failures:
+                self.kind = StopKind.MAX_FAILURES
                 self.reason = f"{self.failed + failed} failed tasks (--max-failures {self.max_failures})"
             elif self.deadline is not None:
                 n = self.done + done
                 if now + ((self.busy + busy) / n if n else 0.0) > self.deadline:
+                    self.kind = StopKind.WALLTIME
                     self.reason = "walltime: the next task would not finish in time"
         return self.reason is not None
 
     @property
     def resumable(self) -> bool:
         """Stopped by a signal or the walltime (not by failures): the job should be resubmitted."""
-        return self.reason is not None and not self.reason.endswith(f"--max-failures {self.max_failures})")
+        return self.kind is not None and self.kind.resumable
 
     def install(self) -> None:
         """Catch the batch system's and the user's signals for the length of the run (one that
@@ -121,9 +139,10 @@ class Stop:
                 raise GraceExpired("a second Ctrl-C")
             return
         self.signalled = time.time()
+        self.kind = StopKind.SIGNAL
         self.reason = f"signal {signal.Signals(signum).name}"
         if self.running:
-            signal.setitimer(signal.ITIMER_REAL, self.grace)
+            signal.setitimer(signal.ITIMER_REAL, max(self.grace, 1e-3))   # 0 would be no limit
 
     def on_alarm(self, signum: int, frame) -> None:
         raise GraceExpired(f"tasks still running {self.grace:g} s after {self.reason} (--grace)")
@@ -134,7 +153,7 @@ def parse_walltime(text: str) -> float:
     days, _, clock = text.rpartition("-")
     try:
         parts = [float(p) for p in clock.split(":")]
-        if not 1 <= len(parts) <= 3 or any(p < 0 for p in parts):
+        if not 1 <= len(parts) <= 3 or not all(0 <= p < math.inf for p in parts):
             raise ValueError
         seconds = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
         return seconds + 86400 * (int(days) if days else 0)

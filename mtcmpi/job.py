@@ -21,10 +21,10 @@ from .commands import CommandRunner
 from .consistency import check_same_code
 from .costs import CostSpec
 from .errors import EXIT_STOPPED, UsageError
-from .faults import GraceExpired, Stop
+from .faults import GraceExpired
 from .isolate import Isolated
+from .options import RunOptions
 from .policies import Policy, Static
-from .progress import Progress
 from .tasklog import TaskLog
 from .results import Normalizer
 from .tasks import Source, check_call, first_task, invoker, resolve
@@ -111,22 +111,30 @@ class Outcome:
     exit_code: int
 
 
-def run_job(world: World, target: str | Callable, source: Source, policy: Policy,
-            output: Output | None = None, stop: Stop | None = None, retries: int = 0,
-            timeout: float | None = None, isolate: bool = False,
-            costs: CostSpec | None = None, progress: Progress | None = None) -> Outcome:
-    """Check, run and summarise one task list on every rank of `world` (collective).
+def run_job(world: World, target: str | Callable, source: Source,
+            options: RunOptions | None = None) -> Outcome:
+    """Check, run and summarise one task list on every rank of `world` (collective), as
+    `options` say (the CLI's and the API's alike).
 
-    stop carries the limits (walltime, failures) and catches the batch system's signals for
-    the length of the call; a run it stops ends like any other, with everything stored.
-    progress, if given, is shown by rank 0 alone."""
+    The stop limits (walltime, failures) and the batch system's signals are caught for the
+    length of the call; a run they stop ends like any other, with everything stored. Progress
+    is shown by rank 0 alone."""
+    options = options or RunOptions()
+    options.configure_logging(world.rank)
+    error = policy = output = costs = None
+    try:
+        costs, policy, output = options.costs(), options.policy(), options.output()
+    except UsageError as exc:
+        error = str(exc)
+    world.agree(error)
+    retries, progress = options.retries, options.progress()
+    stop = options.stop(world)
     launched = launch_time(world)
-    stop = stop or Stop()
     stop.install()   # from start-up on: a stop signal before the first task ends the run at once
     try:
         fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs)
         ids: Sequence[int] = range(n)
-        invoke, isolated = task_invoker(world, fn, source.call, policy, timeout, isolate)
+        invoke, isolated = task_invoker(world, fn, source.call, policy, options.timeout, options.isolate)
         log = TaskLog(world.rank, world.host, world.pid)
         if output:
             ids = output.begin(world, n, fingerprint)
@@ -158,21 +166,23 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
                           normalizer.pickled_keys, retried if retries else None, keys)
             written = time.time()
         retried = retried if retries else None
-        parts = world.comm.gather((report.condense(log, stop.reason, retried), finished), root=0)
+        parts = world.comm.gather((report.condense(log, stop.reason, retried, stop.kind), finished), root=0)
         summary = None
         if world.rank == 0:
             total = report.merge([part for part, _ in parts])
             # writing the file starts when the last rank is done (no barrier: it costs ~50 ms
-            # on 128 oversubscribed ranks), so that is where the store time starts too
-            stored_in = max(0.0, written - max(done for _, done in parts)) if output else 0.0
-            workers = report.working_ranks(world.size, describe(policy))
+            # on 128 oversubscribed ranks), so that is where the engine time ends and the store
+            # time starts
+            done = max(done for _, done in parts)
+            workers = policy.kind.working_ranks(world.size)
             summary = report.Summary(n, world.size, workers, describe(policy), started - launched,
-                                     time.time() - started, total, n - len(ids),
-                                     output.earlier_failures(ids) if output else 0, stored_in)
-            if progress:   # static: the display counted rank 0's own share
-                mine = workers == world.size
-                progress.close(len(log.ids) if mine else total.ran,
-                               len(log.failures) if mine else total.failed)
+                                     done - started, total, n - len(ids),
+                                     output.earlier_failures(ids) if output else 0,
+                                     max(0.0, written - done) if output else 0.0,
+                                     output.path if output else None)
+            mine = workers == world.size   # static: the display counted rank 0's own share
+            progress.close(len(log.ids) if mine else total.ran,
+                           len(log.failures) if mine else total.failed)
         code = world.comm.bcast(summary.exit_code() if summary else None, root=0)
         return Outcome(n, log, summary, code)
     finally:

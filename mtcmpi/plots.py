@@ -18,7 +18,8 @@ import h5py
 import numpy as np
 
 from .errors import UsageError
-from .report import working_ranks
+from .policies import Kind
+from .report import efficiency as task_efficiency
 from .tasklog import CRASHED, FAILED, OK, SKIPPED, TIMEOUT
 
 STYLES = {OK: ("ok", "tab:blue"), FAILED: ("failed", "tab:red"),
@@ -92,11 +93,14 @@ def binned(times: np.ndarray, counts: np.ndarray, edges: np.ndarray) -> np.ndarr
 
 
 def efficiency(run: Run) -> float:
-    """Total task time / (working ranks x (last end - first start)), as the summary and
-    `mtcmpi report` compute it; 1.0 means no working rank ever idled."""
-    span = run.end.max() - run.start.min() if len(run.start) else 0.0
-    workers = working_ranks(run.ranks, run.policy)
-    return float((run.end - run.start).sum() / (workers * span)) if span > 0 else 0.0
+    """report.efficiency of the run, as the summary and `mtcmpi report` show it."""
+    return task_efficiency(float((run.end - run.start).sum()), Kind.of(run.policy).working_ranks(run.ranks),
+                           wall(run))
+
+
+def wall(run: Run) -> float:
+    """First task start to last task end."""
+    return float(run.end.max() - run.start.min()) if len(run.start) else 0.0
 
 
 def merge_bars(rank: np.ndarray, start: np.ndarray, end: np.ndarray,
@@ -201,7 +205,7 @@ def draw_utilization(run: Run, png: str) -> None:
     busy = binned(times, counts, edges)
     ax.stairs(busy, edges / scale, fill=True, color="tab:blue", alpha=0.3)
     ax.stairs(busy, edges / scale, color="tab:blue", linewidth=1, label="busy ranks")
-    workers = working_ranks(run.ranks, run.policy)
+    workers = Kind.of(run.policy).working_ranks(run.ranks)
     ax.axhline(workers, color="black", linestyle="--", linewidth=1, label=f"working ranks ({workers})")
     if workers != run.ranks:
         ax.axhline(run.ranks, color="grey", linestyle=":", linewidth=1,
@@ -212,9 +216,8 @@ def draw_utilization(run: Run, png: str) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel("busy ranks")
     work = float((run.end - run.start).sum())
-    wall = float(run.end.max() - run.start.min()) if len(run.start) else 0.0
     ax.set_title(f"{run.name}: busy ranks over time, efficiency {efficiency(run):.1%} "
-                 f"(task time {seconds(work)} / ({workers} working ranks x {seconds(wall)}))")
+                 f"(task time {seconds(work)} / ({workers} working ranks x {seconds(wall(run))}))")
     fig.legend(loc="outside lower center", ncols=3, frameon=False)
     Canvas(fig).print_png(png)
 

@@ -5,6 +5,7 @@ and the per-task bookkeeping costs well under a microsecond.
 """
 from __future__ import annotations
 
+import enum
 import os
 import traceback
 from array import array
@@ -15,9 +16,26 @@ if TYPE_CHECKING:
     from .faults import Stop
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-NOT_RUN, OK, FAILED, SKIPPED, TIMEOUT, CRASHED = 0, 1, 2, 3, 4, 5
-STATUS_NAMES = {NOT_RUN: "not-run", OK: "ok", FAILED: "failed", SKIPPED: "skipped",
-                TIMEOUT: "timeout", CRASHED: "crashed"}
+
+
+class TaskStatus(enum.IntEnum):
+    """A task's status; the values are the codes of the results file's status enum."""
+
+    NOT_RUN = 0
+    OK = 1
+    FAILED = 2
+    SKIPPED = 3
+    TIMEOUT = 4
+    CRASHED = 5
+
+    @property
+    def label(self) -> str:
+        """The name in the results file and in `mtcmpi report`: 'not-run', 'ok', ..."""
+        return self.name.lower().replace("_", "-")
+
+
+NOT_RUN, OK, FAILED, SKIPPED, TIMEOUT, CRASHED = TaskStatus
+STATUS_NAMES = {int(s): s.label for s in TaskStatus}
 DONE = [OK, SKIPPED]                        # a resumed run never repeats these
 FAILED_STATES = [FAILED, TIMEOUT, CRASHED]  # repeated only with --retry-failed
 

@@ -33,14 +33,12 @@ def megabyte(i: int):
 def child(kind: str, n: int, out: str | None) -> None:
     """Under mpiexec: one run; rank 0 prints engine and store seconds."""
     from mtcmpi.job import run_job
-    from mtcmpi.output import Output
-    from mtcmpi.policies import parse_schedule
+    from mtcmpi.options import RunOptions
     from mtcmpi.tasks import CountSource
     from mtcmpi.world import World
 
     target = "kernels.sleep:task" if kind == "sleep" else "output:megabyte"
-    outcome = run_job(World.of(), target, CountSource(n), parse_schedule("dynamic"),
-                      Output(out) if out else None)
+    outcome = run_job(World.of(), target, CountSource(n), RunOptions(out=out, quiet=True))
     if outcome.summary:
         print(json.dumps({"engine": outcome.summary.engine, "store": outcome.summary.store}))
 

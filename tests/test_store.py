@@ -10,8 +10,7 @@ from mtcmpi.faults import Stop
 from mtcmpi import journal, resume
 from mtcmpi.errors import UsageError
 from mtcmpi.job import run_job
-from mtcmpi.output import Output
-from mtcmpi.policies import parse_schedule
+from mtcmpi.options import RunOptions
 from mtcmpi.results import Normalizer, ResultMismatch, UnstorableResult, merge_schemas
 from mtcmpi.tasklog import FAILED, OK, TaskLog
 from mtcmpi.tasks import CountSource, ItemsSource
@@ -73,7 +72,7 @@ def test_journal_survives_a_torn_last_frame(tmp_path):
 
 
 def run(out, fn, items, **opts):
-    return run_job(World.of(), fn, ItemsSource(items), parse_schedule("dynamic"), Output(str(out), **opts))
+    return run_job(World.of(), fn, ItemsSource(items), RunOptions(out=str(out), **opts))
 
 
 def test_file_layout(tmp_path):
@@ -120,7 +119,7 @@ def test_resume_skips_done_tasks_and_refuses_another_task_list(tmp_path):
 
 def test_pickled_results_are_marked(tmp_path):
     out = tmp_path / "r.h5"
-    run(out, lambda x: {x}, range(3), pickled=True)
+    run(out, lambda x: {x}, range(3), pickle_results=True)
     with h5py.File(out) as f:
         assert f.attrs["pickled_results"] == "value"
     import mtcmpi
