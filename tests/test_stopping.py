@@ -8,11 +8,12 @@ import time
 import h5py
 import pytest
 
+from mtcmpi.errors import EXIT_STOPPED
+from mtcmpi.faults import REPEAT
 from tests.helpers import MPI_ENV, ROOT, mtcmpi
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
-EXIT_STOPPED = 75
-REPEAT_GAP = 1.1   # past faults.REPEAT: a signal this much later is a new one
+REPEAT_GAP = REPEAT + 0.1   # a signal this much later is a new one
 
 
 def start(args, ranks=3):
