@@ -31,7 +31,6 @@ class Parser(argparse.ArgumentParser):
             super()._print_message(message, file)
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="mtcmpi", description="Many-task computing on MPI: run thousands to "
                     "millions of independent tasks over the ranks of one mpirun.",
