@@ -9,6 +9,7 @@ that costs 30 ms per process.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -42,6 +43,18 @@ def environment(extra: dict | None = None) -> dict:
 def command(ranks: int | None, args: list[str]) -> list[str]:
     """`mpiexec -n ranks python ARGS`, or `python ARGS` alone for ranks None."""
     return [*(["mpiexec", "-n", str(ranks)] if ranks else []), sys.executable, *args]
+
+
+@functools.cache
+def launcher() -> str:
+    """'mpich' or 'openmpi': the family of the first mpiexec on PATH (their options differ)."""
+    shown = subprocess.run(["mpiexec", "--version"], capture_output=True, text=True, timeout=30).stdout
+    return "mpich" if "HYDRA" in shown else "openmpi"
+
+
+def env_option(name: str, value: str) -> list[str]:
+    """mpiexec's option that sets one variable for the ranks of one app context."""
+    return ["-env", name, value] if launcher() == "mpich" else ["-x", f"{name}={value}"]
 
 
 def start(ranks: int | None, args: list[str], env: dict | None = None, cwd: str | None = None,

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.helpers import MPI_ENV, ROOT, mtcmpi
+from tests.helpers import MPI_ENV, ROOT, env_option, mtcmpi
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -174,7 +174,7 @@ def test_ranks_that_see_another_task_module_stop_the_run_with_one_message(tmp_pa
         (tmp_path / name / "mymodel.py").write_text(body)
     run = [sys.executable, "-m", "mtcmpi", "run", "mymodel:f", "--count", "4"]
     env = dict(os.environ, **MPI_ENV)
-    contexts = [["-n", "1", "-x", f"PYTHONPATH={tmp_path / d}{os.pathsep}{ROOT}", *run] for d in "ab"]
+    contexts = [["-n", "1", *env_option("PYTHONPATH", f"{tmp_path / d}{os.pathsep}{ROOT}"), *run] for d in "ab"]
     proc = subprocess.run(["mpiexec", *contexts[0], ":", *contexts[1]], capture_output=True,
                           text=True, timeout=60, cwd=str(tmp_path), env=env, start_new_session=True)
     assert proc.returncode == 2, proc.stdout + proc.stderr
