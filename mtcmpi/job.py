@@ -180,9 +180,10 @@ def run_job(world: World, target: str | Callable, source: Source,
                                      output.earlier_failures(ids) if output else 0,
                                      max(0.0, written - done) if output else 0.0,
                                      output.path if output else None)
-            mine = workers == world.size   # static: the display counted rank 0's own share
-            progress.close(len(log.ids) if mine else total.ran,
-                           len(log.failures) if mine else total.failed)
+            if progress:   # static: the display counted rank 0's own share
+                mine = workers == world.size
+                progress.close(len(log.ids) if mine else total.ran,
+                               len(log.failures) if mine else total.failed)
         code = world.comm.bcast(summary.exit_code() if summary else None, root=0)
         return Outcome(n, log, summary, code)
     finally:

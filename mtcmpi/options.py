@@ -137,10 +137,11 @@ class RunOptions:
         end = world.comm.bcast(deadline(self.walltime, self.grace) if world.rank == 0 else None, root=0)
         return Stop(end, self.failure_limit, self.grace)
 
-    def progress(self) -> Progress:
+    def progress(self) -> Progress | None:
+        """Rank 0's progress display, or None with --quiet (then the engine never calls it)."""
         from .progress import Progress
 
-        return Progress(self.quiet, self.progress_interval)
+        return None if self.quiet else Progress(interval=self.progress_interval)
 
     def configure_logging(self, rank: int) -> None:
         """--log-level: rank 0's "mtcmpi" logger at that level, on stderr."""

@@ -141,3 +141,6 @@ def test_summary_and_report_show_the_same_efficiency(tmp_path):
     shown = float(proc.stdout.split("efficiency ")[1].split()[0])
     assert shown == pytest.approx(file_report(str(out))["efficiency"], abs=0.0005)
     assert "results: " in proc.stdout and "written in" in proc.stdout   # the store time, apart
+    from mpi4py import MPI   # the same venv, so the same library as the job's (Open MPI or MPICH)
+    with h5py.File(out) as f:
+        assert f.attrs["mpi_library"] == MPI.Get_library_version().strip("\0\n ")
