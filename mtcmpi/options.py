@@ -8,7 +8,6 @@ in check(), and one argument in run_args.py.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 INT64_MAX = 2 ** 63 - 1
+MAX_SECONDS = 1e8   # about 3 years: beyond it timers overflow (setitimer, Event.wait)
 
 
 @dataclass(frozen=True)
@@ -159,11 +159,12 @@ def whole(option: str, value: Any, least: int, none: bool = True) -> None:
 
 
 def seconds(option: str, value: Any, *, above: float | None = None, at_least: float | None = None) -> None:
-    """A time option: a finite number of seconds, > above or >= at_least, or None."""
+    """A time option: a number of seconds, > above or >= at_least, up to MAX_SECONDS, or None."""
     if value is None:
         return
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and value <= MAX_SECONDS
           and (above is None or value > above) and (at_least is None or value >= at_least))
     if not ok:
         rule = f"> {above:g}" if above is not None else f">= {at_least:g}"
-        raise UsageError(f"{option} must be {rule} and finite, not {value!r}")
+        raise UsageError(f"{option} must be {rule} and finite (at most {MAX_SECONDS:,.0f} s), "
+                         f"not {value!r}")

@@ -19,20 +19,23 @@ pytestmark = pytest.mark.timeout(60)
 NAN, INF = math.nan, math.inf
 
 BAD = [
-    (dict(grace=NAN), "--grace must be >= 0 and finite, not nan"),
-    (dict(grace=INF), "--grace must be >= 0 and finite, not inf"),
+    (dict(grace=NAN), "--grace must be >= 0 and finite (at most 100,000,000 s), not nan"),
+    (dict(grace=INF), "--grace must be >= 0 and finite (at most 100,000,000 s), not inf"),
     (dict(grace=-1.0), "--grace must be >= 0"),
-    (dict(flush_interval=INF), "--flush-interval must be > 0 and finite, not inf"),
-    (dict(flush_interval=NAN), "--flush-interval must be > 0 and finite, not nan"),
+    (dict(flush_interval=INF), "--flush-interval must be > 0 and finite (at most 100,000,000 s), not inf"),
+    (dict(flush_interval=NAN), "--flush-interval must be > 0 and finite (at most 100,000,000 s), not nan"),
     (dict(flush_interval=0.0), "--flush-interval must be > 0"),
     (dict(timeout=0.0), "--timeout must be > 0"),
-    (dict(timeout=INF), "--timeout must be > 0 and finite, not inf"),
-    (dict(progress_interval=NAN), "--progress-interval must be > 0 and finite, not nan"),
+    (dict(timeout=INF), "--timeout must be > 0 and finite (at most 100,000,000 s), not inf"),
+    (dict(progress_interval=NAN), "--progress-interval must be > 0 and finite (at most 100,000,000 s), not nan"),
     (dict(chunk=0), "--chunk must be >= 1"),
     (dict(retries=-1), "--retries must be >= 0"),
     (dict(retries=2 ** 64), "--retries must be >= 0, a whole number"),
     (dict(max_failures=0), "--max-failures must be >= 1"),
-    (dict(prefetch="-1"), "--prefetch must be a whole number >= 0 or 'auto'"),
+    (dict(prefetch="-1"), "--prefetch must be a whole number from 0 to 1000 or 'auto'"),
+    (dict(prefetch="10000000000000000000"), "--prefetch must be a whole number from 0 to 1000"),
+    (dict(grace=1e12), "--grace must be >= 0 and finite (at most 100,000,000 s), not 1000000000000.0"),
+    (dict(flush_interval=1e300), "--flush-interval must be > 0 and finite (at most"),
     (dict(walltime="nan"), "--walltime 'nan' is not HH:MM:SS"),
     (dict(walltime="inf"), "--walltime 'inf' is not HH:MM:SS"),
     (dict(walltime="0:00"), "--walltime '0:00' must be longer than 0 s"),
@@ -46,7 +49,7 @@ API_ONLY = [   # the command line's argparse refuses these itself (or has no --c
     (dict(chunk_rows=0), "--chunk-rows must be >= 1"),
     (dict(chunk=2.5), "--chunk must be >= 1, a whole number, not 2.5"),
     (dict(chunk=True), "--chunk must be >= 1, a whole number, not True"),
-    (dict(grace="5"), "--grace must be >= 0 and finite, not '5'"),
+    (dict(grace="5"), "--grace must be >= 0 and finite (at most 100,000,000 s), not '5'"),
 ]
 
 
@@ -120,7 +123,7 @@ def test_log_level_sets_the_mtcmpi_logger_on_rank_0_only():
 
 
 def test_a_job_script_refuses_a_bad_run_option_when_written():
-    with pytest.raises(UsageError, match="--flush-interval must be > 0 and finite, not inf"):
+    with pytest.raises(UsageError, match=r"--flush-interval must be > 0 and finite \(at most 100,000,000 s\), not inf"):
         run_arguments(["m:f", "--count", "3", "--out", "r.h5", "--flush-interval", "inf"], 60)
 
 
