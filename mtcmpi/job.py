@@ -10,7 +10,7 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -29,9 +29,6 @@ from .tasklog import TaskLog
 from .results import Normalizer
 from .tasks import Source, check_call, first_task, invoker, resolve
 from .world import World
-
-if TYPE_CHECKING:   # h5py comes with it: a run without --out does not import it (~40 ms a rank)
-    from .output import Output
 
 _IMPORTED = time.time()
 
