@@ -104,6 +104,17 @@ def test_the_api_takes_the_command_line_options(tmp_path):
     assert again == [None] * len(rows)
 
 
+def simulate(row):
+    return 2 * row["x"]
+
+
+def test_the_issues_example_runs_as_its_command_line_would(tmp_path):
+    rows = [{"x": x, "n_steps": x % 3} for x in range(9)]
+    results = mtcmpi.run(simulate, rows, out=str(tmp_path / "r.h5"), retries=2, timeout=60,
+                         cost="n_steps", quiet=True)
+    assert [r["value"] for r in results] == [2 * x for x in range(9)]
+
+
 def test_the_api_stops_at_max_failures_and_says_so():
     with pytest.raises(mtcmpi.TasksFailed, match="failed") as info:
         mtcmpi.run(t.maybe_fail, range(40), max_failures=1, quiet=True)
