@@ -61,19 +61,30 @@ class Journal:
 
 
 class Flusher(threading.Thread):
-    """Flushes a journal every `interval` seconds until stopped, then once more."""
+    """Flushes a journal every `interval` seconds, and at once when woken, until stopped, then
+    once more."""
 
     def __init__(self, journal: Journal, interval: float):
         super().__init__(name="mtcmpi-journal", daemon=True)
         self.journal, self.interval = journal, interval
         self.stopping = threading.Event()
+        self.woken = threading.Event()
 
     def run(self) -> None:
-        while not self.stopping.wait(self.interval):
+        while True:
+            self.woken.wait(self.interval)
+            if self.stopping.is_set():
+                return
+            self.woken.clear()
             self.journal.flush()
+
+    def wake(self) -> None:
+        """Flush now (a stop signal came: the launcher may SIGKILL this rank within a second)."""
+        self.woken.set()
 
     def stop(self) -> None:
         self.stopping.set()
+        self.woken.set()
         self.join()
         self.journal.close()
 
