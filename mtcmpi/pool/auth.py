@@ -63,18 +63,23 @@ def listen(context: zmq.Context, connection: Connection, ip: str,
         sock.bind(f"tcp://{ip}:{port}")
     else:
         port = sock.bind_to_random_port(f"tcp://{ip}")
-    monitor = sock.get_monitor_socket(sum(REFUSALS))
+    monitor = sock.get_monitor_socket(sum(REFUSALS) | zmq.EVENT_DISCONNECTED)
     return sock, authenticator, monitor, f"tcp://{ip}:{port}"
 
 
-def log_refusals(monitor: zmq.Socket) -> None:
-    """Log the handshakes the session refused since the last call."""
+def watch(monitor: zmq.Socket) -> bool:
+    """Log the handshakes the session refused since the last call; True if a peer disconnected."""
+    disconnected = False
     while monitor.poll(0):
         event = recv_monitor_message(monitor)
+        if event["event"] == zmq.EVENT_DISCONNECTED:
+            disconnected = True
+            continue
         quiet = event["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL   # also a port probe
         (log.info if quiet else log.warning)("mtcmpi pool session: refused a connection on %s: %s",
                                              event["endpoint"].decode(errors="replace"),
                                              REFUSALS.get(event["event"], "?"))
+    return disconnected
 
 
 def dial(context: zmq.Context, connection: Connection) -> zmq.Socket:

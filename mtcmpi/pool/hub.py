@@ -3,8 +3,9 @@
 Clients submit batches of pickled calls; the session hands them to live pools, at most a
 window of tasks each (enough for about WORK_AHEAD_S of work per worker, from the tasks'
 measured durations), and routes the results back. It remembers which pool holds each task,
-so a pool that says nothing for LOST_S seconds (killed, node lost) loses no task: what it held
-goes back to the front of the queue. A task that was on MAX_LOSSES lost pools fails instead
+so a pool that is gone loses no task: what it held goes back to the front of the queue. A
+pool is gone when its connection closes (its processes died: seen within a second) or when it
+says nothing for LOST_S seconds (a node or network lost). A task that was on MAX_LOSSES lost pools fails instead
 (status crashed). A pool near its walltime drains: it gets no new task and gives back those
 not started. Results from a pool for a task it no longer holds are dropped: each task
 completes exactly once.
@@ -118,8 +119,8 @@ class Hub:
         try:
             while not self.stopping.is_set():
                 events = dict(poller.poll(100))
-                if self.monitor in events:
-                    auth.log_refusals(self.monitor)
+                if self.monitor in events and auth.watch(self.monitor):
+                    self.heartbeat()   # a closed connection: the beat to its peer fails at once
                 while self.sock.poll(0):
                     self.receive(*self.sock.recv_multipart(copy=True))
                 self.assign()
