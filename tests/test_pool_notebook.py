@@ -26,7 +26,7 @@ def test_notebook_scatter_gather(tmp_path, pools, monkeypatch):
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
     assert "400 values; sum" in text and "largest at x =" in text
-    assert "47 tasks on 1 ranks (pool): 47 ok, 0 failed" in text   # the record, by report
+    assert "session.h5: 47 tasks on 1 ranks (pool): 47 ok" in text   # report reads the record
     with h5py.File(tmp_path / "session.h5") as f:
         assert len(f["tasks"]) == 7 + 40 and (f["tasks"]["status"][:] == 1).all()
     assert pool.wait(30) == 0 and "the session ended" in pool.output()
