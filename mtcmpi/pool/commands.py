@@ -6,7 +6,7 @@ import argparse
 SERVE_EXAMPLES = """\
 examples:
   mpirun -n 128 python -m mtcmpi serve --connection ~/.mtcmpi/pool.json --walltime 04:00:00
-  python -m mtcmpi jobscript --scheduler slurm --cores 128 --walltime 04:00:00 -- serve --connection pool.json
+  sbatch -n 128 -t 04:00:00 --wrap "mpirun python -m mtcmpi serve --connection pool.json"
 
 exit status: 0 the session ended (or was lost), 2 no session to join (or refused),
   75 left at its walltime (a job script that resubmits on 75 starts a pool that joins again)
