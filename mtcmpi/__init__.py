@@ -11,7 +11,7 @@ def __getattr__(name: str):
         from . import api
         return getattr(api, name)
     if name == "load_pickled":
-        from .store import load_pickled
+        from .output.hdf5 import load_pickled
         return load_pickled
     if name in _FUTURES:
         from . import futures

@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("--flush-interval", type=float, default=2.0, metavar="S", help="seconds "
                        "between journal flushes: a kill loses at most the tasks finished in the "
                        "last S seconds (default 2)")
+    store.add_argument("--compression", metavar="gzip[:LEVEL]|lzf", help="compress the result "
+                       "datasets (chunked; written collectively; see the README for what it costs)")
+    store.add_argument("--chunk-rows", type=int, metavar="N", help="chunk the result datasets by N "
+                       "rows (default: contiguous, or about 1 MiB of rows when compressed)")
     faults = run.add_argument_group("stopping early (a stopped run resumes when run again)")
     faults.add_argument("--walltime", metavar="HH:MM:SS", help="start no task that would not finish "
                         "before this much time from now, less --grace (default: the job's end time "
@@ -253,15 +257,17 @@ def task_list(args: argparse.Namespace) -> tuple:
 def results_file(args: argparse.Namespace):
     """The --out options as an Output, or None without --out (and then h5py is not imported)."""
     if args.out is None:
-        if args.restart or args.retry_failed or args.serial_io or args.pickle_results:
-            raise UsageError("--restart, --retry-failed, --serial-io and --pickle-results go with --out")
+        if (args.restart or args.retry_failed or args.serial_io or args.pickle_results
+                or args.compression or args.chunk_rows is not None):
+            raise UsageError("--restart, --retry-failed, --serial-io, --pickle-results, "
+                             "--compression and --chunk-rows go with --out")
         return None
     from .output import Output
 
     if args.flush_interval <= 0:
         raise UsageError(f"--flush-interval must be > 0, not {args.flush_interval}")
     return Output(args.out, args.restart, args.retry_failed, args.serial_io, args.pickle_results,
-                  args.flush_interval)
+                  args.flush_interval, args.compression, args.chunk_rows)
 
 
 def check_limits(args: argparse.Namespace) -> None:

@@ -64,6 +64,8 @@ class Stop:
         self.signalled = 0.0   # when the first signal came
         self.running = False   # tasks may be running: a signal arms the --grace timer
         self.over = False      # the engine has finished: signals change nothing now
+        self.halted = False    # stopped for an internal reason (halt): the master must stop all
+        self.listeners: list[Callable[[], None]] = []   # called on a stop signal (journal flush)
 
     def observe(self, done: float, failed: float, busy: float) -> None:
         """Tasks finished since the last call: they feed the estimate and --max-failures."""
@@ -113,7 +115,15 @@ class Stop:
             signal.signal(sig, handler)
         self.saved.clear()
 
+    def halt(self, reason: str) -> None:
+        """Stop this rank now for an internal reason (the journal cannot be written)."""
+        self.halted = True
+        if self.reason is None:
+            self.reason = reason
+
     def on_signal(self, signum: int, frame) -> None:
+        for listener in self.listeners:
+            listener()
         if self.over:
             return
         if self.signalled:

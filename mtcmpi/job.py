@@ -26,7 +26,6 @@ from .isolate import Isolated
 from .policies import Policy, Static
 from .progress import Progress
 from .tasklog import TaskLog
-from .results import Normalizer
 from .tasks import Source, check_call, first_task, invoker, resolve
 from .world import World
 
@@ -130,9 +129,7 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
         log = TaskLog(world.rank, world.host, world.pid)
         if output:
             ids = output.begin(world, n, fingerprint)
-            normalizer = Normalizer(output.pickled)
-            invoke = stored(invoke, normalizer)
-            flusher = output.journal(log) if len(ids) else None
+            invoke = output.wrap(invoke, log, stop, len(ids))
         world.barrier()
         started = time.time()
         stop.begin()
@@ -140,22 +137,22 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
             retried = engine.execute(world, invoke, source, ids, policy, log, stop, retries, estimate,
                                      progress if world.rank == 0 else None)
         except GraceExpired as exc:   # a task outlasted --grace: keep what finished, end the job now
-            if output and flusher:
-                flusher.stop()
+            if output:
+                output.close()
             world.abort(f"mtcmpi: rank {world.rank}: {exc}; finished tasks are in the journal: run "
                         "the same command again to resume", EXIT_STOPPED)
         finally:
             stop.quiet()   # no grace timer while storing; later stop signals change nothing
             if isolated:
                 isolated.close()
-        if output and flusher:
-            flusher.stop()
+        if output:
+            output.close()
         finished = written = time.time()   # this rank's tasks are done and journalled
         if output:
             output.finish(world, log, n, {"ranks": world.size, "policy": describe(policy),
                                           "target": name_of(target), "n_tasks": n,
                                           "start_time": started, "fingerprint": fingerprint},
-                          normalizer.pickled_keys, retried if retries else None, keys)
+                          retried if retries else None, keys)
             written = time.time()
         retried = retried if retries else None
         parts = world.comm.gather((report.condense(log, stop.reason, retried), finished), root=0)
@@ -188,11 +185,6 @@ def task_invoker(world: World, fn: Callable, call: str, policy: Policy, timeout:
         return invoker(fn, call), None
     isolated = Isolated(fn, call, timeout)
     return isolated, isolated
-
-
-def stored(invoke: Callable[[Any], Any], normalize: Normalizer) -> Callable[[Any], Any]:
-    """invoke, with its result checked and turned into arrays inside the task (see results.py)."""
-    return lambda payload: normalize(invoke(payload))
 
 
 def describe(policy: Policy) -> str:
