@@ -15,7 +15,7 @@ def __getattr__(name: str):
         from .options import RunOptions
         return RunOptions
     if name == "load_pickled":
-        from .store import load_pickled
+        from .output.hdf5 import load_pickled
         return load_pickled
     if name == "connect":   # pools a notebook drives: no MPI in this process
         from .pool.session import connect

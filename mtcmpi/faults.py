@@ -98,6 +98,7 @@ class Stop:
         self.over = False      # the engine has finished: signals change nothing now
         self.changed: set[int] = set()   # signals whose handler a task replaced (told once)
         self.look_at = 0.0   # when before_task next looks at the signal handlers
+        self.halted = False    # stopped for an internal reason (halt): the master must stop all
 
     def observe(self, done: float, failed: float, busy: float) -> None:
         """Tasks finished since the last call: they feed the estimate and --max-failures."""
@@ -160,7 +161,15 @@ class Stop:
             signal.signal(sig, handler)
         self.saved.clear()
 
+    def halt(self, reason: str) -> None:
+        """Stop this rank now for an internal reason (the journal cannot be written)."""
+        self.halted = True
+        if self.reason is None:
+            self.reason = reason
+
     def on_signal(self, signum: int, frame) -> None:
+        for listener in self.listeners:   # first of all: the launcher may SIGKILL us a second later
+            listener()
         if self.over:
             return
         if self.signalled:
@@ -170,8 +179,6 @@ class Stop:
         self.signalled = time.time()
         self.kind = StopKind.SIGNAL
         self.reason = f"signal {signal.Signals(signum).name}"
-        for listener in self.listeners:
-            listener()
         # a thread, not SIGALRM: it also ends a rank stuck in C code or in an MPI call
         self.watchdog = threading.Timer(self.grace, self.on_grace)
         self.watchdog.daemon = True

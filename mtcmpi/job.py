@@ -26,7 +26,6 @@ from .isolate import Isolated
 from .options import RunOptions
 from .policies import Policy, Static
 from .tasklog import TaskLog
-from .results import Normalizer
 from .tasks import Source, check_call, first_task, invoker, resolve
 from .world import World
 
@@ -124,14 +123,14 @@ def run_job(world: World, target: str | Callable, source: Source,
     world.agree(error)
     retries, progress = options.retries, options.progress()
     stop = options.stop(world)
-    flusher, isolated = None, None
+    isolated = None
 
     def end_now(why: str) -> None:
         """--grace is over or a second Ctrl-C came (from any thread): keep what finished, end the job."""
-        if flusher:
-            flusher.stop()
+        if output:
+            output.close()
         world.abort(f"mtcmpi: rank {world.rank}: {why}; "
-                    + ("finished tasks are in the journal: " if flusher else "")
+                    + ("finished tasks are in the journal: " if output else "")
                     + "run the same command again to resume", EXIT_STOPPED)
 
     stop.expired = end_now
@@ -146,11 +145,7 @@ def run_job(world: World, target: str | Callable, source: Source,
             log = TaskLog(world.rank, world.host, world.pid)
             if output:
                 ids = output.begin(world, n, fingerprint)
-                normalizer = Normalizer(output.pickled)
-                invoke = stored(invoke, normalizer)
-                flusher = output.journal(log) if len(ids) else None
-                if flusher:
-                    stop.listeners.append(flusher.wake)   # a signal: journal what finished at once
+                invoke = output.wrap(invoke, log, stop, len(ids))   # journalled as they finish
             world.barrier()
             started = time.time()
             retried = engine.execute(world, invoke, source, ids, policy, log, stop, retries, estimate,
@@ -161,14 +156,14 @@ def run_job(world: World, target: str | Callable, source: Source,
             stop.quiet()   # no grace any more while storing; later stop signals change nothing
             if isolated:
                 isolated.close()
-        if output and flusher:
-            flusher.stop()
+        if output:
+            output.close()
         finished = written = time.time()   # this rank's tasks are done and journalled
         if output:
             output.finish(world, log, n, {"ranks": world.size, "policy": describe(policy),
                                           "target": name_of(target), "n_tasks": n,
                                           "start_time": started, "fingerprint": fingerprint},
-                          normalizer.pickled_keys, retried if retries else None, keys)
+                          retried if retries else None, keys)
             written = time.time()
         retried = retried if retries else None
         parts = world.comm.gather((report.condense(log, stop.reason, retried, stop.kind), finished), root=0)
@@ -203,11 +198,6 @@ def task_invoker(world: World, fn: Callable, call: str, policy: Policy, timeout:
         return invoker(fn, call), None
     isolated = Isolated(fn, call, timeout)
     return isolated, isolated
-
-
-def stored(invoke: Callable[[Any], Any], normalize: Normalizer) -> Callable[[Any], Any]:
-    """invoke, with its result checked and turned into arrays inside the task (see results.py)."""
-    return lambda payload: normalize(invoke(payload))
 
 
 def describe(policy: Policy) -> str:
