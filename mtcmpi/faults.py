@@ -168,8 +168,6 @@ class Stop:
             self.reason = reason
 
     def on_signal(self, signum: int, frame) -> None:
-        for listener in self.listeners:   # first of all: the launcher may SIGKILL us a second later
-            listener()
         if self.over:
             return
         if self.signalled:
@@ -179,6 +177,8 @@ class Stop:
         self.signalled = time.time()
         self.kind = StopKind.SIGNAL
         self.reason = f"signal {signal.Signals(signum).name}"
+        for listener in self.listeners:   # the launcher may SIGKILL this rank a second later
+            listener()
         # a thread, not SIGALRM: it also ends a rank stuck in C code or in an MPI call
         self.watchdog = threading.Timer(self.grace, self.on_grace)
         self.watchdog.daemon = True

@@ -28,7 +28,7 @@ import numpy as np
 from mpi4py import MPI
 
 from ..tasklog import FAILED_STATES, OK, STATUS_NAMES, Failure, TaskLog
-from .values import Column, dataset_name, fill_value, result_sets
+from .values import Column, dataset_name, fill_value, only_fill, result_sets
 
 STATUS = h5py.enum_dtype({name: code for code, name in STATUS_NAMES.items()}, basetype="i1")
 TEXT = h5py.string_dtype("utf-8")
@@ -253,5 +253,21 @@ def load_pickled(path: str, key: str = "value") -> list:
         for part in blocks(len(ds), ds.dtype.itemsize):
             ok = f["tasks"].fields("status")[part] == OK
             out += [pickle.loads(blob) if good else None for blob, good in zip(ds[part], ok)]
+        return out
+
+
+def load_results(path: str) -> list[dict[str, np.ndarray] | None]:
+    """Each task's stored values as {key: array}, None where it stored none (what mtcmpi.run
+    returns with out=: the values live in the file, not in the ranks' memory). Read a block of
+    rows at a time."""
+    with h5py.File(path, "r") as f:
+        ok = f["tasks"].fields("status")[:] == OK
+        out: list[dict[str, np.ndarray] | None] = [None] * len(ok)
+        for key, ds in result_sets(f).items():
+            for part in blocks(len(ds), max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:])))):
+                rows = ds[part]
+                have = ok[part] & ~only_fill(rows)
+                for i in np.flatnonzero(have):
+                    out[part.start + i] = dict(out[part.start + i] or {}, **{key: rows[i]})
         return out
 
