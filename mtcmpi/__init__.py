@@ -1,7 +1,8 @@
 """mtcmpi: many-task computing on MPI — a master/worker engine with static and dynamic scheduling."""
 __version__ = "0.1.0"
 
-__all__ = ["run", "TasksFailed", "Executor", "executor", "map", "load_pickled", "__version__"]
+__all__ = ["run", "TasksFailed", "Executor", "executor", "map", "load_pickled", "DependencyError",
+           "functional", "schedule", "__version__"]
 _FUTURES = {"Executor": "Executor", "executor": "executor", "map": "parallel_map"}
 
 
@@ -13,6 +14,9 @@ def __getattr__(name: str):
     if name == "load_pickled":
         from .store import load_pickled
         return load_pickled
+    if name == "DependencyError":
+        from .graph import DependencyError
+        return DependencyError
     if name in _FUTURES:
         from . import futures
         return getattr(futures, _FUTURES[name])
