@@ -3,6 +3,7 @@ __version__ = "0.1.0"
 
 __all__ = ["run", "TasksFailed", "Executor", "executor", "map", "load_pickled", "DependencyError",
            "functional", "schedule", "__version__"]
+from .functional import functional, schedule  # noqa: E402  (cheap; the names shadow the module's)
 _FUTURES = {"Executor": "Executor", "executor": "executor", "map": "parallel_map"}
 
 
