@@ -13,6 +13,7 @@ import traceback
 from . import __version__
 from .errors import EXIT_INTERNAL, EXIT_USAGE, UsageError
 from .jobscript import add_command as add_jobscript
+from .pipeline.run import add_command as add_pipeline
 
 RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
 
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print the same numbers as JSON")
     report.set_defaults(handler=command_report)
     add_jobscript(commands)
+    add_pipeline(commands)
     return parser
 
 
