@@ -180,3 +180,20 @@ def test_a_kill_at_any_moment_loses_and_redoes_nothing_finished(tmp_path):
     assert not inputs & set(again)                       # nothing finished ran again
     assert set(first) | set(again) >= {f"x{i}.txt" for i in range(12)}
     assert all((tmp_path / f"x{i}.out").read_text() == f"x{i}.txt" for i in range(12))
+
+
+@pytest.mark.timeout(120)
+def test_the_littlewood_pipeline_equals_the_one_process_grid_cell_for_cell(tmp_path):
+    import numpy as np
+
+    from kernels.littlewood import orbit_hits
+    from tests.helpers import ROOT
+
+    env = environment({"LW_DEGREE": "10", "LW_SIZE": "60", "LW_TASKS": "3", "LW_DIR": str(tmp_path / "lw")})
+    proc = subprocess.run(["mpiexec", "-n", "3", sys.executable, "-m", "mtcmpi", "pipeline",
+                           os.path.join(ROOT, "examples", "lw_pipeline.py"), "--out", str(tmp_path / "lw.h5")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=100, start_new_session=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "6 ok" in proc.stdout
+    assert np.array_equal(np.load(tmp_path / "lw/grid.npy"), orbit_hits(0, 2 ** 10, 10, 60))
+    assert (tmp_path / "lw/littlewood10.png").stat().st_size > 0
