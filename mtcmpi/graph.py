@@ -51,14 +51,15 @@ def inputs(value: Any, found: dict[int, Future]) -> None:
             inputs(item, found)
 
 
-def resolved(value: Any) -> Any:
-    """value with every (done, successful) future replaced by its result, containers rebuilt."""
+def resolved(value: Any, values: dict[int, Any]) -> Any:
+    """value with every future replaced by its value (values: id(future) -> value), containers
+    rebuilt."""
     if isinstance(value, Future):
-        return value.result()
+        return values[id(value)]
     if isinstance(value, dict):
-        return type(value)((k, resolved(v)) for k, v in value.items()) if holds_future(value) else value
+        return type(value)((k, resolved(v, values)) for k, v in value.items()) if holds_future(value) else value
     if isinstance(value, (list, tuple)) and holds_future(value):
-        items = [resolved(item) for item in value]
+        items = [resolved(item, values) for item in value]
         if type(value) in (list, tuple):
             return type(value)(items)
         return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
@@ -118,41 +119,46 @@ class Graph:
         inputs(args, found)
         inputs(kwargs, found)
         future = Dependent(task_name(fn))
-        left = [len(found)]
+        values: dict[int, Any] = {}               # id(input) -> its value, as each is done
+        problem: list[Future] = []                # the first input that failed or was cancelled
         with self.idle:
             self.waiting.add(future)
         future.add_done_callback(self.release)   # a cancelled call waits no more
 
-        def input_done(_: Future) -> None:
+        def input_done(source: Future) -> None:
+            try:                                  # one look at the input: its value or its failure
+                value = source.result(timeout=0)
+            except BaseException:
+                value = problem.append(source)
             with future.lock:
-                left[0] -= 1
-                if left[0]:
+                values[id(source)] = value
+                if len(values) < len(found):
                     return
-            self.start(future, fn, args, kwargs, found.values())
+            self.start(future, fn, args, kwargs, values, problem)
 
         for source in found.values():
             source.add_done_callback(input_done)
         return future
 
     def start(self, future: Dependent, fn: Callable, args: tuple, kwargs: dict,
-              sources: Iterable[Future]) -> None:
+              values: dict[int, Any], problem: list[Future]) -> None:
         """All inputs are done: fail, cancel, or submit the call with their values."""
         try:
             with future.lock:
                 if future.done():                 # cancelled while it waited
                     return
-                problem = next((s for s in sources if s.cancelled() or s.exception()), None)
-                if problem is None:
+                if not problem:
                     try:
-                        future.inner = self.executor.submit(fn, *resolved(args), **resolved(kwargs))
+                        future.inner = self.executor.submit(fn, *resolved(args, values),
+                                                            **resolved(kwargs, values))
                     except BaseException as exc:   # e.g. the values do not pickle
                         future.set_exception(exc)
                         return
                     future.inner.add_done_callback(lambda inner: settle_from(future, inner))
-                elif problem.cancelled():
+                elif problem[0].cancelled():
                     cancel_waiting(future)
                 else:
-                    future.set_exception(dependency_error(future, problem))
+                    future.set_exception(dependency_error(future, problem[0]))
         finally:
             self.release(future)
 
