@@ -10,12 +10,13 @@ setup(
     long_description=open("README.rst", encoding="utf-8").read(),
     long_description_content_type="text/x-rst",
     python_requires=">=3.10",
-    packages=["mtcmpi", "kernels"],
+    packages=["mtcmpi", "mtcmpi.pipeline", "kernels"],
     install_requires=["mpi4py>=3.1", "numpy", "h5py", "tqdm"],
     extras_require={
         "plot": ["matplotlib"],
         "test": ["pytest", "pytest-mpi", "pytest-timeout"],
         "study": ["matplotlib", "nbclient", "nbformat", "ipykernel"],   # scaling/weak_scaling.ipynb
+        "peers": ["dask[distributed]"],   # scaling/graphs.py compares the task graphs with Dask
     },
     data_files=[("share/mtcmpi/jobscripts", glob("jobscripts/*"))],   # mtcmpi jobscript's templates
     entry_points={"console_scripts": ["mtcmpi = mtcmpi.cli:main"]},
