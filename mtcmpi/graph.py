@@ -10,10 +10,10 @@ the call. Values pass through rank 0 (the driver), as results of any task do.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import Future
 from concurrent.futures import Executor as StandardExecutor
 from itertools import count
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 CONTAINERS = (list, tuple, dict)
 _names = count(1)

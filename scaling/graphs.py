@@ -5,9 +5,10 @@ pipeline against the four separate commands of README's Littlewood section.
 
 * fan-out/fan-in: GROUPS groups of 100 no-op tasks, each group feeding one reducer that takes the
   group's 100 futures as its argument (101,000 calls in all at full size), on 1 master + 1 worker
-  (mpiexec -n 2, mtcmpi.Executor.submit with futures as arguments); the same graph on Dask
+  (mpiexec -n 2, mtcmpi.Executor.submit with futures as arguments); the same graph shape on Dask
   distributed (LocalCluster, one worker process with one thread, client.submit with futures as
-  arguments), in the same run. tasks/s = calls / (first submit to last reducer's result).
+  arguments), in the same run, with --dask-groups groups (100 by default: see its help).
+  tasks/s = calls / (first submit to last reducer's result).
 * chain: 10,000 calls, each taking the previous call's future, on 1 master + 1 worker.
 * pipeline: `mtcmpi pipeline examples/lw_pipeline.py` end to end against the four commands
   (params CSV, mpirun ... run --schedule static --out, reduce, render), same degree, same ranks
@@ -121,6 +122,9 @@ def main() -> None:
     parser.add_argument("--ranks", type=int, default=3, help="ranks of both Littlewood runs (default 3)")
     parser.add_argument("--degree", type=int, help="Littlewood degree (default 16; 12 with --quick)")
     parser.add_argument("--repeat", type=int, default=3, help="Littlewood trials; the best counts")
+    parser.add_argument("--dask-groups", type=int, default=100, help="groups of Dask's run of the same "
+                        "graph shape (default 100: Dask runs ~100-1,000 tasks/s here, so 1,000 groups "
+                        "would take many minutes)")
     parser.add_argument("--child", nargs=2, type=int, metavar=("GROUPS", "CHAIN"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -129,12 +133,14 @@ def main() -> None:
     degree = args.degree or (12 if args.quick else 16)
     ours = last_json(mpirun(2, [os.path.abspath(__file__), "--child", str(groups), str(chain)],
                             env=environment(ONE_THREAD)).stdout)
-    dask, why = dask_tps(groups)
+    dask, why = dask_tps(min(groups, args.dask_groups))
     piped, separate = pipeline_ratio(args.ranks, degree, 200, 8, args.repeat)
     calls = groups * (GROUP + 1)
     print(f"fan-out/fan-in, {groups} groups of {GROUP} no-ops + 1 reducer each ({calls:,} calls), 1 master + 1 worker:")
     print(f"  mtcmpi.Executor   {ours['graph_tps']:>10,.0f} tasks/s")
-    print(f"  Dask distributed  " + (f"{dask:>10,.0f} tasks/s" if dask else f"unavailable: {why}"))
+    dask_calls = min(groups, args.dask_groups) * (GROUP + 1)
+    print("  Dask distributed  " + (f"{dask:>10,.0f} tasks/s ({dask_calls:,} calls)" if dask
+                                    else f"unavailable: {why}"))
     print(f"chain of {chain:,} dependent no-op calls: {ours['chain_tps']:,.0f} calls/s")
     print(f"Littlewood degree {degree}, {args.ranks} ranks, launch to PNG (best of {args.repeat}): "
           f"pipeline {piped:.2f} s, four separate commands {separate:.2f} s")

@@ -197,3 +197,12 @@ def test_the_littlewood_pipeline_equals_the_one_process_grid_cell_for_cell(tmp_p
     assert "6 ok" in proc.stdout
     assert np.array_equal(np.load(tmp_path / "lw/grid.npy"), orbit_hits(0, 2 ** 10, 10, 60))
     assert (tmp_path / "lw/littlewood10.png").stat().st_size > 0
+
+
+def test_a_dry_run_changes_nothing_even_with_restart(tmp_path):
+    project(tmp_path)
+    assert run(tmp_path, ranks=2).returncode == 0
+    journal = (tmp_path / "p.h5.journal").read_text()
+    proc = run(tmp_path, "--dry-run", "--restart", ranks=2)
+    assert proc.returncode == 0 and "12 would run" in proc.stdout
+    assert (tmp_path / "p.h5.journal").read_text() == journal

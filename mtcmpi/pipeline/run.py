@@ -23,6 +23,8 @@ from concurrent.futures import Future, wait
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator
 
+from ..graph import DependencyError
+
 if TYPE_CHECKING:
     from .stages import Plan, Task
 
@@ -69,7 +71,7 @@ def run_task(tid: str, _inputs: list, retries: int, timeout: float | None) -> di
                 raise FileNotFoundError(f"task {tid} did not make {', '.join(missing)}")
             record.update(end=time.time(), status="ok")
             return record
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:   # a task's exit ends the task only
             if record["attempts"] <= retries:
                 continue
             timed_out = isinstance(exc, TaskTimeout) or "timed out" in str(exc)
@@ -102,11 +104,11 @@ class Journal:
     task wins; appended, flushed and fsynced per task on rank 0."""
 
     def __init__(self, path: str, restart: bool):
-        self.path = path
+        self.path, self.restart = path, restart
         self.last: dict[str, dict] = {}
-        if restart and os.path.exists(path):
-            os.remove(path)
-        if os.path.exists(path):
+        self.file = None               # opened on the first append: a dry run changes nothing
+        self.lock = threading.Lock()
+        if os.path.exists(path) and not restart:
             with open(path, encoding="utf-8") as f:
                 for line in f:
                     try:
@@ -114,11 +116,11 @@ class Journal:
                         self.last[entry["task"]] = entry
                     except (ValueError, KeyError):   # a line cut short by a kill
                         continue
-        self.file = open(path, "a", encoding="utf-8")
-        self.lock = threading.Lock()
 
     def append(self, entry: dict) -> None:
         with self.lock:
+            if self.file is None:
+                self.file = open(self.path, "w" if self.restart else "a", encoding="utf-8")
             self.last[entry["task"]] = entry
             self.file.write(json.dumps(entry) + "\n")
             self.file.flush()
@@ -205,9 +207,12 @@ class Driver:
             entry.update(status="not-run", message=f"not run: {self.stopped or 'cancelled'}")
         elif isinstance(future.exception(), TaskError):
             entry.update(future.exception().record)
-        elif future.exception() is not None:
+        elif isinstance(future.exception(), DependencyError):
             failed = next((w for w in task.waits if self.blocked(w)), "?")
             entry.update(status="not-run", type="DependencyError", message=f"not run: input failed: {failed}")
+        elif future.exception() is not None:   # the Executor could not run it (say a broken worker)
+            error = future.exception()
+            entry.update(status="failed", type=type(error).__name__, message=str(error))
         else:
             entry.update(future.result(), mtimes=mtimes(task.outputs))
         self.journal.append(entry)
