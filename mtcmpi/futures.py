@@ -223,7 +223,7 @@ class Executor(StandardExecutor):
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
         """Schedule fn(*args, **kwargs) on a worker rank; returns its Future at once."""
-        if (args or kwargs) and graph.holds_future((args, kwargs)): return graph.submit(self, fn, args, kwargs)  # noqa: E701
+        if graph.in_call(args, kwargs): return graph.submit(self, fn, args, kwargs)  # noqa: E701
         payload = pickled_call(fn, args, kwargs)
         future: Future = Future()
         with self._wake:
