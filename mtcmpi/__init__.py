@@ -2,7 +2,7 @@
 __version__ = "0.1.0"
 
 __all__ = ["run", "RunOptions", "TasksFailed", "Executor", "executor", "map", "load_pickled", "connect",
-           "__version__"]
+           "DependencyError", "functional", "schedule", "__version__"]
 _FUTURES = {"Executor": "Executor", "executor": "executor", "map": "parallel_map"}
 
 
@@ -20,6 +20,12 @@ def __getattr__(name: str):
     if name == "connect":   # pools a notebook drives: no MPI in this process
         from .pool.session import connect
         return connect
+    if name in ("functional", "schedule"):   # Pydron-style sequential code, parallel calls
+        from . import sequential
+        return getattr(sequential, name)
+    if name == "DependencyError":
+        from .graph import DependencyError
+        return DependencyError
     if name in _FUTURES:
         from . import futures
         return getattr(futures, _FUTURES[name])

@@ -15,6 +15,7 @@ from .errors import EXIT_INTERNAL, EXIT_USAGE, UsageError
 from .jobscript import add_command as add_jobscript
 from .run_args import HELP, add_run_arguments
 from .pool.commands import add_commands as add_pool
+from .pipeline.run import add_command as add_pipeline
 
 RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
 
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(handler=command_report)
     add_jobscript(commands)
     add_pool(commands)
+    add_pipeline(commands)
     return parser
 
 
