@@ -1,6 +1,7 @@
 """The Python API: run a function over an iterable of arguments on every rank of a job."""
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Iterable
 
 from mpi4py import MPI
@@ -28,19 +29,24 @@ def run(fn: Callable, items: Iterable, *, star: bool = False, comm: MPI.Comm | N
     prefetch, out, retries, timeout, cost, walltime, max_failures, ...), with the same defaults
     and checks; a bad one raises UsageError on every rank. Returns the results in item order on
     rank 0 and None elsewhere; with `out`, each as the file stores it (a dict of numpy arrays,
-    {"value": ...} for a plain value), and None for tasks an earlier run of that file did.
+    {"value": ...} for a plain value), read back from the file, earlier runs' tasks included.
     With star=True an item is unpacked: fn(*item), or fn(**item) for dicts. If any task failed,
     or the run stopped early, every rank raises TasksFailed; rank 0's says why.
     """
     world = World.of(comm)
     outcome = run_job(world, fn, ItemsSource(items, star=star), RunOptions.of(options))
-    results = world.comm.gather(outcome.log.results, root=0)
+    stored = options.get("out")   # then the values are in the file, not in the ranks' memory
+    results = world.comm.gather({} if stored else outcome.log.results, root=0)
     failures = world.comm.gather(outcome.log.failures, root=0)
     if world.rank != 0:
         if outcome.exit_code:
             raise TasksFailed("tasks failed or the run stopped early (see rank 0)", None, None)
         return None
     ordered: list[Any] = [None] * outcome.n
+    if stored and os.path.exists(stored):
+        from .output.hdf5 import load_results
+
+        ordered = load_results(stored)
     for part in results:
         for tid, value in part.items():
             ordered[tid] = value

@@ -14,6 +14,8 @@ from . import __version__
 from .errors import EXIT_INTERNAL, EXIT_USAGE, UsageError
 from .jobscript import add_command as add_jobscript
 from .run_args import HELP, add_run_arguments
+from .pool.commands import add_commands as add_pool
+from .pipeline.run import add_command as add_pipeline
 
 RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
 
@@ -94,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print the same numbers as JSON")
     report.set_defaults(handler=command_report)
     add_jobscript(commands)
+    add_pool(commands)
+    add_pipeline(commands)
     return parser
 
 

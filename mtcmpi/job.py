@@ -26,7 +26,6 @@ from .isolate import Isolated
 from .options import RunOptions
 from .policies import Policy, Static
 from .tasklog import TaskLog
-from .results import Normalizer
 from .tasks import Source, check_call, first_task, invoker, resolve
 from .world import World
 
@@ -65,28 +64,23 @@ def prepare(world: World, target: str | Callable, source: Source, fingerprint: b
             costs: CostSpec | None = None) -> Prepared:
     """Resolve the target on every rank and check that all run the same code; count and check
     the tasks on rank 0, fingerprint them for --out and estimate their costs; agree on errors."""
-    fn, error = None, None
-    try:
-        fn = resolve(target) if isinstance(target, str) else target
-    except UsageError as exc:
-        error = str(exc)
-    world.agree(error)
+    fn = world.agree_on(lambda: resolve(target) if isinstance(target, str) else target)
     check_same_code(world, fn)
-    n, digest, keys, estimate = 0, hashlib.sha256(name_of(target).encode()), None, None
-    if world.rank == 0:
-        try:
-            n = source.count()
-            first = first_task(source)
-            if first is not None:
-                check_call(fn, source.call, first[1], source.describe(first[0]))
-            if fingerprint or (costs and costs.previous):
-                keys = source.fingerprint(digest)
-                keys = keys if keys is not None and len(keys) == n else None
-            if costs:
-                estimate = costs.estimate(source, n, digest.hexdigest(), keys)
-        except UsageError as exc:
-            error = str(exc)
-    world.agree(error)
+    digest = hashlib.sha256(name_of(target).encode())
+
+    def check_tasks() -> tuple[int, np.ndarray | None, np.ndarray | None]:
+        n, keys, estimate = source.count(), None, None
+        first = first_task(source)
+        if first is not None:
+            check_call(fn, source.call, first[1], source.describe(first[0]))
+        if fingerprint or (costs and costs.previous):
+            keys = source.fingerprint(digest)
+            keys = keys if keys is not None and len(keys) == n else None
+        if costs:
+            estimate = costs.estimate(source, n, digest.hexdigest(), keys)
+        return n, keys, estimate
+
+    n, keys, estimate = world.agree_on(check_tasks if world.rank == 0 else None) or (0, None, None)
     return Prepared(fn, world.comm.bcast(n, root=0), digest.hexdigest(), keys, estimate)
 
 
@@ -126,41 +120,47 @@ def run_job(world: World, target: str | Callable, source: Source,
     world.agree(error)
     retries, progress = options.retries, options.progress()
     stop = options.stop(world)
-    launched = launch_time(world)
+    isolated = None
+
+    def end_now(why: str) -> None:
+        """--grace is over or a second Ctrl-C came (from any thread): keep what finished, end the job."""
+        if output:
+            output.close()
+        world.abort(f"mtcmpi: rank {world.rank}: {why}; "
+                    + ("finished tasks are in the journal: " if output else "")
+                    + "run the same command again to resume", EXIT_STOPPED)
+
+    stop.expired = end_now
     stop.install()   # from start-up on: a stop signal before the first task ends the run at once
     try:
-        fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs)
-        ids: Sequence[int] = range(n)
-        invoke, isolated = task_invoker(world, fn, source.call, policy, options.timeout, options.isolate)
-        log = TaskLog(world.rank, world.host, world.pid)
-        if output:
-            ids = output.begin(world, n, fingerprint)
-            normalizer = Normalizer(output.pickled)
-            invoke = stored(invoke, normalizer)
-            flusher = output.journal(log) if len(ids) else None
-        world.barrier()
-        started = time.time()
-        stop.begin()
         try:
+            launched = launch_time(world)
+            fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs)
+            ids: Sequence[int] = range(n)
+            invoke, isolated = task_invoker(world, fn, source.call, policy, options.timeout,
+                                             options.isolate)
+            log = TaskLog(world.rank, world.host, world.pid)
+            if output:
+                ids = output.begin(world, n, fingerprint)
+                invoke = output.wrap(invoke, log, stop, len(ids))   # journalled as they finish
+            world.barrier()
+            started = time.time()
             retried = engine.execute(world, invoke, source, ids, policy, log, stop, retries, estimate,
                                      progress if world.rank == 0 else None)
-        except GraceExpired as exc:   # a task outlasted --grace: keep what finished, end the job now
-            if output and flusher:
-                flusher.stop()
-            world.abort(f"mtcmpi: rank {world.rank}: {exc}; finished tasks are in the journal: run "
-                        "the same command again to resume", EXIT_STOPPED)
+        except GraceExpired as exc:   # a second Ctrl-C
+            end_now(str(exc))
         finally:
-            stop.quiet()   # no grace timer while storing; later stop signals change nothing
+            stop.quiet()   # no grace any more while storing; later stop signals change nothing
             if isolated:
                 isolated.close()
-        if output and flusher:
-            flusher.stop()
+        if output:
+            output.close()
         finished = written = time.time()   # this rank's tasks are done and journalled
         if output:
             output.finish(world, log, n, {"ranks": world.size, "policy": describe(policy),
                                           "target": name_of(target), "n_tasks": n,
                                           "start_time": started, "fingerprint": fingerprint},
-                          normalizer.pickled_keys, retried if retries else None, keys)
+                          retried if retries else None, keys)
             written = time.time()
         retried = retried if retries else None
         parts = world.comm.gather((report.condense(log, stop.reason, retried, stop.kind), finished), root=0)
@@ -196,11 +196,6 @@ def task_invoker(world: World, fn: Callable, call: str, policy: Policy, timeout:
         return invoker(fn, call), None
     isolated = Isolated(fn, call, timeout)
     return isolated, isolated
-
-
-def stored(invoke: Callable[[Any], Any], normalize: Normalizer) -> Callable[[Any], Any]:
-    """invoke, with its result checked and turned into arrays inside the task (see results.py)."""
-    return lambda payload: normalize(invoke(payload))
 
 
 def describe(policy: Policy) -> str:

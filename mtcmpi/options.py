@@ -128,7 +128,7 @@ class RunOptions:
         from .output import Output
 
         return Output(self.out, self.restart, self.retry_failed, self.serial_io,
-                      self.pickle_results, self.flush_interval)
+                      self.pickle_results, self.flush_interval, self.compression, self.chunk_rows)
 
     def stop(self, world: World) -> Stop:
         """The limits of this run; the deadline is read once, on rank 0, and shared."""

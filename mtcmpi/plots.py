@@ -24,6 +24,8 @@ from .tasklog import CRASHED, FAILED, OK, SKIPPED, TIMEOUT
 
 STYLES = {OK: ("ok", "tab:blue"), FAILED: ("failed", "tab:red"),
           TIMEOUT: ("timeout", "tab:orange"), CRASHED: ("crashed", "black")}
+STAGE_COLOURS = ("tab:blue", "tab:green", "tab:purple", "tab:cyan", "tab:olive", "tab:brown",
+                 "tab:pink", "tab:gray")   # no red or orange: those are failed and timeout
 WIDTH, DPI = 12.0, 100           # inches, dots per inch
 MIN_BAR_PX = 1.0                 # a task is never drawn thinner than this
 UTILIZATION_BINS = 1000          # the busy curve is averaged over this many bins (about a pixel)
@@ -43,6 +45,8 @@ class Run:
     start: np.ndarray
     end: np.ndarray
     status: np.ndarray
+    stage: np.ndarray | None = None    # a pipeline record: each task's stage, an index into stages
+    stages: tuple = ()
 
 
 def load(path: str) -> Run:
@@ -51,17 +55,21 @@ def load(path: str) -> Run:
         with h5py.File(path, "r") as f:
             tasks = f["tasks"]   # a table (one field per column) or a group of column datasets
             rank, start, end, status = (tasks[c][()] for c in ("rank", "start", "end", "status"))
+            fields = tasks.dtype.names if isinstance(tasks, h5py.Dataset) else tasks
+            stage = tasks["stage"][()] if "stage" in fields else None
             attrs = dict(f.attrs)
     except (OSError, KeyError) as exc:
         raise UsageError(f"{path} is not a readable mtcmpi results file ({exc})") from None
     ran = (rank >= 0) & np.isfinite(start) & np.isfinite(end)
     rank, start, end, status = rank[ran], start[ran], end[ran], status[ran]
+    stage = None if stage is None else stage[ran]
     t0 = float(np.fmin(attrs.get("start_time", np.nan), start.min(initial=np.inf)))   # fmin skips NaN
     t0 = t0 if np.isfinite(t0) else 0.0
     ranks = max(int(attrs.get("ranks", 0)), int(rank.max()) + 1 if len(rank) else 1)
     policy = attrs.get("policy", "?")
     return Run(os.path.basename(path), ranks, policy if isinstance(policy, str) else policy.decode(),
-               int(attrs.get("n_tasks", len(ran))), t0, rank, start - t0, end - t0, status)
+               int(attrs.get("n_tasks", len(ran))), t0, rank, start - t0, end - t0, status,
+               stage, tuple(str(n) for n in attrs.get("stages", ())))
 
 
 def busy_curve(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -157,8 +165,11 @@ def matplotlib_parts():
 def add_bars(ax, run: Run, pixel: float, height: float, Patch, PolyCollection) -> list:
     """One PolyCollection per status drawn on `ax`; returns the legend handles, counts included."""
     handles = []
-    for code, (label, colour) in STYLES.items():   # ok first: failures are drawn over it
-        mine = run.status == code
+    groups = [(run.status == code, label, colour) for code, (label, colour) in STYLES.items()]
+    if run.stage is not None:   # a pipeline: ok tasks coloured by stage
+        groups[:1] = [((run.status == OK) & (run.stage == i), name, STAGE_COLOURS[i % len(STAGE_COLOURS)])
+                      for i, name in enumerate(run.stages)]
+    for mine, label, colour in groups:   # ok first: failures are drawn over it
         if not mine.any():
             continue
         edged = np.median(run.end[mine] - run.start[mine]) >= EDGED_BAR_PX * pixel

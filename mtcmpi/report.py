@@ -177,6 +177,7 @@ def file_report(path: str) -> dict:
         kinds, messages = f["errors/type"].asstr()[:], f["errors/message"].asstr()[:]
         ranks = int(f.attrs.get("ranks", max(rank.max(initial=0) + 1, 1)))
         policy = str(f.attrs.get("policy", ""))
+        stages = list(f.attrs.get("stages", []))   # a pipeline record: a stage column too
     ran = ~np.isnan(start)
     seconds = np.where(ran, end - start, 0.0)
     wall = float(end[ran].max() - start[ran].min()) if ran.any() else 0.0
@@ -196,7 +197,19 @@ def file_report(path: str) -> dict:
                               "median": float(np.median(fraction)) if len(fraction) else 0.0,
                               "max": float(fraction.max(initial=0))},
             "slowest": [{"task": int(i), "seconds": float(seconds[i]), "rank": int(rank[i])}
-                        for i in slow if ran[i]]}
+                        for i in slow if ran[i]],
+            **({"stages": per_stage(stages, t["stage"], status, start, end, ran)} if stages else {})}
+
+
+def per_stage(names: list, stage, status, start, end, ran) -> dict:
+    """Per pipeline stage: tasks, how many ok, task time, and its span (first start to last end)."""
+    out = {}
+    for index, name in enumerate(names):
+        mine, did = stage == index, (stage == index) & ran
+        out[str(name)] = {"tasks": int(mine.sum()), "ok": int((mine & (status == 1)).sum()),
+                          "task_time_s": float((end[did] - start[did]).sum()),
+                          "span_s": float(end[did].max() - start[did].min()) if did.any() else 0.0}
+    return out
 
 
 def format_file_report(r: dict) -> list[str]:
@@ -211,4 +224,6 @@ def format_file_report(r: dict) -> list[str]:
         out.append(f"  failed: {kind} x{e['count']} (first: task {e['first_task']}: {e['message']})")
     out.append("  slowest: " + ", ".join(f"task {s['task']} {s['seconds']:.3f} s (rank {s['rank']})"
                                          for s in r["slowest"]))
+    out += [f"  stage {name}: {s['tasks']} tasks, {s['ok']} ok, task time {s['task_time_s']:.2f} s, "
+            f"span {s['span_s']:.2f} s" for name, s in r.get("stages", {}).items()]
     return out

@@ -95,6 +95,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     store.add_argument("--flush-interval", type=float, default=2.0, metavar="S", help="seconds "
                        "between journal flushes: a kill loses at most the tasks finished in the "
                        "last S seconds (default 2)")
+    store.add_argument("--compression", metavar="gzip[:LEVEL]|lzf", help="compress the result "
+                       "datasets (chunked; written collectively; see the README for what it costs)")
+    store.add_argument("--chunk-rows", type=int, metavar="N", help="chunk the result datasets by N "
+                       "rows (default: contiguous, or about 1 MiB of rows when compressed)")
     faults = parser.add_argument_group("stopping early (a stopped run resumes when run again)")
     faults.add_argument("--walltime", metavar="HH:MM:SS", help="start no task that would not finish "
                         "before this much time from now, less --grace (default: the job's end time "
