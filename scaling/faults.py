@@ -33,27 +33,14 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
-from _mpirun import environment  # noqa: E402
+from _mpirun import command as mpiexec, environment, kill_session  # noqa: E402
 
 from mtcmpi.output import journal  # noqa: E402
 
 
 def command(ranks: int, n: int, out: str) -> list[str]:
-    return ["mpiexec", "-n", str(ranks), sys.executable, "-m", "mtcmpi", "run", "fault_task:work",
-            "--count", str(n), "--out", out, "--flush-interval", "0.2"]
-
-
-def kill_session(sid: int, sig: int) -> None:
-    """Signal every process of a session: Open MPI gives each rank its own process group, so
-    killing mpiexec's group would leave the ranks running (as a batch system's kill would not)."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[3]) == sid:
-                        os.kill(int(entry), sig)
-            except (OSError, ValueError, IndexError):
-                pass
+    return mpiexec(ranks, ["-m", "mtcmpi", "run", "fault_task:work", "--count", str(n), "--out", out,
+                           "--flush-interval", "0.2"])
 
 
 def finishes(log: str) -> dict[int, list[tuple[int, float]]]:

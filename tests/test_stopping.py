@@ -2,29 +2,24 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import h5py
 import pytest
 
 from mtcmpi.errors import EXIT_STOPPED
-from tests.helpers import MPI_ENV, ROOT, launcher, mtcmpi
+from tests.helpers import kill_session, launcher, mtcmpi, start
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
-def start(args, ranks=3):
-    env = dict(os.environ, **MPI_ENV, PYTHONPATH=ROOT)
-    return subprocess.Popen(["mpiexec", "-n", str(ranks), sys.executable, "-m", "mtcmpi", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=ROOT, start_new_session=True)
+def start_mtcmpi(args, ranks=3, **options):
+    """`mpiexec -n ranks python -m mtcmpi ARGS` in a session of its own, output piped."""
+    return start(ranks, ["-m", "mtcmpi", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options)
 
 
 def signal_session(sid: int, sig: int) -> None:
     """Signal every process of the job, as a batch system does (ranks have their own groups)."""
-    sys.path.insert(0, os.path.join(ROOT, "scaling"))
-    from faults import kill_session
     kill_session(sid, sig)
 
 
@@ -34,7 +29,7 @@ def signal_session(sid: int, sig: int) -> None:
 def test_a_signal_stops_handing_out_work_stores_everything_and_the_rerun_resumes(tmp_path, sig):
     out = str(tmp_path / "r.h5")
     args = ["run", "kernels.sleep:task", "--count", "40", "--out", out]
-    job = start(args)
+    job = start_mtcmpi(args)
     time.sleep(3.0)
     signal_session(job.pid, sig)
     stdout, stderr = job.communicate(timeout=60)
@@ -53,11 +48,8 @@ def test_a_warning_during_start_up_stops_before_the_first_task_and_exits_75(tmp_
     Python itself starts, a signal still kills: nothing of mtcmpi runs yet.)"""
     (tmp_path / "slowmodel.py").write_text("import time\ntime.sleep(3.0)\n\ndef f(x):\n    return x\n")
     out = str(tmp_path / "r.h5")
-    env = dict(os.environ, **MPI_ENV, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
-    job = subprocess.Popen(["mpiexec", "-n", "3", sys.executable, "-m", "mtcmpi", "run",
-                            "slowmodel:f", "--count", "6", "--out", out], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, env=env, cwd=str(tmp_path),
-                           start_new_session=True)
+    job = start_mtcmpi(["run", "slowmodel:f", "--count", "6", "--out", out],
+                       env={"PYTHONPATH": str(tmp_path)}, cwd=str(tmp_path))
     time.sleep(1.5)
     signal_session(job.pid, signal.SIGUSR1)
     stdout, stderr = job.communicate(timeout=60)
