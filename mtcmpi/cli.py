@@ -285,7 +285,7 @@ def check_limits(args: argparse.Namespace) -> None:
 def command_run(args: argparse.Namespace) -> int:
     from .faults import Stop, catch_early, deadline, ignore_late
 
-    catch_early()   # before MPI starts, which can take seconds on thousands of ranks
+    catch_early(args.grace)   # before MPI starts, which can take seconds on thousands of ranks
     from .costs import CostSpec
     from .job import run_job
     from .policies import parse_schedule

@@ -21,7 +21,7 @@ from .commands import CommandRunner
 from .consistency import check_same_code
 from .costs import CostSpec
 from .errors import EXIT_STOPPED, UsageError
-from .faults import GraceExpired, Stop
+from .faults import Stop
 from .isolate import Isolated
 from .policies import Policy, Static
 from .progress import Progress
@@ -129,25 +129,23 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
     stop.expired = end_now
     stop.install()   # from start-up on: a stop signal before the first task ends the run at once
     try:
+        launched = launch_time(world)
+        fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs)
+        ids: Sequence[int] = range(n)
+        invoke, isolated = task_invoker(world, fn, source.call, policy, timeout, isolate)
+        log = TaskLog(world.rank, world.host, world.pid)
+        if output:
+            ids = output.begin(world, n, fingerprint)
+            normalizer = Normalizer(output.pickled)
+            invoke = stored(invoke, normalizer)
+            flusher = output.journal(log) if len(ids) else None
+            if flusher:
+                stop.listeners.append(flusher.wake)   # a signal: journal what finished at once
+        world.barrier()
+        started = time.time()
         try:
-            launched = launch_time(world)
-            fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs)
-            ids: Sequence[int] = range(n)
-            invoke, isolated = task_invoker(world, fn, source.call, policy, timeout, isolate)
-            log = TaskLog(world.rank, world.host, world.pid)
-            if output:
-                ids = output.begin(world, n, fingerprint)
-                normalizer = Normalizer(output.pickled)
-                invoke = stored(invoke, normalizer)
-                flusher = output.journal(log) if len(ids) else None
-                if flusher:
-                    stop.listeners.append(flusher.wake)   # a signal: journal what finished at once
-            world.barrier()
-            started = time.time()
             retried = engine.execute(world, invoke, source, ids, policy, log, stop, retries, estimate,
                                      progress if world.rank == 0 else None)
-        except GraceExpired as exc:   # a second Ctrl-C
-            end_now(str(exc))
         finally:
             stop.quiet()   # no grace any more while storing; later stop signals change nothing
             if isolated:

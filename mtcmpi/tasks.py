@@ -20,7 +20,6 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from .errors import UsageError, exception_line
-from .faults import GraceExpired
 
 Task = tuple  # (task id, payload)
 
@@ -42,8 +41,6 @@ def resolve(target: str) -> Callable:
     except ImportError as exc:
         raise UsageError(f"cannot import module {module_name!r} of target {target!r}: {exc} "
                          "(is it on PYTHONPATH, or in the directory you run from?)") from None
-    except GraceExpired:
-        raise
     except BaseException as exc:   # also sys.exit() or KeyboardInterrupt in the module
         raise UsageError(f"importing {module_name!r} of target {target!r} failed: "
                          f"{exception_line(exc)}") from None

@@ -47,15 +47,13 @@ class World:
         """Collective: run step on this rank (None: nothing to do here), then agree as agree()
         does. A UsageError, or any way out a rank must not take alone (SystemExit,
         KeyboardInterrupt: the others would wait for it forever), is the rank's error; other
-        exceptions are mtcmpi's own and abort the job, as a second Ctrl-C does."""
-        from .faults import GraceExpired
-
+        exceptions are mtcmpi's own and abort the job."""
         value, error = None, None
         try:
             value = step() if step else None
         except UsageError as exc:
             error = str(exc)
-        except (Exception, GraceExpired):
+        except Exception:
             raise
         except BaseException as exc:
             error = f"rank {self.rank} on {self.host}: start-up ended by {exception_line(exc)}"
