@@ -83,6 +83,9 @@ def test_failure_limits_stop_the_run_with_exit_1(flag):
     (["--walltime", "soon"], "--walltime 'soon' is not HH:MM:SS"),
     (["--grace", "-1"], "--grace must be >= 0"),
     (["--max-failures", "0"], "--max-failures must be >= 1"),
+    (["--grace", "nan"], "--grace must be a finite number of seconds >= 0, not nan"),
+    (["--grace", "inf"], "--grace must be a finite number of seconds >= 0, not inf"),
+    (["--walltime", "nan"], "--walltime 'nan' is not HH:MM:SS"),
 ])
 def test_bad_limits(args, words):
     proc = mtcmpi(["run", "tests.tasks_for_tests:square", "--count", "3", *args], ranks=2)
