@@ -45,19 +45,23 @@ class World:
 
     def agree_on(self, step: Callable[[], T] | None) -> T | None:
         """Collective: run step on this rank (None: nothing to do here), then agree as agree()
-        does. A UsageError, or any way out a rank must not take alone (SystemExit,
-        KeyboardInterrupt: the others would wait for it forever), is the rank's error; other
-        exceptions are mtcmpi's own and abort the job."""
-        value, error = None, None
+        does, on any way out of it, so no rank leaves the others waiting for it: a UsageError
+        or a SystemExit, KeyboardInterrupt, ... (one line, exit 2 everywhere); an unexpected
+        exception is also re-raised on its rank, with its traceback (the CLI aborts, exit 3)."""
+        value, error, unexpected = None, None, None
         try:
             value = step() if step else None
         except UsageError as exc:
             error = str(exc)
-        except Exception:
-            raise
         except BaseException as exc:
-            error = f"rank {self.rank} on {self.host}: start-up ended by {exception_line(exc)}"
-        self.agree(error)
+            error = f"rank {self.rank} on {self.host}: start-up failed: {exception_line(exc)}"
+            unexpected = exc if isinstance(exc, Exception) else None
+        try:
+            self.agree(error)
+        except UsageError:
+            if unexpected is not None:
+                raise unexpected from None
+            raise
         return value
 
     def poll(self, source: int, tag: int, status: MPI.Status | None = None) -> None:
