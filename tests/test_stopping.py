@@ -282,3 +282,18 @@ def test_a_stop_signal_while_a_rank_is_frozen_in_start_up_ends_the_job_at_grace(
         assert "still running 1 s after signal SIGTERM (--grace)" in stderr
     finally:
         kill_session(job.pid, signal.SIGKILL)
+
+
+def test_a_task_waiting_in_an_mpi_collective_ends_at_grace(tmp_path):
+    """A task that calls COMM_WORLD.Barrier waits forever (no other rank joins it): a stop
+    signal ends it --grace later, though the rank is inside MPI, where no Python handler runs."""
+    (tmp_path / "collective.py").write_text(
+        f"from mpi4py import MPI\n\ndef f(i):\n    open({str(tmp_path / 'entered')!r}, 'w').close()\n"
+        "    MPI.COMM_WORLD.Barrier()\n    return i\n")
+    job = start(["run", "collective:f", "--count", "4", "--grace", "1"], 3, str(tmp_path))
+    wait_for(lambda: (tmp_path / "entered").exists(), what="a task in the Barrier")
+    t0 = time.monotonic()
+    signal_ranks(job, signal.SIGTERM)
+    stdout, stderr = job.communicate(timeout=30)
+    assert time.monotonic() - t0 < 20
+    assert job.returncode == EXIT_STOPPED and "still running 1 s after signal SIGTERM" in stderr, stdout + stderr
