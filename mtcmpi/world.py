@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -99,11 +98,10 @@ class World:
         self.wait_quietly(self.comm.Ibarrier())
 
     def abort(self, message: str, code: int) -> None:
-        """Print one message and end every rank of the job now (from any thread)."""
+        """Print one message and end every rank of the job now: from any thread, and from a
+        signal handler in the middle of a task (sys.exit there would be the task's failure)."""
         print(message, file=sys.stderr, flush=True)
         if self.size > 1:
             self.comm.Abort(code)
-        if threading.current_thread() is not threading.main_thread():
-            sys.stdout.flush()
-            os._exit(code)
-        sys.exit(code)
+        sys.stdout.flush()
+        os._exit(code)
