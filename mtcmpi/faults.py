@@ -91,10 +91,7 @@ class Stop:
 
     def __init__(self, deadline: float | None = None, max_failures: int | None = None,
                  grace: float = 20.0):
-        if not (math.isfinite(grace) and grace >= 0):
-            raise UsageError(f"--grace must be a finite number of seconds >= 0, not {grace}")
-        if deadline is not None and not math.isfinite(deadline):
-            raise UsageError(f"the walltime must be finite, not {deadline}")
+        """grace and deadline come checked (RunOptions: finite, in range)."""
         self.reason: str | None = None     # why, in words (for the summary)
         self.kind: StopKind | None = None  # why, for the code
         self.deadline, self.max_failures, self.grace = deadline, max_failures, grace
@@ -149,7 +146,7 @@ class Stop:
             handler = signal.signal(sig, self.on_signal)
             self.saved.setdefault(sig, handler)
         if early is not None and early.signalled:
-            self.reason, self.signalled = early.reason, early.signalled
+            self.reason, self.kind, self.signalled = early.reason, early.kind, early.signalled
             self.arm(self.grace - (time.time() - early.signalled))
 
     def keep_handlers(self) -> None:

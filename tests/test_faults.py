@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from mtcmpi.options import RunOptions
+
 from mtcmpi.errors import UsageError
 from mtcmpi import faults
 from mtcmpi.faults import CHECK_EVERY, REPEAT, SIGNALS, Stop, catch_early, parse_walltime
@@ -111,8 +113,8 @@ def test_grace_0_ends_the_run_at_once(handlers):
 
 @pytest.mark.parametrize("grace", [float("nan"), float("inf"), -1.0])
 def test_grace_must_be_finite_and_not_negative(grace):
-    with pytest.raises(UsageError, match="--grace must be a finite number of seconds >= 0"):
-        Stop(grace=grace)
+    with pytest.raises(UsageError, match="--grace must be >= 0 and finite"):
+        RunOptions(grace=grace)
 
 
 @pytest.mark.parametrize("text", ["nan", "inf", "1:nan", "-inf", "1e400"])
