@@ -41,6 +41,8 @@ examples:
   mpirun -n 8  python -m mtcmpi run --command 'python runner.py {}' --files 'data/*.inp'
   mpirun -n 8  python -m mtcmpi run --command 'touch {.}.out' --files 'data/*.inp' --skip-existing '{.}.out'
   mpirun -n 8  python -m mtcmpi run --taskfile tasks.txt --output-dir logs
+  mpirun -n 64 python -m mtcmpi run mymodel:solve --params scan.csv --ranks-per-task 4
+  mpirun -n 64 python -m mtcmpi run --command '{mpirun} ./sim -i {}' --files 'in/*.inp' --ranks-per-task 8
 
 schedules:
   static         contiguous blocks of tasks, one per rank (rank 0 works too); no messages
@@ -104,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
                       "the task's arguments that returns a number")
     cost.add_argument("--costs-from", metavar="FILE.h5", help="the durations measured by an "
                       "earlier run's --out file, matched by task id (same task list) or by arguments")
+    parallel = run.add_argument_group("parallel tasks: a task on k ranks (see README, Parallel tasks)")
+    parallel.add_argument("--ranks-per-task", type=int, metavar="K", help="every task runs on K "
+                          "ranks: a function with a `comm` parameter is called on all K with an "
+                          "mpi4py communicator of them; a command's {mpirun} starts K processes")
+    parallel.add_argument("--ranks", metavar="COLUMN|MODULE:FUNCTION", help="each task's number "
+                          "of ranks: an integer column of --params, or a function of the task's "
+                          "arguments")
+    parallel.add_argument("--packing", default="backfill", metavar="RULE", help="backfill "
+                          "(default: larger tasks first, smaller ones fill gaps until the largest "
+                          "waiting task has waited one mean task time), greedy or strict")
     store = run.add_argument_group("results file")
     store.add_argument("--out", metavar="FILE.h5", help="write results and the per-task log to one "
                        "HDF5 file (parallel HDF5, written by all ranks); run the same command again "
@@ -293,8 +305,11 @@ def command_run(args: argparse.Namespace) -> int:
     from .world import World
 
     world = World.of()
-    error, costs = None, None
+    from .groups import GroupSpec
+
+    error, costs, group_spec = None, None, None
     try:   # agreed, since some checks (creating --output-dir) can fail on one node only
+        group_spec = GroupSpec(args.ranks_per_task, args.ranks, args.packing)
         if args.cost or args.costs_from:
             costs = CostSpec(args.cost, args.costs_from)
         policy = parse_schedule(args.schedule, args.chunk, args.prefetch, costs is not None)
@@ -307,7 +322,8 @@ def command_run(args: argparse.Namespace) -> int:
     end = world.comm.bcast(deadline(args.walltime, args.grace) if world.rank == 0 else None, root=0)
     stop = Stop(end, 1 if args.fail_fast else args.max_failures, args.grace)
     outcome = run_job(world, target, source, policy, output, stop, args.retries, args.timeout,
-                      args.isolate, costs, Progress(args.quiet, args.progress_interval))
+                      args.isolate, costs, Progress(args.quiet, args.progress_interval),
+                      group_spec)
     ignore_late()   # everything is stored: a late warning must not kill a rank in MPI_Finalize
     if outcome.summary is not None:
         print("\n".join(outcome.summary.lines()), flush=True)

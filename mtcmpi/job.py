@@ -16,7 +16,7 @@ import numpy as np
 
 from mpi4py import MPI
 
-from . import engine, report
+from . import engine, groups, report
 from .commands import CommandRunner
 from .consistency import check_same_code
 from .costs import CostSpec
@@ -114,19 +114,25 @@ class Outcome:
 def run_job(world: World, target: str | Callable, source: Source, policy: Policy,
             output: Output | None = None, stop: Stop | None = None, retries: int = 0,
             timeout: float | None = None, isolate: bool = False,
-            costs: CostSpec | None = None, progress: Progress | None = None) -> Outcome:
+            costs: CostSpec | None = None, progress: Progress | None = None,
+            group_spec: groups.GroupSpec | None = None) -> Outcome:
     """Check, run and summarise one task list on every rank of `world` (collective).
 
     stop carries the limits (walltime, failures) and catches the batch system's signals for
     the length of the call; a run it stops ends like any other, with everything stored.
-    progress, if given, is shown by rank 0 alone."""
+    progress, if given, is shown by rank 0 alone. group_spec: tasks on k ranks (groups.py)."""
     launched = launch_time(world)
     stop = stop or Stop()
     stop.install()   # from start-up on: a stop signal before the first task ends the run at once
     try:
         fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs)
         ids: Sequence[int] = range(n)
-        invoke, isolated = task_invoker(world, fn, source.call, policy, timeout, isolate)
+        group_spec = group_spec or groups.GroupSpec()
+        parallel = groups.needs_groups(group_spec, fn, source)
+        sizes = groups.plan(world, group_spec, fn, source, n, isolate, timeout) if parallel else None
+        if parallel:
+            policy = groups.Packed(group_spec.packing)
+        invoke, isolated = task_invoker(world, fn, source.call, policy, timeout, isolate and not parallel)
         log = TaskLog(world.rank, world.host, world.pid)
         if output:
             ids = output.begin(world, n, fingerprint)
@@ -137,8 +143,13 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
         started = time.time()
         stop.begin()
         try:
-            retried = engine.execute(world, invoke, source, ids, policy, log, stop, retries, estimate,
-                                     progress if world.rank == 0 else None)
+            if parallel:
+                retried = groups.execute(world, fn, source.call, source, ids, sizes, group_spec.packing,
+                                         log, stop, retries, progress if world.rank == 0 else None,
+                                         normalizer if output else None)
+            else:
+                retried = engine.execute(world, invoke, source, ids, policy, log, stop, retries,
+                                         estimate, progress if world.rank == 0 else None)
         except GraceExpired as exc:   # a task outlasted --grace: keep what finished, end the job now
             if output and flusher:
                 flusher.stop()
@@ -197,7 +208,7 @@ def stored(invoke: Callable[[Any], Any], normalize: Normalizer) -> Callable[[Any
 
 def describe(policy: Policy) -> str:
     """A policy as the summary names it, e.g. 'dynamic, chunk auto, prefetch auto'."""
-    if isinstance(policy, Static):
+    if isinstance(policy, Static) or isinstance(policy, groups.Packed):
         return policy.name + (", equal-cost shares" if policy.by_cost else "")
     ahead = "auto" if policy.prefetch_below < float("inf") else policy.prefetch
     order = ", longest first" if policy.by_cost else ""

@@ -50,7 +50,8 @@ class Journal:
                      "status": log.status[lo:hi],
                      "attempts": {t: self.attempts[t] for t in ids if t in self.attempts},
                      "results": {t: log.results[t] for t in ids if t in log.results},
-                     "failures": {t: log.failures[t] for t in ids if t in log.failures}}
+                     "failures": {t: log.failures[t] for t in ids if t in log.failures},
+                     "groups": {t: log.groups[t] for t in ids if t in log.groups}}
             data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
             self.file.write(FRAME.pack(len(data)) + data)
             self.written = hi

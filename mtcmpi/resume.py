@@ -14,7 +14,7 @@ import numpy as np
 
 from . import journal
 from .store import Rows, read_rows, stack
-from .tasklog import DONE, FAILED_STATES
+from .tasklog import DONE, FAILED_STATES, members_text
 
 META = "meta.json"
 
@@ -82,13 +82,17 @@ def journal_rows(out: str) -> Rows:
             "start": np.concatenate([np.frombuffer(fr["starts"], np.float64) for fr in frames]),
             "end": np.concatenate([np.frombuffer(fr["ends"], np.float64) for fr in frames]),
             "status": np.concatenate([np.frombuffer(fr["status"], np.int8) for fr in frames]),
-            "attempts": np.concatenate([[fr["attempts"].get(t, 0) + 1 for t in fr["ids"]] for fr in frames]).astype(np.int16)}
+            "attempts": np.concatenate([[fr["attempts"].get(t, 0) + 1 for t in fr["ids"]] for fr in frames]).astype(np.int16),
+            "ranks": np.concatenate([[len(fr.get("groups", {}).get(t, ((0,),))[0]) for t in fr["ids"]]
+                                     for fr in frames]).astype(np.int16)}
     last = len(ids) - 1 - np.unique(ids[::-1], return_index=True)[1]   # last record of each id
-    results, failures = {}, {}
+    results, failures, groups = {}, {}, {}
     for fr in frames:
         for t in fr["ids"]:
             results.pop(t, None)
             failures.pop(t, None)
+            groups.pop(t, None)
         results.update(fr["results"])
         failures.update(fr["failures"])
-    return Rows(ids[last], {k: v[last] for k, v in cols.items()}, stack(results), failures)
+        groups.update({t: (members_text(m), ",".join(h)) for t, (m, h) in fr.get("groups", {}).items()})
+    return Rows(ids[last], {k: v[last] for k, v in cols.items()}, stack(results), failures, groups)

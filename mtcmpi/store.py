@@ -6,6 +6,9 @@ Layout (row = task id):
                    attempts; rank -1 and NaN times for tasks that did not run
   /errors/{type, message, traceback}   UTF-8 strings, '' unless the task failed
   /attempts        with --retries: every try of every task, one row each (field task added)
+  /groups          parallel tasks only (groups.py), written by rank 0: fields task, members (the
+                   ranks, as ranges '1-4,7'; the first is the row's rank) and hosts (one per member,
+                   comma-separated); /tasks' field ranks counts them (1 for a one-rank task)
   /task_keys       uint64 per task: a hash of its arguments, by which --costs-from matches
                    tasks of a different task list (absent when the source has no such keys)
   /results/<key>   (n_tasks, *shape) per key of the return values; rows without a result hold
@@ -31,14 +34,14 @@ import numpy as np
 from mpi4py import MPI
 
 from .results import fill_value, merge_schemas
-from .tasklog import DONE, FAILED_STATES, STATUS_NAMES, Failure, TaskLog
+from .tasklog import DONE, FAILED_STATES, STATUS_NAMES, Failure, TaskLog, members_text, read_groups
 from .world import World
 
 STATUS = h5py.enum_dtype({name: code for code, name in STATUS_NAMES.items()}, basetype="i1")
 TEXT = h5py.string_dtype("utf-8")
 COLUMNS = {"rank": (np.int32, -1), "host": (None, b""), "pid": (np.int64, -1),
            "start": (np.float64, np.nan), "end": (np.float64, np.nan), "status": (STATUS, 0),
-           "attempts": (np.int16, 0)}   # host: fixed-length bytes as wide as the longest name
+           "attempts": (np.int16, 0), "ranks": (np.int16, 0)}   # host: fixed-length bytes as wide as the longest name
 FAILURE_TEXT = ("type", "message", "traceback")
 
 
@@ -50,6 +53,7 @@ class Rows:
     columns: dict[str, np.ndarray]
     results: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # key: (ids, values)
     failures: dict[int, Failure] = field(default_factory=dict)
+    groups: dict[int, tuple[str, str]] = field(default_factory=dict)   # parallel: (members, hosts)
 
     @classmethod
     def empty(cls) -> "Rows":
@@ -73,11 +77,13 @@ class Rows:
                    "host": np.full(k, log.host.encode(), f"S{max(1, len(log.host.encode()))}"),
                    "start": np.asarray(log.starts, np.float64)[pick],
                    "end": np.asarray(log.ends, np.float64)[pick], "status": status,
-                   "attempts": np.array([attempts.get(int(t), 0) for t in chosen], np.int16) + tries}
+                   "attempts": np.array([attempts.get(int(t), 0) for t in chosen], np.int16) + tries,
+                   "ranks": group_sizes(log, chosen)}
         failed = {int(t) for t, s in zip(chosen, status) if s in FAILED_STATES}
         results = log.results if retried is None else {   # only the tasks whose row is here
             t: log.results[t] for t in map(int, chosen) if t in log.results}
-        return cls(chosen, columns, stack(results), {t: log.failures[t] for t in failed})
+        groups = {t: group_row(log, t) for t in map(int, chosen) if t in log.groups}
+        return cls(chosen, columns, stack(results), {t: log.failures[t] for t in failed}, groups)
 
     def without(self, drop: np.ndarray) -> "Rows":
         """These rows less those of the tasks in drop."""
@@ -85,7 +91,8 @@ class Rows:
         results = {k: (i[~np.isin(i, drop)], v[~np.isin(i, drop)]) for k, (i, v) in self.results.items()}
         gone = set(drop.tolist())
         return Rows(self.ids[keep], {k: v[keep] for k, v in self.columns.items()}, results,
-                    {t: f for t, f in self.failures.items() if t not in gone})
+                    {t: f for t, f in self.failures.items() if t not in gone},
+                    {t: g for t, g in self.groups.items() if t not in gone})
 
     def merged(self, other: "Rows") -> "Rows":
         """These rows and another's (ids disjoint), in id order."""
@@ -101,7 +108,20 @@ class Rows:
                 results[key] = (both[o], concat(values1, values2)[o])
             else:
                 results[key] = (ids2, values2)
-        return Rows(ids[order], columns, results, {**self.failures, **other.failures})
+        return Rows(ids[order], columns, results, {**self.failures, **other.failures},
+                    {**self.groups, **other.groups})
+
+
+def group_sizes(log: TaskLog, ids: np.ndarray) -> np.ndarray:
+    """The ranks field of these tasks' rows: 1, or the size of a parallel task's group."""
+    groups = log.groups
+    return np.array([len(groups[t][0]) if t in groups else 1 for t in ids.tolist()], np.int16)
+
+
+def group_row(log: TaskLog, tid: int) -> tuple[str, str]:
+    """A parallel task's /groups entry: (members as ranges, hosts comma-separated)."""
+    members, hosts = log.groups[tid]
+    return members_text(members), ",".join(hosts)
 
 
 def concat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -183,6 +203,7 @@ def every_try(log: TaskLog) -> np.ndarray:
     table["task"], table["rank"], table["host"], table["pid"] = log.ids, log.rank, host, log.pid
     table["start"], table["end"], table["status"] = log.starts, log.ends, log.status
     table["attempts"] = 0   # per task, in /tasks; here each row is one try
+    table["ranks"] = group_sizes(log, np.frombuffer(log.ids, np.int64))
     return table
 
 
@@ -214,6 +235,7 @@ def write(world: World, path: str, n: int, rows: Rows, attrs: dict[str, Any], se
     widths = [rows.columns["host"].dtype.itemsize] + ([tries["host"].dtype.itemsize] if tries is not None else [])
     host_width = comm.allreduce(max(widths), op=MPI.MAX)
     failures = comm.gather(rows.failures, root=0)
+    groups = comm.gather(rows.groups, root=0)
     pickled = set().union(*comm.allgather(pickled_keys)) & set(kinds)
     attrs = dict(attrs, io_mode="serial" if serial else "collective",
                  pickled_results=",".join(sorted(pickled)))
@@ -231,12 +253,15 @@ def write(world: World, path: str, n: int, rows: Rows, attrs: dict[str, Any], se
             if tries is not None:
                 write_tries(f, comm, tries, host_width, dxpl)
     merged = {t: x for part in failures or [] for t, x in part.items()}
-    if merged or keys is not None:
+    grouped = {t: g for part in groups or [] for t, g in part.items()}
+    if merged or keys is not None or grouped:
         with h5py.File(path, "r+") as f:
             if merged:
                 write_failures(f, merged)
             if keys is not None:
                 f.create_dataset("task_keys", data=keys)
+            if grouped:
+                write_groups(f, grouped)
 
 
 def fill(f: h5py.File, n: int, host_width: int, kinds: dict, attrs: dict, rows: Rows, dxpl: Any) -> None:
@@ -259,13 +284,22 @@ def write_failures(f: h5py.File, failures: dict[int, Failure]) -> None:
         f[f"errors/{name}"][ids] = np.array([getattr(failures[t], name) for t in ids], dtype=object)
 
 
+def write_groups(f: h5py.File, groups: dict[int, tuple[str, str]]) -> None:
+    """/groups: one row per parallel task (rank 0, file opened without MPI-IO: strings)."""
+    ids = sorted(groups)
+    table = np.array([(t, *groups[t]) for t in ids],
+                     dtype=[("task", np.int64), ("members", TEXT), ("hosts", TEXT)])
+    f.create_dataset("groups", data=table)
+
+
 def read_rows(path: str) -> tuple[dict[str, Any], Rows, np.ndarray]:
     """An existing results file as (attributes, rows of every task that ran, status per task)."""
     with h5py.File(path, "r") as f:
         log = f["tasks"][:]
         status = log["status"].astype(np.int8)
         ids = np.flatnonzero(status != 0).astype(np.int64)
-        columns = {k: log[k][ids] for k in COLUMNS}
+        columns = {k: log[k][ids] if k in log.dtype.names else np.ones(len(ids), np.int16)
+                   for k in COLUMNS}   # ranks: a file from before parallel tasks ran one each
         columns["status"] = columns["status"].astype(np.int8)
         results = {}
         for key, ds in f["results"].items():
@@ -275,7 +309,7 @@ def read_rows(path: str) -> tuple[dict[str, Any], Rows, np.ndarray]:
         failed = [int(i) for i in ids if status[i] not in DONE]
         texts = {name: f[f"errors/{name}"].asstr()[:] for name in FAILURE_TEXT} if failed else {}
         failures = {i: Failure(*(texts[name][i] for name in FAILURE_TEXT)) for i in failed}
-        return dict(f.attrs), Rows(ids, columns, results, failures), status
+        return dict(f.attrs), Rows(ids, columns, results, failures, read_groups(f)), status
 
 
 def missing(values: np.ndarray, fill: Any) -> np.ndarray:

@@ -22,6 +22,36 @@ DONE = [OK, SKIPPED]                        # a resumed run never repeats these
 FAILED_STATES = [FAILED, TIMEOUT, CRASHED]  # repeated only with --retry-failed
 
 
+def members_text(members: list[int]) -> str:
+    """A parallel task's ranks as ranges, as the results file's /groups table stores them: '1-4,7'."""
+    out, i = [], 0
+    while i < len(members):
+        j = i
+        while j + 1 < len(members) and members[j + 1] == members[j] + 1:
+            j += 1
+        out.append(str(members[i]) if i == j else f"{members[i]}-{members[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def members_of(text: str) -> list[int]:
+    """The ranks of members_text(ranks)."""
+    ranks: list[int] = []
+    for part in filter(None, text.split(",")):
+        lo, _, hi = part.partition("-")
+        ranks += range(int(lo), int(hi or lo) + 1)
+    return ranks
+
+
+def read_groups(f) -> dict[int, tuple[str, str]]:
+    """An open results file's /groups as {task id: (members, hosts)}; empty without parallel tasks."""
+    if "groups" not in f:
+        return {}
+    table = f["groups"][:]
+    text = [[v.decode() if isinstance(v, bytes) else v for v in table[name]] for name in ("members", "hosts")]
+    return {int(t): (m, h) for t, m, h in zip(table["task"], *text)}
+
+
 class Skipped(Exception):
     """Raised by a task whose work is already done (e.g. its output is newer than its input)."""
 
@@ -60,6 +90,8 @@ class TaskLog:
     status: array = field(default_factory=lambda: array("b"))
     results: dict[int, Any] = field(default_factory=dict)     # only tasks that returned non-None
     failures: dict[int, Failure] = field(default_factory=dict)
+    groups: dict[int, tuple[list[int], list[str]]] = field(default_factory=dict)  # parallel tasks
+    # this rank led: task id -> (member ranks, their hosts); see groups.py
 
     def run(self, chunk: Iterable[tuple[int, Any]], invoke: Callable[[Any], Any],
             clock: Callable[[], float], stop: "Stop") -> tuple[int, int, float]:

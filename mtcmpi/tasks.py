@@ -66,13 +66,14 @@ def check_call(fn: Callable, call: str, payload: Any, what: str) -> None:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return  # builtins without a signature: the task itself will tell
+    comm = {"comm": None} if "comm" in sig.parameters else {}   # a parallel task's, see groups.py
     try:
         if call == CALL_ONE:
-            sig.bind(payload)
+            sig.bind(payload, **comm)
         elif call == CALL_STAR:
-            sig.bind(*payload)
+            sig.bind(*payload, **comm)
         else:
-            sig.bind(**payload)
+            sig.bind(**payload, **comm)
     except TypeError as exc:
         name = getattr(fn, "__qualname__", repr(fn))
         raise UsageError(f"{name}{sig} cannot take the arguments of {what}: {exc}") from None

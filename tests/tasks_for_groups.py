@@ -1,0 +1,45 @@
+"""Task functions of parallel-task tests (importable as tests.tasks_for_groups:NAME)."""
+import os
+import socket
+
+
+def total(x, comm):
+    """Sum of x + rank over the task's ranks, with the group's size and world ranks (root only)."""
+    from mpi4py import MPI
+
+    s = comm.allreduce(x + comm.rank)
+    world = comm.allgather(MPI.COMM_WORLD.Get_rank())
+    return {"sum": s, "size": comm.size, "first": world[0], "last": world[-1]}
+
+
+def sized(x, nprocs, comm):
+    """A params-file task whose row names its own size."""
+    return comm.allreduce(1) * 1000 + x
+
+
+def member_fails(x, comm):
+    """Fails on the last rank of its group, after the group's collective, when x is odd."""
+    s = comm.allreduce(x)
+    if x % 2 and comm.rank == comm.size - 1:
+        raise ValueError(f"x={x} fails on group rank {comm.rank}")
+    return s
+
+
+def root_fails(x, comm):
+    comm.Barrier()
+    if comm.rank == 0:
+        raise KeyError("root")
+    return x
+
+
+def no_comm(x):
+    return x
+
+
+def ranks_of(x):
+    """--ranks module:function: task x takes 1 + x % 3 ranks."""
+    return 1 + x % 3
+
+
+def where(x, comm):
+    return {"pid": os.getpid(), "host": socket.gethostname()}
