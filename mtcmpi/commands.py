@@ -232,7 +232,8 @@ def failure_message(exit_code: int, stderr: str) -> str:
     """One line: 'exit 3: <last stderr line>', 'killed by signal 9 (Killed)', 'command not found: x'."""
     if exit_code < 0:
         return f"killed by signal {-exit_code} ({signal.strsignal(-exit_code) or 'unknown'})"
-    last = stderr.rsplit("\n", 1)[-1].strip()[:MESSAGE_CHARS]
+    last = next((line.strip() for line in reversed(stderr.split("\n"))   # not a banner's rule
+                 if any(c.isalnum() for c in line)), "")[:MESSAGE_CHARS]
     missing = NOT_FOUND.search(last) if exit_code == 127 else None
     if missing:
         return f"command not found: {missing.group(1).strip()}"

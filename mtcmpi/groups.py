@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -45,7 +46,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from mpi4py import MPI
 
-from .commands import CommandRunner, CommandTask
+from .commands import CommandFailed, CommandRunner, CommandTask
 from .errors import UsageError
 from .faults import Retries, Stop
 from .isolate import CommandDeadline, kill_group, remote_class
@@ -57,7 +58,7 @@ from .world import World
 ASSIGN, DONE, OUTCOME = 11, 12, 13   # master -> member, root -> master, member -> root
 PACKINGS = ("backfill", "greedy", "strict")
 GROUP_PLACEHOLDERS = ("{mpirun}", "{np}", "{hosts}", "{hostfile}")
-STEP_ASIDE = 0.05    # longest sleep between probes of a rank idle in a parallel run (seconds)
+STEP_ASIDE = 0.01    # longest sleep between probes of a rank idle in a parallel run (seconds)
 KILL_GRACE = 2.0     # after SIGTERM at --timeout, a launcher has this long before SIGKILL
 NESTED_MPI = ("OMPI_", "PMIX_", "PMI_", "HYDRA_", "I_MPI_HYDRA", "MPIR_")
 KEPT_MPI = ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM",
@@ -428,6 +429,10 @@ class GroupCall:
         self.world.comm.send(failure, members[0], OUTCOME)
 
     def run_command(self, task: CommandTask) -> Any:
+        program = launched_program(task.command)
+        if program is not None and not shutil.which(program):
+            raise CommandFailed(127, f"command not found: {program} (the program {{mpirun}} "
+                                "was to start)", "", "")
         hostfile = write_hostfile(self.hosts)
         try:
             command = expand(task.command, self.hosts, hostfile)
@@ -503,6 +508,15 @@ def expand(command: str, hosts: Sequence[str], hostfile: str) -> str:
     if "{mpirun}" in command:
         command = command.replace("{mpirun}", launcher(hosts, hostfile))
     return command
+
+
+def launched_program(command: str) -> str | None:
+    """The program a command starts with {mpirun}, if it reads plainly (no shell syntax)."""
+    try:
+        words = shlex.split(command.split("{mpirun}", 1)[1]) if "{mpirun}" in command else []
+    except ValueError:
+        return None
+    return words[0] if words and not any(c in words[0] for c in "$`=();|&<>") else None
 
 
 def write_hostfile(hosts: Sequence[str]) -> str:
