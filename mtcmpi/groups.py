@@ -365,7 +365,7 @@ def work(world: World, group: "GroupCall", log: TaskLog) -> None:
             continue
         group.members, group.hosts = members, hosts
         _, failed, busy = log.run([(tid, payload)], group.root, clock, committed)
-        if len(members) > 1 or group.comm_fn:
+        if len(members) > 1:
             log.groups[tid] = (members, hosts)
         comm.send((tid, failed, busy), 0, DONE)
 

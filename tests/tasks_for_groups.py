@@ -43,3 +43,22 @@ def ranks_of(x):
 
 def where(x, comm):
     return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+def nap(x, k, comm):
+    """A quarter-second task whose value needs the whole group."""
+    import time
+
+    time.sleep(0.25)
+    return comm.allreduce(x) * 10 + comm.size
+
+
+def flaky(x, dir, comm):
+    """Fails on its first try (on the root, after the group's barrier), works on the second."""
+    comm.Barrier()
+    if comm.rank == 0:
+        mark = os.path.join(dir, f"tried-{x}")
+        if not os.path.exists(mark):
+            open(mark, "w").close()
+            raise RuntimeError(f"first try of {x}")
+    return x

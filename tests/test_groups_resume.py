@@ -1,0 +1,68 @@
+"""Parallel tasks under faults: --retries, and a kill -9 of the whole job, then resume."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.helpers import ROOT, environment, mtcmpi
+
+pytestmark = pytest.mark.timeout(180)
+TASKS = "tests.tasks_for_groups"
+
+
+def test_retries_try_a_failed_group_again(tmp_path):
+    params = tmp_path / "p.csv"
+    params.write_text("x,dir\n" + "".join(f"{i},{tmp_path}\n" for i in range(4)))
+    out = tmp_path / "r.h5"
+    proc = mtcmpi(["run", f"{TASKS}:flaky", "--params", str(params), "--ranks-per-task", "2",
+                   "--retries", "1", "--out", str(out)], ranks=4)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with h5py.File(out) as f:
+        assert (f["tasks"]["status"][:] == 1).all() and (f["tasks"]["attempts"][:] == 2).all()
+        assert (f["results/value"][:] == np.arange(4)).all()
+        assert (f["tasks"]["ranks"][:] == 2).all() and len(f["attempts"]) == 8
+
+
+def test_kill_then_resume_runs_each_parallel_task_once(tmp_path):
+    n = 16
+    params = tmp_path / "p.csv"
+    params.write_text("x,k\n" + "".join(f"{i},{1 + i % 2}\n" for i in range(n)))
+    out = tmp_path / "r.h5"
+    args = ["run", f"{TASKS}:nap", "--params", str(params), "--ranks", "k", "--out", str(out),
+            "--flush-interval", "0.1", "--quiet"]
+    job = subprocess.Popen(["mpiexec", "-n", "4", sys.executable, "-m", "mtcmpi", *args], cwd=ROOT,
+                           env=environment(), start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = f"{out}.journal"
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:   # until some tasks are journalled, not all
+            frames = [p for p in os.listdir(journal) if p.endswith(".jnl")] if os.path.isdir(journal) else []
+            if any(os.path.getsize(os.path.join(journal, p)) for p in frames):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("no task was journalled within 60 s")
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(30)
+    assert not out.exists()
+    proc = mtcmpi(args, ranks=4)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    resumed = re.search(r"resumed: (\d+) tasks", proc.stdout)
+    assert resumed and 0 < int(resumed.group(1)) < n, proc.stdout   # killed mid-run
+    with h5py.File(out) as f:
+        x, k = np.arange(n), 1 + np.arange(n) % 2
+        assert (f["tasks"]["status"][:] == 1).all() and (f["tasks"]["attempts"][:] == 1).all()
+        assert (f["results/value"][:] == x * k * 10 + k).all()
+        assert (f["tasks"]["ranks"][:] == k).all()
+        groups = f["groups"][:]
+    assert sorted(groups["task"]) == list(np.flatnonzero(k == 2))
