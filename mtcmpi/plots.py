@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import UsageError
 from .report import working_ranks
-from .tasklog import CRASHED, FAILED, OK, SKIPPED, TIMEOUT
+from .tasklog import CRASHED, FAILED, OK, SKIPPED, TIMEOUT, members_of, read_groups
 
 STYLES = {OK: ("ok", "tab:blue"), FAILED: ("failed", "tab:red"),
           TIMEOUT: ("timeout", "tab:orange"), CRASHED: ("crashed", "black")}
@@ -42,6 +42,11 @@ class Run:
     start: np.ndarray
     end: np.ndarray
     status: np.ndarray
+    rows: np.ndarray | None = None   # ranks each bar spans (a parallel task's contiguous members)
+
+    def __post_init__(self) -> None:
+        if self.rows is None:
+            self.rows = np.ones(len(self.rank), np.int64)
 
 
 def load(path: str) -> Run:
@@ -51,27 +56,54 @@ def load(path: str) -> Run:
             tasks = f["tasks"]   # a table (one field per column) or a group of column datasets
             rank, start, end, status = (tasks[c][()] for c in ("rank", "start", "end", "status"))
             attrs = dict(f.attrs)
+            groups = read_groups(f)
     except (OSError, KeyError) as exc:
         raise UsageError(f"{path} is not a readable mtcmpi results file ({exc})") from None
     ran = (rank >= 0) & np.isfinite(start) & np.isfinite(end)
-    rank, start, end, status = rank[ran], start[ran], end[ran], status[ran]
+    rows = np.ones(len(rank), np.int64)
+    extra = []   # a parallel task's members beyond its first run of contiguous ranks
+    for tid, (members, _) in groups.items():
+        if not ran[tid]:
+            continue
+        spans = contiguous(members_of(members))
+        rank[tid], rows[tid] = spans[0]
+        extra += [(r, k, start[tid], end[tid], status[tid]) for r, k in spans[1:]]
+    rank, start, end, status, rows = rank[ran], start[ran], end[ran], status[ran], rows[ran]
+    if extra:
+        more = list(zip(*extra))
+        rank, rows = np.r_[rank, more[0]], np.r_[rows, more[1]]
+        start, end, status = np.r_[start, more[2]], np.r_[end, more[3]], np.r_[status, more[4]]
     t0 = float(np.fmin(attrs.get("start_time", np.nan), start.min(initial=np.inf)))   # fmin skips NaN
     t0 = t0 if np.isfinite(t0) else 0.0
     ranks = max(int(attrs.get("ranks", 0)), int(rank.max()) + 1 if len(rank) else 1)
     policy = attrs.get("policy", "?")
     return Run(os.path.basename(path), ranks, policy if isinstance(policy, str) else policy.decode(),
-               int(attrs.get("n_tasks", len(ran))), t0, rank, start - t0, end - t0, status)
+               int(attrs.get("n_tasks", len(ran))), t0, rank, start - t0, end - t0, status, rows)
 
 
-def busy_curve(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Tasks running over time: counts[i] tasks run in [times[i], times[i+1]) (a post step).
+def contiguous(ranks: list[int]) -> list[tuple[int, int]]:
+    """(first rank, count) of each run of consecutive ranks, in order: the rows a bar spans."""
+    spans: list[tuple[int, int]] = []
+    for r in ranks:
+        if spans and r == spans[-1][0] + spans[-1][1]:
+            spans[-1] = (spans[-1][0], spans[-1][1] + 1)
+        else:
+            spans.append((r, 1))
+    return spans
+
+
+def busy_curve(starts: np.ndarray, ends: np.ndarray,
+               rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Busy ranks over time: counts[i] ranks run tasks in [times[i], times[i+1]) (a post step);
+    a bar counts its rows (1, or a parallel task's ranks).
 
     Sorted +1/-1 events and a cumulative sum; at a time where several events meet only the
     count after all of them is kept. Tasks with a NaN start or end are ignored.
     """
     ran = np.isfinite(starts) & np.isfinite(ends)
     times = np.concatenate([starts[ran], ends[ran]])
-    steps = np.concatenate([np.ones(ran.sum(), np.int64), -np.ones(ran.sum(), np.int64)])
+    weight = np.ones(ran.sum(), np.int64) if rows is None else np.asarray(rows, np.int64)[ran]
+    steps = np.concatenate([weight, -weight])
     order = np.argsort(times, kind="stable")
     times, counts = times[order], np.cumsum(steps[order])
     last = np.ones(len(times), bool)
@@ -96,27 +128,31 @@ def efficiency(run: Run) -> float:
     `mtcmpi report` compute it; 1.0 means no working rank ever idled."""
     span = run.end.max() - run.start.min() if len(run.start) else 0.0
     workers = working_ranks(run.ranks, run.policy)
-    return float((run.end - run.start).sum() / (workers * span)) if span > 0 else 0.0
+    return float(((run.end - run.start) * run.rows).sum() / (workers * span)) if span > 0 else 0.0
 
 
-def merge_bars(rank: np.ndarray, start: np.ndarray, end: np.ndarray,
-               gap: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bars of one rank that are at most `gap` seconds apart joined into one (gap=-inf: none)."""
+def merge_bars(rank: np.ndarray, start: np.ndarray, end: np.ndarray, gap: float,
+               rows: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Bars of one rank (and span) that are at most `gap` seconds apart joined into one
+    (gap=-inf: none); returns rank, start, end and rows."""
+    rows = np.ones(len(rank), np.int64) if rows is None else rows
     if len(rank) == 0:
-        return rank, start, end
-    order = np.lexsort((start, rank))
-    rank, start, end = rank[order], start[order], end[order]
+        return rank, start, end, rows
+    order = np.lexsort((start, rows, rank))
+    rank, start, end, rows = rank[order], start[order], end[order], rows[order]
     new = np.ones(len(rank), bool)
-    new[1:] = (rank[1:] != rank[:-1]) | (start[1:] - end[:-1] > gap)
+    new[1:] = (rank[1:] != rank[:-1]) | (rows[1:] != rows[:-1]) | (start[1:] - end[:-1] > gap)
     first = np.flatnonzero(new)
-    return rank[first], start[first], np.maximum.reduceat(end, first)
+    return rank[first], start[first], np.maximum.reduceat(end, first), rows[first]
 
 
-def bar_vertices(rank: np.ndarray, start: np.ndarray, end: np.ndarray, height: float) -> np.ndarray:
-    """(n, 4, 2) rectangles, one row per rank, for a PolyCollection."""
+def bar_vertices(rank: np.ndarray, start: np.ndarray, end: np.ndarray, height: float,
+                 rows: np.ndarray | None = None) -> np.ndarray:
+    """(n, 4, 2) rectangles, each over its rows from its rank down, for a PolyCollection."""
     v = np.empty((len(rank), 4, 2))
     v[:, :2, 0], v[:, 2:, 0] = start[:, None], end[:, None]
-    low, high = rank - height / 2, rank + height / 2
+    span = 0 if rows is None else np.asarray(rows) - 1
+    low, high = rank - height / 2, rank + span + height / 2
     v[:, 0, 1], v[:, 1, 1], v[:, 2, 1], v[:, 3, 1] = low, high, high, low
     return v
 
@@ -158,9 +194,10 @@ def add_bars(ax, run: Run, pixel: float, height: float, Patch, PolyCollection) -
         if not mine.any():
             continue
         edged = np.median(run.end[mine] - run.start[mine]) >= EDGED_BAR_PX * pixel
-        r, s, e = merge_bars(run.rank[mine], run.start[mine], run.end[mine], -np.inf if edged else pixel)
+        r, s, e, k = merge_bars(run.rank[mine], run.start[mine], run.end[mine],
+                                -np.inf if edged else pixel, run.rows[mine])
         e = np.maximum(e, s + MIN_BAR_PX * pixel)
-        ax.add_collection(PolyCollection(bar_vertices(r, s, e, height), facecolors=colour,
+        ax.add_collection(PolyCollection(bar_vertices(r, s, e, height, k), facecolors=colour,
                                          edgecolors="white" if edged else "none", linewidths=0.5))
         handles.append(Patch(color=colour, label=f"{label} ({mine.sum():,})"))
     not_drawn = (("skipped", int((run.status == SKIPPED).sum())), ("not run", run.n_tasks - len(run.rank)))
@@ -194,7 +231,7 @@ def draw_utilization(run: Run, png: str) -> None:
     Figure, Canvas, _, _, MaxNLocator = matplotlib_parts()
     fig = Figure(figsize=(WIDTH, 4.0), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
-    times, counts = busy_curve(run.start, run.end)
+    times, counts = busy_curve(run.start, run.end, run.rows)
     span = max(float(times[-1]) if len(times) else 0.0, 1e-9)
     scale, xlabel = time_unit(span)
     edges = np.linspace(0.0, span, UTILIZATION_BINS + 1)
@@ -211,7 +248,7 @@ def draw_utilization(run: Run, png: str) -> None:
     ax.set_ylim(0, run.ranks * 1.12)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("busy ranks")
-    work = float((run.end - run.start).sum())
+    work = float(((run.end - run.start) * run.rows).sum())
     wall = float(run.end.max() - run.start.min()) if len(run.start) else 0.0
     ax.set_title(f"{run.name}: busy ranks over time, efficiency {efficiency(run):.1%} "
                  f"(task time {seconds(work)} / ({workers} working ranks x {seconds(wall)}))")

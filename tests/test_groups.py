@@ -2,10 +2,13 @@
 to end under mpiexec (at most 4 ranks: 3 workers)."""
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
 
+from mtcmpi import plots
 from mtcmpi.groups import GroupSpec, Placement, Scheduler
 from mtcmpi.errors import UsageError
 from mtcmpi.tasklog import members_of, members_text, read_groups
@@ -19,6 +22,7 @@ def test_members_text_round_trips():
     for members in ([1], [1, 2, 3, 4], [3, 4, 7], [9, 2, 3]):
         assert members_of(members_text(members)) == members
     assert members_text([1, 2, 3, 4, 7]) == "1-4,7"
+    assert plots.contiguous([3, 4, 7]) == [(3, 2), (7, 1)]   # a bar per run of rows
 
 
 def test_a_group_takes_one_host_when_one_has_room_else_the_fewest_hosts():
@@ -81,8 +85,13 @@ def test_functions_on_their_own_communicator(tmp_path):
         assert (f["tasks"]["ranks"][:] == 3).all() and (f["tasks"]["rank"][:] == 1).all()
         groups = read_groups(f)
     assert sorted(groups) == list(range(5)) and {g[0] for g in groups.values()} == {"1-3"}
-    report = mtcmpi(["report", str(out)], ranks=None)
-    assert "efficiency" in report.stdout and report.returncode == 0
+    report = mtcmpi(["report", "--json", str(out)], ranks=None)
+    assert report.returncode == 0 and '"working_ranks": 3' in report.stdout
+    run = plots.load(str(out))   # one bar per task, spanning its three ranks' rows
+    assert list(run.rank) == [1] * 5 and list(run.rows) == [3] * 5
+    assert plots.efficiency(run) == pytest.approx(json.loads(report.stdout)["efficiency"])
+    plots.plot_main(str(out), str(tmp_path / "g.png"), str(tmp_path / "u.png"))
+    assert (tmp_path / "g.png").stat().st_size > 0
 
 
 def test_a_size_per_task_from_a_column_packs_a_mix(tmp_path):
