@@ -47,6 +47,8 @@ import numpy as np
 from mpi4py import MPI
 
 from .commands import CommandFailed, CommandRunner, CommandTask
+from .costs import longest_first
+from .engine import tasks_of
 from .errors import UsageError
 from .faults import Retries, Stop
 from .isolate import CommandDeadline, kill_group, remote_class
@@ -186,30 +188,36 @@ def plan(world: World, spec: GroupSpec, fn: Callable, source: Source, n: int,
 # --- packing ----------------------------------------------------------------------------------
 
 class Placement:
-    """Which worker ranks are free, by host; takes groups on as few hosts as possible."""
+    """Which worker ranks are free, by host; takes groups on as few hosts as possible. Hosts are
+    kept in buckets by their number of free ranks, so a take costs O(ranks per host), not
+    O(hosts): the master at 12,288 ranks (and the model in scaling/simulate.py) stays fast."""
 
     def __init__(self, hosts: dict[int, str]):
         self.host_of = hosts
         self.free: dict[str, list[int]] = {}
         for rank in sorted(hosts):
             self.free.setdefault(hosts[rank], []).append(rank)
+        widest = max((len(r) for r in self.free.values()), default=0)
+        self.by_free: list[dict[str, None]] = [{} for _ in range(widest + 1)]   # ordered sets
+        for host, ranks in self.free.items():
+            self.by_free[len(ranks)][host] = None
         self.count = len(hosts)
 
     def take(self, k: int) -> list[int] | None:
         """k free ranks (the root first), or None if fewer are free."""
         if k > self.count:
             return None
-        fits = [h for h, ranks in self.free.items() if len(ranks) >= k]
-        if fits:
-            order = [min(fits, key=lambda h: len(self.free[h]))]   # best fit: the fullest host
-        else:
-            order = sorted(self.free, key=lambda h: -len(self.free[h]))
-        members: list[int] = []
+        by_free, members = self.by_free, []
+        best = next((c for c in range(k, len(by_free)) if by_free[c]), None)
+        order = [next(iter(by_free[best]))] if best is not None else [   # best fit: one host
+            h for c in range(len(by_free) - 1, 0, -1) for h in by_free[c]]   # else the emptiest first
         for host in order:
             ranks = self.free[host]
             n = min(k - len(members), len(ranks))
+            del by_free[len(ranks)][host]
             members += ranks[:n]
             del ranks[:n]
+            by_free[len(ranks)][host] = None
             if len(members) == k:
                 break
         self.count -= k
@@ -218,8 +226,11 @@ class Placement:
     def give(self, members: Iterable[int]) -> None:
         """Free these ranks again."""
         for rank in members:
-            ranks = self.free[self.host_of[rank]]
-            ranks.insert(np.searchsorted(ranks, rank), rank)
+            host = self.host_of[rank]
+            ranks = self.free[host]
+            del self.by_free[len(ranks)][host]
+            ranks.insert(int(np.searchsorted(ranks, rank)), rank)
+            self.by_free[len(ranks)][host] = None
             self.count += 1
 
 
@@ -289,14 +300,16 @@ def node_name() -> str:
 
 def execute(world: World, fn: Callable, call: str, source: Source, ids: Sequence[int],
             sizes: np.ndarray | None, packing: str, log: TaskLog, stop: Stop, retries: int = 0,
-            progress: Progress | None = None,
-            normalize: Callable[[Any], Any] | None = None) -> dict[int, tuple[int, int]]:
-    """Run the tasks `ids` of `source` on groups of ranks (collective over world); sizes on rank
-    0; normalize (--out) turns a root's return value into what the results file stores. Returns,
+            progress: Progress | None = None, normalize: Callable[[Any], Any] | None = None,
+            costs: np.ndarray | None = None) -> dict[int, tuple[int, int]]:
+    """Run the tasks `ids` of `source` on groups of ranks (collective over world); sizes and costs
+    (longest first within a size, so the last tasks to start are the shortest) on rank 0;
+    normalize (--out) turns a root's return value into what the results file stores. Returns,
     on every rank, the retried tasks: task id -> (root rank of the last try, tries)."""
     nodes = world.comm.allgather(node_name())
     if world.rank == 0:
-        outcome = serve(world, source, ids, sizes, packing, nodes, stop, Retries(retries), progress)
+        order = ids if costs is None else longest_first(ids, costs)
+        outcome = serve(world, source, order, sizes, packing, nodes, stop, Retries(retries), progress)
     else:
         work(world, GroupCall(world, fn, call, log, normalize), log)
         outcome = None
@@ -310,7 +323,7 @@ def serve(world: World, source: Source, ids: Sequence[int], sizes: np.ndarray, p
     every worker to leave."""
     comm = world.comm
     scheduler = Scheduler(Placement({r: nodes[r] for r in range(1, world.size)}), packing)
-    for task in source.take(map(int, ids)):
+    for task in tasks_of(source, ids):
         scheduler.add(task, int(sizes[task[0]]))
     running: dict[int, tuple[list[int], Any, float]] = {}   # task id -> (members, payload, start)
     command = None

@@ -146,7 +146,7 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
             if parallel:
                 retried = groups.execute(world, fn, source.call, source, ids, sizes, group_spec.packing,
                                          log, stop, retries, progress if world.rank == 0 else None,
-                                         normalizer if output else None)
+                                         normalizer if output else None, estimate)
             else:
                 retried = engine.execute(world, invoke, source, ids, policy, log, stop, retries,
                                          estimate, progress if world.rank == 0 else None)
