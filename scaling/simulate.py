@@ -93,11 +93,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from weak import PAPER, ROOT  # noqa: E402  (the paper's table, the repository)
 
 sys.path.insert(0, ROOT)
-import mpi4py  # noqa: E402
-
-mpi4py.rc.initialize = False   # the model uses mtcmpi's schedulers, never MPI itself
 from kernels.sleep import HIGH, LOW, durations  # noqa: E402
-from mtcmpi.groups import Placement, Scheduler  # noqa: E402
 from mtcmpi.costs import longest_first, lpt  # noqa: E402
 from mtcmpi.policies import Static, parse_schedule  # noqa: E402
 from mtcmpi.protocol import FAR  # noqa: E402
@@ -653,7 +649,10 @@ def group_workload(workers: int, seed: int, rounds: int = ROUNDS) -> tuple[np.nd
     tasks as make `rounds` mean task lengths of work on every worker rank."""
     rng = np.random.default_rng(seed)
     n = int(rounds * workers / np.mean(GROUP_SIZES))
-    return rng.choice(GROUP_SIZES, n), rng.uniform(0.5, 1.5, n)
+    sizes, seconds = rng.choice(GROUP_SIZES, n), rng.uniform(0.5, 1.5, n)
+    if sizes.max() > workers:
+        raise ValueError(f"a mix with {sizes.max()}-rank tasks needs at least {sizes.max()} workers")
+    return sizes, seconds
 
 
 def packing_bound(sizes: np.ndarray, seconds: np.ndarray, workers: int) -> float:
@@ -670,6 +669,11 @@ def pack(sizes: np.ndarray, seconds: np.ndarray, ranks: int, per_host: int = RAN
     Scheduler: the master starts a task in `service` + `item` per member, a start and an end
     each take `latency` to arrive, and it handles one message at a time. by_cost: the durations
     are known in advance (--cost), and each size goes longest first, as the engine does."""
+    if "mpi4py.MPI" not in sys.modules:   # the model runs mtcmpi's Scheduler, never MPI itself
+        import mpi4py
+        mpi4py.rc.initialize = False
+    from mtcmpi.groups import Placement, Scheduler
+
     scheduler = Scheduler(Placement({r: str((r - 1) // per_host) for r in range(1, ranks)}), packing)
     ids = np.arange(len(sizes))
     for tid in (longest_first(ids, seconds) if by_cost else ids).tolist():
