@@ -657,9 +657,11 @@ def group_workload(workers: int, seed: int, rounds: int = ROUNDS) -> tuple[np.nd
 
 def packing_bound(sizes: np.ndarray, seconds: np.ndarray, workers: int) -> float:
     """The best packing efficiency any schedule can reach: work / (workers x the makespan's lower
-    bound, max(work / workers, longest task))."""
+    bound: the work spread evenly, the longest task, and the tasks wider than half the workers
+    one after another, since no two of them fit at once)."""
     work = float((sizes * seconds).sum())
-    return work / (workers * max(work / workers, float(seconds.max())))
+    wide = float(seconds[2 * sizes > workers].sum())
+    return work / (workers * max(work / workers, float(seconds.max()), wide))
 
 
 def pack(sizes: np.ndarray, seconds: np.ndarray, ranks: int, per_host: int = RANKS_PER_HOST,

@@ -1,0 +1,57 @@
+"""Parallel tasks in-process on several ranks (run under `mpiexec -n 3` or `-n 4`)."""
+import pytest
+
+from mtcmpi.errors import UsageError
+from mtcmpi.groups import GroupSpec
+from mtcmpi.job import run_job
+from mtcmpi.policies import Dynamic
+from mtcmpi.tasklog import FAILED, OK
+from mtcmpi.tasks import ItemsSource
+from mtcmpi.world import World
+from tests import tasks_for_groups as g
+from tests.mpi.common import comm, on_rank0
+
+pytestmark = [pytest.mark.mpi(min_size=3), pytest.mark.timeout(60)]
+
+
+def run(fn, items, **spec):
+    return run_job(World.of(), fn, ItemsSource(items), Dynamic(), group_spec=GroupSpec(**spec))
+
+
+def everything(outcome) -> dict:
+    """Every rank's records as {task id: (rank, status, result, members)}, on every rank."""
+    log = outcome.log
+    mine = {t: (log.rank, s, log.results.get(t), log.groups.get(t, ([log.rank], []))[0])
+            for t, s in zip(log.ids, log.status)}
+    return {t: r for part in comm.allgather(mine) for t, r in part.items()}
+
+
+def test_each_group_allreduces_over_exactly_its_ranks():
+    workers = comm.size - 1
+    outcome = run(g.total, list(range(8)), per_task=2)
+    records = everything(outcome)
+    assert sorted(records) == list(range(8))
+    for x, (rank, status, value, members) in records.items():
+        assert status == OK and rank == members[0] and len(members) == 2
+        assert value == {"sum": 2 * x + 1, "size": 2, "first": members[0], "last": members[1]}
+        assert set(members) <= set(range(1, workers + 1))
+
+
+def test_a_size_per_task_from_a_function_and_a_failing_member():
+    outcome = run(g.member_fails, list(range(6)), ranks=f"{g.__name__}:ranks_of")
+    records = everything(outcome)
+    for x, (_, status, value, members) in records.items():
+        k = g.ranks_of(x)
+        assert len(members) == k
+        failed = bool(x % 2)   # on the last rank of its group (the root itself when k = 1)
+        assert status == (FAILED if failed else OK), (x, status)
+        assert failed or value == x * k
+    failures = {t: f for part in comm.allgather(outcome.log.failures) for t, f in part.items()}
+    assert failures[1].type == "ValueError" and "group rank 1" in failures[1].message
+    assert outcome.exit_code == 1
+
+
+def test_a_task_wider_than_the_workers_is_refused_on_every_rank():
+    with pytest.raises(UsageError, match=f"needs {comm.size} ranks"):
+        run(g.total, [1], per_task=comm.size)
+    on_rank0(lambda: None)
