@@ -1,4 +1,4 @@
-"""Parallel tasks in-process on several ranks (run under `mpiexec -n 3` or `-n 4`)."""
+"""Parallel tasks in-process on several ranks (scripts/test runs them under `mpiexec -n 4`)."""
 import pytest
 
 from mtcmpi.errors import UsageError
@@ -37,6 +37,7 @@ def test_each_group_allreduces_over_exactly_its_ranks():
         assert set(members) <= set(range(1, workers + 1))
 
 
+@pytest.mark.mpi(min_size=4)   # tasks of up to 3 ranks
 def test_a_size_per_task_from_a_function_and_a_failing_member():
     outcome = run(g.member_fails, list(range(6)), ranks=f"{g.__name__}:ranks_of")
     records = everything(outcome)
