@@ -56,3 +56,30 @@ def test_a_task_wider_than_the_workers_is_refused_on_every_rank():
     with pytest.raises(UsageError, match=f"needs {comm.size} ranks"):
         run(g.total, [1], per_task=comm.size)
     on_rank0(lambda: None)
+
+
+@pytest.mark.mpi(min_size=4)
+def test_ranks_of_a_running_program_and_idle_ranks_leave_the_cpu(tmp_path_factory):
+    from tests.mpi.common import shared_tmp
+    import resource
+    import time
+
+    from mtcmpi.commands import command_tasks
+
+    folder = shared_tmp(tmp_path_factory, "cpu")
+    if comm.rank == 0:
+        with open(f"{folder}/args.txt", "w") as f:
+            f.write("1.5\n")
+    comm.Barrier()
+    source, runner = command_tasks(command="sleep {}", args_file=f"{folder}/args.txt")
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    outcome = run_job(World.of(), runner, source, Dynamic(), group_spec=GroupSpec(per_task=2))
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime
+    cpus = comm.allgather(cpu)
+    assert outcome.exit_code == 0 and wall >= 1.5
+    # rank 1 runs the program (waiting on it), rank 2 is its other member, rank 3 idles: none of
+    # them, nor the master, spins through the 1.5 s
+    assert max(cpus) < 0.25 * wall, cpus   # measured: master 0.12 s, others 0.01 s of 1.6 s
