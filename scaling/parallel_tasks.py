@@ -1,6 +1,6 @@
 """Parallel tasks: how well rank 0 packs a mix of group sizes, and what a k-rank task costs.
 
-    python scaling/parallel_tasks.py [--ranks 16] [--seed 1] [--mean 0.1] [--quick]
+    python scaling/parallel_tasks.py [--ranks 17] [--seed 1] [--mean 0.3] [--quick]
 
 Packing: the seeded mix of scaling/simulate.py (group sizes 1/2/4/8 evenly, durations uniform
 (0.5, 1.5) x --mean seconds, ROUNDS mean task lengths of work per worker rank), run for real under
@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--ranks", type=int, default=17, help="default 17: 16 workers, so two "
                         "8-rank tasks fit at once (with 15 no two do, and they run one by one)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--mean", type=float, default=0.1, help="mean task duration (s)")
+    parser.add_argument("--mean", type=float, default=0.3, help="mean task duration (s), default 0.3")
     parser.add_argument("--quick", action="store_true", help="9 ranks, dispatch at k = 1, 2, 4")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
