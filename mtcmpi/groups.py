@@ -137,19 +137,24 @@ def takes_comm(fn: Callable) -> bool:
         return False
 
 
-def needs_groups(spec: GroupSpec, fn: Callable, source: Source) -> bool:
-    """A run takes the parallel-task engine when sizes are given, when a command template uses a
-    group placeholder ({mpirun} on one rank is allowed), or when the function requires `comm`."""
-    if spec.given:
+def needs_groups(world: World, spec: GroupSpec, fn: Callable, source: Source) -> bool:
+    """Collective: whether a run takes the parallel-task engine: sizes other than
+    --ranks-per-task 1 are given, a command uses a group placeholder ({mpirun} on one rank is
+    allowed; task-file lines are read on rank 0), or the function has a `comm` parameter."""
+    if spec.ranks is not None or (spec.per_task or 1) > 1:
         return True
-    template = getattr(source, "template", None) or ""
-    if isinstance(fn, CommandRunner):
+    if not isinstance(fn, CommandRunner):
+        return takes_comm(fn)
+    template = getattr(source, "template", None)
+    if template is not None:
         return any(p in template for p in GROUP_PLACEHOLDERS)
-    try:
-        param = inspect.signature(fn).parameters.get("comm")
-    except (TypeError, ValueError):
-        return False
-    return param is not None and param.default is inspect.Parameter.empty
+    found = False
+    if world.rank == 0:   # a task file: its lines are the commands
+        try:
+            found = any(p in text for _, text in source.lines() for p in GROUP_PLACEHOLDERS)
+        except UsageError:
+            pass   # the same error stops the run in count()
+    return world.comm.bcast(found, root=0)
 
 
 def plan(world: World, spec: GroupSpec, fn: Callable, source: Source, n: int,
@@ -497,15 +502,18 @@ def mpi_flavour(mpirun: str) -> str:
 
 def launcher(hosts: Sequence[str], hostfile: str) -> str:
     """The {mpirun} line for ranks on these hosts (one entry per rank): an srun job step inside a
-    Slurm allocation, else Open MPI's mpirun or MPICH's mpiexec with a host list."""
+    Slurm allocation, else Open MPI's mpirun or MPICH's mpiexec with a host list. The step
+    overlaps the one the mtcmpi ranks run in (--overlap: those ranks step aside, and without it
+    the step waits for CPUs they hold, "step creation temporarily disabled", for ever); --exact
+    gives it only the CPUs asked for and --mem=0 claims no memory, so concurrent steps fit."""
     k, per_host = len(hosts), slots(hosts)
     names = ",".join(h for h, _ in per_host)
     if os.environ.get("SLURM_JOB_ID") and shutil.which("srun"):
         spread = (f"--ntasks-per-node={per_host[0][1]}" if len({c for _, c in per_host}) == 1
                   else "--distribution=arbitrary")
         env = f"SLURM_HOSTFILE={hostfile} " if "arbitrary" in spread else ""
-        return (f"{env}srun --exact --mem=0 --nodes={len(per_host)} --ntasks={k} {spread} "
-                f"--nodelist={names} --kill-on-bad-exit=1")
+        return (f"{env}srun --overlap --exact --mem=0 --nodes={len(per_host)} --ntasks={k} "
+                f"{spread} --nodelist={names} --kill-on-bad-exit=1")
     mpirun = shutil.which("mpirun") or shutil.which("mpiexec") or "mpirun"
     listed = ",".join(f"{h}:{c}" for h, c in per_host)
     if mpi_flavour(mpirun) == "openmpi":

@@ -128,7 +128,7 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
         fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs)
         ids: Sequence[int] = range(n)
         group_spec = group_spec or groups.GroupSpec()
-        parallel = groups.needs_groups(group_spec, fn, source)
+        parallel = groups.needs_groups(world, group_spec, fn, source)
         sizes = groups.plan(world, group_spec, fn, source, n, isolate, timeout) if parallel else None
         if parallel:
             policy = groups.Packed(group_spec.packing)

@@ -110,3 +110,13 @@ def test_exit_status_not_found_and_timeout_decide_the_task(tmp_path, hello):
     assert "no-such-program" in messages[1] + f"{messages}"
     left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True)
     assert not left.stdout.strip(), "the timed-out program survived on some host"
+
+
+def test_mpirun_on_one_rank_needs_no_size(tmp_path, hello):
+    tasks = tmp_path / "tasks.txt"
+    tasks.write_text(f"{{mpirun}} {hello} t{{np}}\n")   # a task file line: a whole command
+    out = tmp_path / "r.h5"
+    proc = mtcmpi(["run", "--taskfile", str(tasks), "--out", str(out)], ranks=2)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with h5py.File(out) as f:
+        assert f["results/stdout"][0].decode() == "input t1 ranks 1 sum 1"
