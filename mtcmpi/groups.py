@@ -48,7 +48,7 @@ from mpi4py import MPI
 
 from .commands import CommandFailed, CommandRunner, CommandTask
 from .costs import longest_first
-from .engine import tasks_of
+from .engine import run_with_retries, tasks_of, watched
 from .errors import UsageError
 from .faults import Retries, Stop
 from .isolate import CommandDeadline, kill_group, remote_class
@@ -171,13 +171,13 @@ def plan(world: World, spec: GroupSpec, fn: Callable, source: Source, n: int,
     elif world.rank == 0:
         try:
             sizes = spec.sizes(source, n)
-            workers = world.size - 1
+            workers = max(world.size - 1, 1)   # one rank alone runs its tasks itself
             wide = np.flatnonzero(sizes > workers)
             if len(wide):
                 t = int(wide[0])
                 raise UsageError(f"{source.describe(t)} needs {sizes[t]} ranks but the job has "
-                                 f"{workers} worker ranks (rank 0 schedules): start it with "
-                                 f"at least {sizes[t] + 1} ranks")
+                                 f"{workers} worker rank{'s' * (workers > 1)} (rank 0 schedules): "
+                                 f"start it with at least {sizes[t] + 1} ranks")
             if not command and not takes_comm(fn) and (sizes > 1).any():
                 t = int(np.flatnonzero(sizes > 1)[0])
                 raise UsageError(f"{source.describe(t)} asks for {sizes[t]} ranks but "
@@ -312,8 +312,17 @@ def execute(world: World, fn: Callable, call: str, source: Source, ids: Sequence
     normalize (--out) turns a root's return value into what the results file stores. Returns,
     on every rank, the retried tasks: task id -> (root rank of the last try, tries)."""
     nodes = world.comm.allgather(node_name())
+    order = ids if costs is None or world.rank else longest_first(ids, costs)
+    if world.size == 1:   # every task has one rank: this one
+        group = GroupCall(world, fn, call, log, normalize)
+        group.members, group.hosts = [0], nodes
+        tasks = tasks_of(source, order)
+        if progress:
+            progress.start(len(order))
+            tasks = watched(tasks, log, progress)
+        run_with_retries(log, tasks, source, group.root, stop, retries)
+        return {}
     if world.rank == 0:
-        order = ids if costs is None else longest_first(ids, costs)
         outcome = serve(world, source, order, sizes, packing, nodes, stop, Retries(retries), progress)
     else:
         work(world, GroupCall(world, fn, call, log, normalize), log)

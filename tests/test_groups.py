@@ -142,3 +142,10 @@ def test_a_function_without_comm_is_refused_for_k_above_1(tmp_path):
     assert bad.returncode == 2 and "row 1" in bad.stderr and "'two'" in bad.stderr
     proc = mtcmpi(["run", f"{TASKS}:no_comm", "--count", "3", "--ranks-per-task", "2"], ranks=3)
     assert proc.returncode == 2 and "no `comm` parameter" in proc.stderr, proc.stderr
+
+
+def test_one_rank_alone_runs_tasks_of_one_rank_itself():
+    proc = mtcmpi(["run", f"{TASKS}:total", "--count", "3"], ranks=None)   # comm: k = 1
+    assert proc.returncode == 0 and "3 ok, 0 failed" in proc.stdout, proc.stderr
+    wide = mtcmpi(["run", f"{TASKS}:total", "--count", "3", "--ranks-per-task", "2"], ranks=None)
+    assert wide.returncode == 2 and "needs 2 ranks but the job has 1 worker rank " in wide.stderr
