@@ -299,14 +299,13 @@ def command_run(args: argparse.Namespace) -> int:
 
     catch_early()   # before MPI starts, which can take seconds on thousands of ranks
     from .costs import CostSpec
+    from .groups import GroupSpec
     from .job import run_job
     from .policies import parse_schedule
     from .progress import Progress
     from .world import World
 
     world = World.of()
-    from .groups import GroupSpec
-
     error, costs, group_spec = None, None, None
     try:   # agreed, since some checks (creating --output-dir) can fail on one node only
         group_spec = GroupSpec(args.ranks_per_task, args.ranks, args.packing)

@@ -132,7 +132,8 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
         sizes = groups.plan(world, group_spec, fn, source, n, isolate, timeout) if parallel else None
         if parallel:
             policy = groups.Packed(group_spec.packing)
-        invoke, isolated = task_invoker(world, fn, source.call, policy, timeout, isolate and not parallel)
+        invoke, isolated = (None, None) if parallel else task_invoker(world, fn, source.call, policy,
+                                                                      timeout, isolate)
         log = TaskLog(world.rank, world.host, world.pid)
         if output:
             ids = output.begin(world, n, fingerprint)
@@ -208,7 +209,7 @@ def stored(invoke: Callable[[Any], Any], normalize: Normalizer) -> Callable[[Any
 
 def describe(policy: Policy) -> str:
     """A policy as the summary names it, e.g. 'dynamic, chunk auto, prefetch auto'."""
-    if isinstance(policy, Static) or isinstance(policy, groups.Packed):
+    if isinstance(policy, (Static, groups.Packed)):
         return policy.name + (", equal-cost shares" if policy.by_cost else "")
     ahead = "auto" if policy.prefetch_below < float("inf") else policy.prefetch
     order = ", longest first" if policy.by_cost else ""

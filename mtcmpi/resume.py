@@ -83,8 +83,8 @@ def journal_rows(out: str) -> Rows:
             "end": np.concatenate([np.frombuffer(fr["ends"], np.float64) for fr in frames]),
             "status": np.concatenate([np.frombuffer(fr["status"], np.int8) for fr in frames]),
             "attempts": np.concatenate([[fr["attempts"].get(t, 0) + 1 for t in fr["ids"]] for fr in frames]).astype(np.int16),
-            "ranks": np.concatenate([[len(fr.get("groups", {}).get(t, ((0,),))[0]) for t in fr["ids"]]
-                                     for fr in frames]).astype(np.int16)}
+            "ranks": np.concatenate([[len(fr["groups"][t][0]) if t in fr.get("groups", {}) else 1
+                                      for t in fr["ids"]] for fr in frames]).astype(np.int16)}
     last = len(ids) - 1 - np.unique(ids[::-1], return_index=True)[1]   # last record of each id
     results, failures, groups = {}, {}, {}
     for fr in frames:
