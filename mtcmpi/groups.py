@@ -58,6 +58,7 @@ from .tasks import CALL_KEYWORDS, CALL_ONE, CALL_STAR, Source, invoker, resolve
 from .world import World
 
 ASSIGN, DONE, OUTCOME = 11, 12, 13   # master -> member, root -> master, member -> root
+CREATE = 14   # the tag of MPI_Comm_create_group among a task's members (no message uses it)
 PACKINGS = ("backfill", "greedy", "strict")
 GROUP_PLACEHOLDERS = ("{mpirun}", "{np}", "{hosts}", "{hostfile}")
 STEP_ASIDE = 0.01    # longest sleep between probes of a rank idle in a parallel run (seconds)
@@ -334,7 +335,8 @@ def serve(world: World, source: Source, ids: Sequence[int], sizes: np.ndarray, p
           nodes: list[str], stop: Stop, retries: Retries,
           progress: Progress | None) -> dict[int, tuple[int, int]]:
     """The master: place tasks as ranks free up, until all ran or stop says no more; then tell
-    every worker to leave."""
+    every worker to leave. It holds every task to run (packing needs them all at hand: runs of
+    parallel tasks are thousands of tasks, not the millions of one-rank runs, which stream)."""
     comm = world.comm
     scheduler = Scheduler(Placement({r: nodes[r] for r in range(1, world.size)}), packing)
     for task in tasks_of(source, ids):
@@ -369,7 +371,7 @@ def serve(world: World, source: Source, ids: Sequence[int], sizes: np.ndarray, p
                 retries.tries[tid] += 1
                 scheduler.add((tid, payload), len(members), first=True)
         if progress:
-            progress.update(stop.done - len(retries.queue), stop.failed, len(running))
+            progress.update(stop.done, stop.failed, len(running))
     for rank in range(1, world.size):
         comm.send(None, rank, ASSIGN)
     return retries.outcome()
@@ -418,7 +420,7 @@ class GroupCall:
         world = self.world.comm
         group = world.Get_group().Incl(members)
         try:
-            return world.Create_group(group, tag=OUTCOME)
+            return world.Create_group(group, tag=CREATE)
         finally:
             group.Free()
 
