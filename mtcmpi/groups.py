@@ -53,7 +53,7 @@ from .errors import UsageError
 from .faults import Retries, Stop
 from .isolate import CommandDeadline, kill_group, remote_class
 from .progress import Progress
-from .tasklog import FAILED_STATES, Failure, TaskLog
+from .tasklog import Failure, TaskLog
 from .tasks import CALL_KEYWORDS, CALL_ONE, CALL_STAR, Source, invoker, resolve
 from .world import World
 

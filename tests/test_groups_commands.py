@@ -2,7 +2,6 @@
 (at most 4 ranks), with a C program compiled by mpicc and an mpi4py script."""
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
