@@ -10,9 +10,11 @@ the task's root, which runs it and records its row.
   after the task. The root's return value is the result; the others' are dropped. An exception on
   any member fails the task (the root's if it raised, else the first other member's): the members
   report to the root point-to-point on COMM_WORLD, never in a collective a failed rank could
-  leave half-done. A member that raises while the others wait in one of the *function's own*
-  collectives leaves them there, as under plain mpirun: raise on every rank or on none before a
-  collective.
+  leave half-done. A rank that raised while the others wait in one of the *function's own*
+  collectives (one it never reached) cannot free them: no MPI-3 call can. So a rank that raised
+  waits STUCK_AFTER seconds for the rest of its group to finish the task, and if they do not,
+  it records the task as failed, flushes its journal and ends the job (GroupStuck, exit 75:
+  run again to resume), instead of leaving the job hung.
 - A command task runs on its root alone; {mpirun} in its template becomes a launcher line for the
   group's hosts and slots ({np}, {hosts}, {hostfile} for other launchers), started in a clean
   environment (the enclosing job's MPI variables removed). The other members get no message:
@@ -50,7 +52,7 @@ from .commands import CommandFailed, CommandRunner, CommandTask
 from .costs import longest_first
 from .engine import run_with_retries, tasks_of, watched
 from .errors import UsageError
-from .faults import Retries, Stop
+from .faults import GraceExpired, Retries, Stop
 from .isolate import CommandDeadline, kill_group, remote_class
 from .progress import Progress
 from .tasklog import Failure, TaskLog
@@ -59,6 +61,8 @@ from .world import World
 
 ASSIGN, DONE, OUTCOME = 11, 12, 13   # master -> member, root -> master, member -> root
 CREATE = 14   # the tag of MPI_Comm_create_group among a task's members (no message uses it)
+ACK = 15      # root -> a member that raised: the whole group has finished the task
+STUCK_AFTER = 10.0   # seconds a rank that raised waits for the rest of its group (GroupStuck)
 PACKINGS = ("backfill", "greedy", "strict")
 GROUP_PLACEHOLDERS = ("{mpirun}", "{np}", "{hosts}", "{hostfile}")
 STEP_ASIDE = 0.01    # longest sleep between probes of a rank idle in a parallel run (seconds)
@@ -389,11 +393,16 @@ def work(world: World, group: "GroupCall", log: TaskLog) -> None:
         if message is None:
             return
         tid, payload, members, hosts = message
-        if members[0] != world.rank:
-            group.member(tid, payload, members)
-            continue
-        group.members, group.hosts = members, hosts
-        _, failed, busy = log.run([(tid, payload)], group.root, clock, committed)
+        try:
+            if members[0] != world.rank:
+                group.member(tid, payload, members)
+                continue
+            group.tid, group.members, group.hosts = tid, members, hosts
+            _, failed, busy = log.run([(tid, payload)], group.root, clock, committed)
+        except GroupStuck as stuck:   # this rank's record of the task, then the job ends
+            log.groups[tid] = (members, hosts)
+            log.run([(tid, payload)], stuck.raise_error, clock, committed)
+            raise
         if len(members) > 1:
             log.groups[tid] = (members, hosts)
         comm.send((tid, failed, busy), 0, DONE)
@@ -406,6 +415,7 @@ class GroupCall:
     def __init__(self, world: World, fn: Callable, call: str, log: TaskLog,
                  normalize: Callable[[Any], Any] | None = None):
         self.world, self.log = world, log
+        self.tid = -1
         self.normalize = normalize or (lambda value: value)
         self.members: list[int] = []
         self.hosts: list[str] = []
@@ -436,10 +446,17 @@ class GroupCall:
         except (Exception, SystemExit) as exc:
             error, value = exc, None
         failures = []
+        waited = time.monotonic()
         for rank in self.members[1:]:
-            self.world.poll(rank, OUTCOME, max_pause=STEP_ASIDE)
+            if error is None:
+                self.world.poll(rank, OUTCOME, max_pause=STEP_ASIDE)
+            elif not arrives(self.world, rank, OUTCOME, waited + STUCK_AFTER - time.monotonic()):
+                raise GroupStuck(self.tid, self.members, error)
             failures.append(self.world.comm.recv(source=rank, tag=OUTCOME))
         comm.Free()
+        for rank, failure in zip(self.members[1:], failures):
+            if failure is not None:   # it waits to hear that the whole group is done
+                self.world.comm.send(None, rank, ACK)
         if error is not None:
             raise error
         failure = next((f for f in failures if f is not None), None)
@@ -453,9 +470,13 @@ class GroupCall:
         try:
             self.fn(payload, comm)   # a member's return value is dropped
         except (Exception, SystemExit) as exc:
-            failure = self.log.failure(tid, exc)
-        comm.Free()
+            failure, error = self.log.failure(tid, exc), exc
         self.world.comm.send(failure, members[0], OUTCOME)
+        if failure is not None:
+            if not arrives(self.world, members[0], ACK, STUCK_AFTER):
+                raise GroupStuck(tid, members, error)
+            self.world.comm.recv(source=members[0], tag=ACK)
+        comm.Free()
 
     def run_command(self, task: CommandTask) -> Any:
         program = launched_program(task.command)
@@ -468,6 +489,35 @@ class GroupCall:
             return self.runner(task._replace(command=command))
         finally:
             os.unlink(hostfile)
+
+
+class GroupStuck(GraceExpired):
+    """A rank of a parallel task raised and the rest of its group did not finish the task within
+    STUCK_AFTER seconds: they wait, presumably, in a collective of the task this rank never
+    reached. A GraceExpired, so the run ends as at --grace: this rank's journal is flushed (with
+    the task recorded as failed, so a resumed run does not repeat it) and every rank ends."""
+
+    def __init__(self, tid: int, members: list[int], error: BaseException):
+        super().__init__(f"task {tid}: this rank raised {type(error).__name__}: {error}, and the "
+                         f"other ranks of its group {members} did not finish the task within "
+                         f"{STUCK_AFTER:g} s: they wait, presumably, in a collective of the task "
+                         "that this rank never reached, which no MPI call can end; task "
+                         f"{tid} is recorded as failed and the job ends")
+        self.error = error
+
+    def raise_error(self, payload: Any) -> None:
+        raise self.error
+
+
+def arrives(world: World, source: int, tag: int, seconds: float) -> bool:
+    """Whether a message from source with tag arrives within seconds (probing with backoff)."""
+    end, pause = time.monotonic() + seconds, 1e-4
+    while not world.comm.Iprobe(source, tag):
+        if time.monotonic() > end:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, STEP_ASIDE)
+    return True
 
 
 def with_comm(fn: Callable, call: str) -> Callable[[Any, MPI.Comm], Any]:

@@ -62,3 +62,10 @@ def flaky(x, dir, comm):
             open(mark, "w").close()
             raise RuntimeError(f"first try of {x}")
     return x
+
+
+def raises_early(x, comm):
+    """Task 1 raises on its last rank before the collective the others wait in."""
+    if x == 1 and comm.rank == comm.size - 1:
+        raise ValueError("left before the allreduce")
+    return comm.allreduce(x)

@@ -66,3 +66,21 @@ def test_kill_then_resume_runs_each_parallel_task_once(tmp_path):
         assert (f["tasks"]["ranks"][:] == k).all()
         groups = f["groups"][:]
     assert sorted(groups["task"]) == list(np.flatnonzero(k == 2))
+
+
+def test_a_rank_that_left_its_group_in_a_collective_ends_the_job_resumably(tmp_path):
+    out = tmp_path / "r.h5"
+    args = ["run", f"{TASKS}:raises_early", "--count", "3", "--ranks-per-task", "2", "--out",
+            str(out), "--flush-interval", "0.2", "--quiet"]
+    t0 = time.monotonic()
+    proc = mtcmpi(args, ranks=4)
+    assert proc.returncode == 75, proc.stdout + proc.stderr   # stopped: run again to resume
+    assert time.monotonic() - t0 < 40
+    lines = [line for line in proc.stderr.splitlines() if "did not finish the task" in line]
+    assert len(lines) == 1 and "task 1: this rank raised ValueError" in lines[0], proc.stderr
+    again = mtcmpi(args, ranks=4)
+    assert again.returncode == 1, again.stdout + again.stderr   # task 1 failed, in the earlier run
+    with h5py.File(out) as f:
+        assert list(f["tasks"]["status"][:]) == [1, 2, 1]
+        assert "left before the allreduce" in f["errors/message"].asstr()[1]
+        assert f["tasks"]["ranks"][1] == 2 and (f["results/value"][[0, 2]] == [0, 4]).all()
