@@ -145,11 +145,13 @@ def takes_comm(fn: Callable) -> bool:
 def needs_groups(world: World, spec: GroupSpec, fn: Callable, source: Source) -> bool:
     """Collective: whether a run takes the parallel-task engine: sizes other than
     --ranks-per-task 1 are given, a command uses a group placeholder ({mpirun} on one rank is
-    allowed; task-file lines are read on rank 0), or the function has a `comm` parameter."""
+    allowed; task-file lines are read on rank 0), or a function with a `comm` parameter is
+    given --ranks-per-task 1 (a communicator of its own rank). Without a size option a
+    function runs on one rank as always (a `comm` column of --params stays an argument)."""
     if spec.ranks is not None or (spec.per_task or 1) > 1:
         return True
     if not isinstance(fn, CommandRunner):
-        return takes_comm(fn)
+        return spec.given and takes_comm(fn)
     template = getattr(source, "template", None)
     if template is not None:
         return any(p in template for p in GROUP_PLACEHOLDERS)

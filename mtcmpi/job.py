@@ -65,9 +65,10 @@ class Prepared(NamedTuple):
 
 
 def prepare(world: World, target: str | Callable, source: Source, fingerprint: bool,
-            costs: CostSpec | None = None) -> Prepared:
+            costs: CostSpec | None = None, comm: bool = False) -> Prepared:
     """Resolve the target on every rank and check that all run the same code; count and check
-    the tasks on rank 0, fingerprint them for --out and estimate their costs; agree on errors."""
+    the tasks on rank 0 (comm: parallel tasks, called with a `comm` too), fingerprint them for
+    --out and estimate their costs; agree on errors."""
     fn, error = None, None
     try:
         fn = resolve(target) if isinstance(target, str) else target
@@ -81,7 +82,7 @@ def prepare(world: World, target: str | Callable, source: Source, fingerprint: b
             n = source.count()
             first = first_task(source)
             if first is not None:
-                check_call(fn, source.call, first[1], source.describe(first[0]))
+                check_call(fn, source.call, first[1], source.describe(first[0]), comm)
             if fingerprint or (costs and costs.previous):
                 keys = source.fingerprint(digest)
                 keys = keys if keys is not None and len(keys) == n else None
@@ -125,9 +126,10 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
     stop = stop or Stop()
     stop.install()   # from start-up on: a stop signal before the first task ends the run at once
     try:
-        fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs)
-        ids: Sequence[int] = range(n)
         group_spec = group_spec or groups.GroupSpec()
+        fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs,
+                                                     group_spec.given)
+        ids: Sequence[int] = range(n)
         parallel = groups.needs_groups(world, group_spec, fn, source)
         sizes = groups.plan(world, group_spec, fn, source, n, isolate, timeout) if parallel else None
         if parallel:

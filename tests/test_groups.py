@@ -144,8 +144,18 @@ def test_a_function_without_comm_is_refused_for_k_above_1(tmp_path):
     assert proc.returncode == 2 and "no `comm` parameter" in proc.stderr, proc.stderr
 
 
-def test_one_rank_alone_runs_tasks_of_one_rank_itself():
-    proc = mtcmpi(["run", f"{TASKS}:total", "--count", "3"], ranks=None)   # comm: k = 1
+def test_one_rank_alone_runs_tasks_of_one_rank_itself(tmp_path):
+    proc = mtcmpi(["run", f"{TASKS}:total", "--count", "3", "--ranks-per-task", "1"], ranks=None)
     assert proc.returncode == 0 and "3 ok, 0 failed" in proc.stdout, proc.stderr
+    plain = mtcmpi(["run", f"{TASKS}:total", "--count", "3"], ranks=None)   # no size: no comm
+    assert plain.returncode == 2 and "missing a required argument: 'comm'" in plain.stderr
+    params = tmp_path / "p.csv"
+    params.write_text("x,comm\n1,2\n")   # a column called comm is an argument as ever
+    out = tmp_path / "c.h5"
+    column = mtcmpi(["run", f"{TASKS}:commission", "--params", str(params), "--out", str(out)],
+                    ranks=2)
+    assert column.returncode == 0, column.stderr
+    with h5py.File(out) as f:
+        assert f["results/value"][0] == 2 and "parallel" not in f.attrs["policy"]
     wide = mtcmpi(["run", f"{TASKS}:total", "--count", "3", "--ranks-per-task", "2"], ranks=None)
     assert wide.returncode == 2 and "needs 2 ranks but the job has 1 worker rank " in wide.stderr
