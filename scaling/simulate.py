@@ -2,6 +2,15 @@
 
     python scaling/simulate.py [--measured DIR/weak.csv] [--quick] [--service S] [--outdir DIR]
                                [--sweep-ranks 12288,...]
+    python scaling/simulate.py --groups      parallel tasks only: packing sizes 1/2/4/8
+
+--groups models the packing of parallel tasks (mtcmpi/groups.py) with the master's own Scheduler
+and Placement, at 1,024 and 12,288 ranks, 48 per host: a seeded mix of sizes 1/2/4/8 evenly and
+durations uniform(0.5, 1.5) s, 20 mean task lengths of work per worker; the master spends SERVICE
++ ITEM per member to start a task and SERVICE per end, messages take 0.2 ms. It prints packing
+efficiency (rank-seconds / (workers x makespan)) for backfill, backfill with costs (each size
+longest first), greedy and strict beside the bound (simulate.packing_bound), and
+RESULT packing_eff_<ranks>=.. packing_eff_cost_<ranks>=.. bound_<ranks>=.. (about 15 s).
 
 Why: the paper's benchmark (Lunacek et al., IEEE Cluster 2013: 10 tasks per core, each sleeping
 uniform(27, 33) s, up to 12,288 cores) cannot be run on a 2-core box. This model replays the
