@@ -84,3 +84,33 @@ def test_a_rank_that_left_its_group_in_a_collective_ends_the_job_resumably(tmp_p
         assert list(f["tasks"]["status"][:]) == [1, 2, 1]
         assert "left before the allreduce" in f["errors/message"].asstr()[1]
         assert f["tasks"]["ranks"][1] == 2 and (f["results/value"][[0, 2]] == [0, 4]).all()
+
+
+def test_a_signal_stops_parallel_tasks_stores_them_and_the_rerun_resumes(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "scaling"))
+    from faults import kill_session
+
+    n = 16
+    params = tmp_path / "p.csv"
+    params.write_text("x,k\n" + "".join(f"{i},{1 + i % 2}\n" for i in range(n)))
+    out = tmp_path / "r.h5"
+    args = ["run", f"{TASKS}:nap", "--params", str(params), "--ranks", "k", "--out", str(out),
+            "--flush-interval", "0.1", "--quiet"]
+    job = subprocess.Popen(["mpiexec", "-n", "4", sys.executable, "-m", "mtcmpi", *args], cwd=ROOT,
+                           env=environment(), start_new_session=True, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    journal = f"{out}.journal"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (   # some tasks done, the run still going
+            os.path.isdir(journal) and any(os.path.getsize(os.path.join(journal, p))
+                                           for p in os.listdir(journal) if p.endswith(".jnl"))):
+        time.sleep(0.05)
+    kill_session(job.pid, signal.SIGTERM)
+    stdout, stderr = job.communicate(timeout=60)
+    assert "stopped early: signal SIGTERM" in stdout, stdout + stderr   # (mpiexec, signalled, exits 1)
+    with h5py.File(out) as f:
+        status = f["tasks"]["status"][:]
+        assert set(status.tolist()) <= {0, 1} and 0 < (status == 1).sum() < n
+        assert (f["tasks"]["ranks"][status == 1] == (1 + np.arange(n) % 2)[status == 1]).all()
+    again = mtcmpi(args, ranks=4)
+    assert again.returncode == 0 and f"resumed: {int((status == 1).sum())} tasks" in again.stdout
