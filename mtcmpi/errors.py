@@ -1,4 +1,5 @@
 """The errors mtcmpi tells users about, and the exit codes every rank leaves with."""
+import traceback
 
 EXIT_OK = 0             # every task succeeded
 EXIT_TASKS_FAILED = 1   # the run finished, some tasks failed (the summary says which and why)
@@ -10,3 +11,8 @@ EXIT_STOPPED = 75       # stopped early by a signal or the walltime: run the sam
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line on rank 0, every rank exits EXIT_USAGE."""
+
+
+def exception_line(exc: BaseException) -> str:
+    """'Type: message' of an exception, even one whose __str__ raises."""
+    return traceback.format_exception_only(type(exc), exc)[-1].strip()

@@ -54,6 +54,8 @@ from .engine import run_with_retries, tasks_of, watched
 from .errors import UsageError
 from .faults import GraceExpired, Retries, Stop
 from .isolate import CommandDeadline, kill_group, remote_class
+from .options import PACKINGS
+from .policies import Kind
 from .progress import Progress
 from .tasklog import Failure, TaskLog
 from .tasks import CALL_KEYWORDS, CALL_ONE, CALL_STAR, Source, invoker, resolve
@@ -63,7 +65,6 @@ ASSIGN, DONE, OUTCOME = 11, 12, 13   # master -> member, root -> master, member 
 CREATE = 14   # the tag of MPI_Comm_create_group among a task's members (no message uses it)
 ACK = 15      # root -> a member that raised: the whole group has finished the task
 STUCK_AFTER = 10.0   # seconds a rank that raised waits for the rest of its group (GroupStuck)
-PACKINGS = ("backfill", "greedy", "strict")
 GROUP_PLACEHOLDERS = ("{mpirun}", "{np}", "{hosts}", "{hostfile}")
 STEP_ASIDE = 0.01    # longest sleep between probes of a rank idle in a parallel run (seconds)
 KILL_GRACE = 2.0     # after SIGTERM at --timeout, a launcher has this long before SIGKILL
@@ -79,6 +80,7 @@ class Packed:
 
     packing: str = "backfill"
     by_cost: bool = False
+    kind = Kind.PARALLEL
 
     @property
     def name(self) -> str:
@@ -87,19 +89,12 @@ class Packed:
 
 @dataclass(frozen=True)
 class GroupSpec:
-    """How many ranks each task takes: per_task for all, or `ranks` (a column or a function)."""
+    """How many ranks each task takes: per_task for all, or `ranks` (a column or a function);
+    made by RunOptions.group_spec(), which has checked the values."""
 
     per_task: int | None = None
     ranks: str | None = None
     packing: str = "backfill"
-
-    def __post_init__(self) -> None:
-        if self.per_task is not None and self.ranks is not None:
-            raise UsageError("give --ranks-per-task or --ranks, not both")
-        if self.per_task is not None and self.per_task < 1:
-            raise UsageError(f"--ranks-per-task must be >= 1, not {self.per_task}")
-        if self.packing not in PACKINGS:
-            raise UsageError(f"--packing {self.packing!r}: choose one of {', '.join(PACKINGS)}")
 
     @property
     def given(self) -> bool:
@@ -310,18 +305,24 @@ def node_name() -> str:
     return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 
+def root_value(value: Any) -> Any:
+    """A parallel run's invoke as job.py sees it: what a task's root returned, as it is kept
+    (--out wraps it, as any invoke, to turn the value into arrays and journal it)."""
+    return value
+
+
 def execute(world: World, fn: Callable, call: str, source: Source, ids: Sequence[int],
             sizes: np.ndarray | None, packing: str, log: TaskLog, stop: Stop, retries: int = 0,
-            progress: Progress | None = None, normalize: Callable[[Any], Any] | None = None,
+            progress: Progress | None = None, store: Callable[[Any], Any] = root_value,
             costs: np.ndarray | None = None) -> dict[int, tuple[int, int]]:
     """Run the tasks `ids` of `source` on groups of ranks (collective over world); sizes and costs
     (longest first within a size, so the last tasks to start are the shortest) on rank 0;
-    normalize (--out) turns a root's return value into what the results file stores. Returns,
-    on every rank, the retried tasks: task id -> (root rank of the last try, tries)."""
+    store turns a root's return value into what is recorded (root_value, or --out's wrap of it).
+    Returns, on every rank, the retried tasks: task id -> (root rank of the last try, tries)."""
     nodes = world.comm.allgather(node_name())
     order = ids if costs is None or world.rank else longest_first(ids, costs)
     if world.size == 1:   # every task has one rank: this one
-        group = GroupCall(world, fn, call, log, normalize)
+        group = GroupCall(world, fn, call, log, store)
         group.members, group.hosts = [0], nodes
         tasks = tasks_of(source, order)
         if progress:
@@ -332,7 +333,7 @@ def execute(world: World, fn: Callable, call: str, source: Source, ids: Sequence
     if world.rank == 0:
         outcome = serve(world, source, order, sizes, packing, nodes, stop, Retries(retries), progress)
     else:
-        work(world, GroupCall(world, fn, call, log, normalize), log)
+        work(world, GroupCall(world, fn, call, log, store), log, stop)
         outcome = None
     return world.comm.bcast(outcome, root=0) if retries else {}
 
@@ -365,7 +366,9 @@ def serve(world: World, source: Source, ids: Sequence[int], sizes: np.ndarray, p
         if not running:
             break
         world.poll(MPI.ANY_SOURCE, DONE, status)
-        tid, failed, busy = comm.recv(source=status.Get_source(), tag=DONE)
+        tid, failed, busy, halted = comm.recv(source=status.Get_source(), tag=DONE)
+        if halted:
+            stop.halt(f"rank {status.Get_source()} had to stop (its journal cannot be written)")
         members, payload, _ = running.pop(tid)
         scheduler.placement.give(members)
         scheduler.done(busy)
@@ -383,10 +386,11 @@ def serve(world: World, source: Source, ids: Sequence[int], sizes: np.ndarray, p
     return retries.outcome()
 
 
-def work(world: World, group: "GroupCall", log: TaskLog) -> None:
+def work(world: World, group: "GroupCall", log: TaskLog, stop: Stop) -> None:
     """A worker: run what the master assigns, as root or member, until it says leave. Between
     tasks it waits sleeping (backoff up to STEP_ASIDE), so ranks reserved for an MPI program, or
-    idle while a group forms, leave the CPU to the work."""
+    idle while a group forms, leave the CPU to the work. A root reports whether stop halted
+    this rank (its journal cannot be written), so the master starts no more tasks."""
     comm = world.comm
     committed = Stop()   # the master decided these tasks run: every member runs them or none does
     while True:
@@ -400,14 +404,14 @@ def work(world: World, group: "GroupCall", log: TaskLog) -> None:
                 group.member(tid, payload, members)
                 continue
             group.tid, group.members, group.hosts = tid, members, hosts
+            if len(members) > 1:   # before the record: the journal may flush it at once
+                log.groups[tid] = (members, hosts)
             _, failed, busy = log.run([(tid, payload)], group.root, clock, committed)
         except GroupStuck as stuck:   # this rank's record of the task, then the job ends
             log.groups[tid] = (members, hosts)
             log.run([(tid, payload)], stuck.raise_error, clock, committed)
             raise
-        if len(members) > 1:
-            log.groups[tid] = (members, hosts)
-        comm.send((tid, failed, busy), 0, DONE)
+        comm.send((tid, failed, busy, stop.halted), 0, DONE)
 
 
 class GroupCall:
@@ -415,10 +419,10 @@ class GroupCall:
     row, result and failure are recorded as for any task) and `member` for the others."""
 
     def __init__(self, world: World, fn: Callable, call: str, log: TaskLog,
-                 normalize: Callable[[Any], Any] | None = None):
+                 store: Callable[[Any], Any] = root_value):
         self.world, self.log = world, log
         self.tid = -1
-        self.normalize = normalize or (lambda value: value)
+        self.store = store
         self.members: list[int] = []
         self.hosts: list[str] = []
         self.comm_fn = not isinstance(fn, CommandRunner) and takes_comm(fn)
@@ -439,8 +443,8 @@ class GroupCall:
     def root(self, payload: Any) -> Any:
         if not self.comm_fn:
             if isinstance(payload, CommandTask):
-                return self.normalize(self.run_command(payload))
-            return self.normalize(self.fn(payload))
+                return self.store(self.run_command(payload))
+            return self.store(self.fn(payload))
         comm = self.communicator(self.members)
         error = None
         try:
@@ -464,7 +468,7 @@ class GroupCall:
         failure = next((f for f in failures if f is not None), None)
         if failure is not None:
             raise member_error(failure)
-        return self.normalize(value)
+        return self.store(value)
 
     def member(self, tid: int, payload: Any, members: list[int]) -> None:
         comm = self.communicator(members)

@@ -18,11 +18,15 @@ import h5py
 import numpy as np
 
 from .errors import UsageError
-from .report import working_ranks
-from .tasklog import CRASHED, FAILED, OK, SKIPPED, TIMEOUT, members_of, read_groups
+from .output.members import members_of, read_groups
+from .policies import Kind
+from .report import efficiency as task_efficiency
+from .tasklog import CRASHED, FAILED, OK, SKIPPED, TIMEOUT
 
 STYLES = {OK: ("ok", "tab:blue"), FAILED: ("failed", "tab:red"),
           TIMEOUT: ("timeout", "tab:orange"), CRASHED: ("crashed", "black")}
+STAGE_COLOURS = ("tab:blue", "tab:green", "tab:purple", "tab:cyan", "tab:olive", "tab:brown",
+                 "tab:pink", "tab:gray")   # no red or orange: those are failed and timeout
 WIDTH, DPI = 12.0, 100           # inches, dots per inch
 MIN_BAR_PX = 1.0                 # a task is never drawn thinner than this
 UTILIZATION_BINS = 1000          # the busy curve is averaged over this many bins (about a pixel)
@@ -42,7 +46,9 @@ class Run:
     start: np.ndarray
     end: np.ndarray
     status: np.ndarray
-    rows: np.ndarray | None = None   # ranks each bar spans (a parallel task's contiguous members)
+    stage: np.ndarray | None = None    # a pipeline record: each task's stage, an index into stages
+    stages: tuple = ()
+    rows: np.ndarray | None = None     # ranks each bar spans (a parallel task's contiguous members)
 
     def __post_init__(self) -> None:
         if self.rows is None:
@@ -55,30 +61,32 @@ def load(path: str) -> Run:
         with h5py.File(path, "r") as f:
             tasks = f["tasks"]   # a table (one field per column) or a group of column datasets
             rank, start, end, status = (tasks[c][()] for c in ("rank", "start", "end", "status"))
+            fields = tasks.dtype.names if isinstance(tasks, h5py.Dataset) else tasks
+            stage = tasks["stage"][()] if "stage" in fields else None
             attrs = dict(f.attrs)
             groups = read_groups(f)
     except (OSError, KeyError) as exc:
         raise UsageError(f"{path} is not a readable mtcmpi results file ({exc})") from None
     ran = (rank >= 0) & np.isfinite(start) & np.isfinite(end)
     rows = np.ones(len(rank), np.int64)
-    extra = []   # a parallel task's members beyond its first run of contiguous ranks
+    extra = []   # a parallel task's members beyond its first run of contiguous ranks: more bars
     for tid, (members, _) in groups.items():
-        if not ran[tid]:
-            continue
-        spans = contiguous(members_of(members))
-        rank[tid], rows[tid] = spans[0]
-        extra += [(r, k, start[tid], end[tid], status[tid]) for r, k in spans[1:]]
-    rank, start, end, status, rows = rank[ran], start[ran], end[ran], status[ran], rows[ran]
-    if extra:
-        more = list(zip(*extra))
-        rank, rows = np.r_[rank, more[0]], np.r_[rows, more[1]]
-        start, end, status = np.r_[start, more[2]], np.r_[end, more[3]], np.r_[status, more[4]]
+        if ran[tid]:
+            spans = contiguous(members_of(members))
+            rank[tid], rows[tid] = spans[0]
+            extra += [(tid, r, k) for r, k in spans[1:]]
+    bars = np.r_[np.flatnonzero(ran), [t for t, _, _ in extra]].astype(np.int64)
+    rank = np.r_[rank[ran], [r for _, r, _ in extra]].astype(rank.dtype)
+    rows = np.r_[rows[ran], [k for _, _, k in extra]].astype(np.int64)
+    start, end, status = start[bars], end[bars], status[bars]
+    stage = None if stage is None else stage[bars]
     t0 = float(np.fmin(attrs.get("start_time", np.nan), start.min(initial=np.inf)))   # fmin skips NaN
     t0 = t0 if np.isfinite(t0) else 0.0
     ranks = max(int(attrs.get("ranks", 0)), int(rank.max()) + 1 if len(rank) else 1)
     policy = attrs.get("policy", "?")
     return Run(os.path.basename(path), ranks, policy if isinstance(policy, str) else policy.decode(),
-               int(attrs.get("n_tasks", len(ran))), t0, rank, start - t0, end - t0, status, rows)
+               int(attrs.get("n_tasks", len(ran))), t0, rank, start - t0, end - t0, status,
+               stage, tuple(str(n) for n in attrs.get("stages", ())), rows)
 
 
 def contiguous(ranks: list[int]) -> list[tuple[int, int]]:
@@ -124,11 +132,18 @@ def binned(times: np.ndarray, counts: np.ndarray, edges: np.ndarray) -> np.ndarr
 
 
 def efficiency(run: Run) -> float:
-    """Total task time / (working ranks x (last end - first start)), as the summary and
-    `mtcmpi report` compute it; 1.0 means no working rank ever idled."""
-    span = run.end.max() - run.start.min() if len(run.start) else 0.0
-    workers = working_ranks(run.ranks, run.policy)
-    return float(((run.end - run.start) * run.rows).sum() / (workers * span)) if span > 0 else 0.0
+    """report.efficiency of the run, as the summary and `mtcmpi report` show it."""
+    return task_efficiency(rank_time(run), Kind.of(run.policy).working_ranks(run.ranks), wall(run))
+
+
+def rank_time(run: Run) -> float:
+    """Seconds of rank time in tasks: a bar counts once per rank it spans."""
+    return float(((run.end - run.start) * run.rows).sum())
+
+
+def wall(run: Run) -> float:
+    """First task start to last task end."""
+    return float(run.end.max() - run.start.min()) if len(run.start) else 0.0
 
 
 def merge_bars(rank: np.ndarray, start: np.ndarray, end: np.ndarray, gap: float,
@@ -189,8 +204,11 @@ def matplotlib_parts():
 def add_bars(ax, run: Run, pixel: float, height: float, Patch, PolyCollection) -> list:
     """One PolyCollection per status drawn on `ax`; returns the legend handles, counts included."""
     handles = []
-    for code, (label, colour) in STYLES.items():   # ok first: failures are drawn over it
-        mine = run.status == code
+    groups = [(run.status == code, label, colour) for code, (label, colour) in STYLES.items()]
+    if run.stage is not None:   # a pipeline: ok tasks coloured by stage
+        groups[:1] = [((run.status == OK) & (run.stage == i), name, STAGE_COLOURS[i % len(STAGE_COLOURS)])
+                      for i, name in enumerate(run.stages)]
+    for mine, label, colour in groups:   # ok first: failures are drawn over it
         if not mine.any():
             continue
         edged = np.median(run.end[mine] - run.start[mine]) >= EDGED_BAR_PX * pixel
@@ -238,7 +256,7 @@ def draw_utilization(run: Run, png: str) -> None:
     busy = binned(times, counts, edges)
     ax.stairs(busy, edges / scale, fill=True, color="tab:blue", alpha=0.3)
     ax.stairs(busy, edges / scale, color="tab:blue", linewidth=1, label="busy ranks")
-    workers = working_ranks(run.ranks, run.policy)
+    workers = Kind.of(run.policy).working_ranks(run.ranks)
     ax.axhline(workers, color="black", linestyle="--", linewidth=1, label=f"working ranks ({workers})")
     if workers != run.ranks:
         ax.axhline(run.ranks, color="grey", linestyle=":", linewidth=1,
@@ -248,10 +266,9 @@ def draw_utilization(run: Run, png: str) -> None:
     ax.set_ylim(0, run.ranks * 1.12)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("busy ranks")
-    work = float(((run.end - run.start) * run.rows).sum())
-    wall = float(run.end.max() - run.start.min()) if len(run.start) else 0.0
+    work = rank_time(run)
     ax.set_title(f"{run.name}: busy ranks over time, efficiency {efficiency(run):.1%} "
-                 f"(task time {seconds(work)} / ({workers} working ranks x {seconds(wall)}))")
+                 f"(task time {seconds(work)} / ({workers} working ranks x {seconds(wall(run))}))")
     fig.legend(loc="outside lower center", ncols=3, frameon=False)
     Canvas(fig).print_png(png)
 

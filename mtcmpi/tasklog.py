@@ -5,51 +5,41 @@ and the per-task bookkeeping costs well under a microsecond.
 """
 from __future__ import annotations
 
+import enum
 import os
 import traceback
 from array import array
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from .faults import CHECK_EVERY, GraceExpired
+
 if TYPE_CHECKING:
     from .faults import Stop
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-NOT_RUN, OK, FAILED, SKIPPED, TIMEOUT, CRASHED = 0, 1, 2, 3, 4, 5
-STATUS_NAMES = {NOT_RUN: "not-run", OK: "ok", FAILED: "failed", SKIPPED: "skipped",
-                TIMEOUT: "timeout", CRASHED: "crashed"}
+
+
+class TaskStatus(enum.IntEnum):
+    """A task's status; the values are the codes of the results file's status enum."""
+
+    NOT_RUN = 0
+    OK = 1
+    FAILED = 2
+    SKIPPED = 3
+    TIMEOUT = 4
+    CRASHED = 5
+
+    @property
+    def label(self) -> str:
+        """The name in the results file and in `mtcmpi report`: 'not-run', 'ok', ..."""
+        return self.name.lower().replace("_", "-")
+
+
+NOT_RUN, OK, FAILED, SKIPPED, TIMEOUT, CRASHED = TaskStatus
+STATUS_NAMES = {int(s): s.label for s in TaskStatus}
 DONE = [OK, SKIPPED]                        # a resumed run never repeats these
 FAILED_STATES = [FAILED, TIMEOUT, CRASHED]  # repeated only with --retry-failed
-
-
-def members_text(members: list[int]) -> str:
-    """A parallel task's ranks as ranges, as the results file's /groups table stores them: '1-4,7'."""
-    out, i = [], 0
-    while i < len(members):
-        j = i
-        while j + 1 < len(members) and members[j + 1] == members[j] + 1:
-            j += 1
-        out.append(str(members[i]) if i == j else f"{members[i]}-{members[j]}")
-        i = j + 1
-    return ",".join(out)
-
-
-def members_of(text: str) -> list[int]:
-    """The ranks of members_text(ranks)."""
-    ranks: list[int] = []
-    for part in filter(None, text.split(",")):
-        lo, _, hi = part.partition("-")
-        ranks += range(int(lo), int(hi or lo) + 1)
-    return ranks
-
-
-def read_groups(f) -> dict[int, tuple[str, str]]:
-    """An open results file's /groups as {task id: (members, hosts)}; empty without parallel tasks."""
-    if "groups" not in f:
-        return {}
-    table = f["groups"][:]
-    text = [[v.decode() if isinstance(v, bytes) else v for v in table[name]] for name in ("members", "hosts")]
-    return {int(t): (m, h) for t, m, h in zip(table["task"], *text)}
 
 
 class Skipped(Exception):
@@ -91,7 +81,7 @@ class TaskLog:
     results: dict[int, Any] = field(default_factory=dict)     # only tasks that returned non-None
     failures: dict[int, Failure] = field(default_factory=dict)
     groups: dict[int, tuple[list[int], list[str]]] = field(default_factory=dict)  # parallel tasks
-    # this rank led: task id -> (member ranks, their hosts); see groups.py
+    # this rank led: task id -> (member ranks, their hosts); see groups.py, output/members.py
 
     def run(self, chunk: Iterable[tuple[int, Any]], invoke: Callable[[Any], Any],
             clock: Callable[[], float], stop: "Stop") -> tuple[int, int, float]:
@@ -102,18 +92,25 @@ class TaskLog:
         n = failed = 0
         busy = 0.0
         limited = stop.deadline is not None or stop.max_failures is not None
+        look_at = 0.0   # before_task: before every task with a limit, else once a CHECK_EVERY
         for tid, payload in chunk:
             t0 = clock()
-            # one attribute read when no limit is set: a method call here cost 25% at 1M tasks/s
-            if stop.reason is not None or limited and stop.before_task(t0, n, failed, busy):
+            # one attribute read and one comparison: a method call here cost 25% at 1M tasks/s
+            if stop.reason is not None:
                 break
+            if t0 >= look_at:
+                if stop.before_task(t0, n, failed, busy):
+                    break
+                look_at = t0 if limited else t0 + CHECK_EVERY
             try:
                 value = invoke(payload)
             except Skipped:
                 t1 = clock()
                 status(SKIPPED)
-            except (Exception, SystemExit) as exc:
-                t1 = clock()
+            except GraceExpired:   # a second Ctrl-C: the job ends, this task with it
+                raise
+            except BaseException as exc:   # SystemExit, KeyboardInterrupt, CancelledError too:
+                t1 = clock()                # a task's, never the rank's way out
                 self.failures[tid] = self.failure(tid, exc)
                 status(getattr(type(exc), "mtcmpi_status", FAILED))
                 failed += 1

@@ -4,14 +4,17 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 from mpi4py import MPI
 
-from .errors import UsageError
+from .errors import UsageError, exception_line
 
 
+T = TypeVar("T")
 SPIN = 1e-3        # how long a waiting rank probes before it starts to sleep (seconds)
 MAX_PAUSE = 2e-4   # longest sleep between probes of a waiting rank (seconds)
 
@@ -39,6 +42,25 @@ class World:
         first = self.comm.allreduce(self.rank if error else self.size, op=MPI.MIN)
         if first < self.size:
             raise UsageError(self.comm.bcast(error, root=first))
+
+    def agree_on(self, step: Callable[[], T] | None) -> T | None:
+        """Collective: run step on this rank (None: nothing to do here), then agree as agree()
+        does. A UsageError, or any way out a rank must not take alone (SystemExit,
+        KeyboardInterrupt: the others would wait for it forever), is the rank's error; other
+        exceptions are mtcmpi's own and abort the job, as a second Ctrl-C does."""
+        from .faults import GraceExpired
+
+        value, error = None, None
+        try:
+            value = step() if step else None
+        except UsageError as exc:
+            error = str(exc)
+        except (Exception, GraceExpired):
+            raise
+        except BaseException as exc:
+            error = f"rank {self.rank} on {self.host}: start-up ended by {exception_line(exc)}"
+        self.agree(error)
+        return value
 
     def poll(self, source: int, tag: int, status: MPI.Status | None = None,
              max_pause: float = MAX_PAUSE) -> None:
@@ -77,8 +99,11 @@ class World:
         self.wait_quietly(self.comm.Ibarrier())
 
     def abort(self, message: str, code: int) -> None:
-        """Print one message and end every rank of the job now."""
+        """Print one message and end every rank of the job now (from any thread)."""
         print(message, file=sys.stderr, flush=True)
         if self.size > 1:
             self.comm.Abort(code)
+        if threading.current_thread() is not threading.main_thread():
+            sys.stdout.flush()
+            os._exit(code)
         sys.exit(code)

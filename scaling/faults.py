@@ -35,7 +35,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 from _mpirun import environment  # noqa: E402
 
-from mtcmpi import journal  # noqa: E402
+from mtcmpi.output import journal  # noqa: E402
 
 
 def command(ranks: int, n: int, out: str) -> list[str]:
@@ -104,7 +104,7 @@ def trial(ranks: int, n: int, kill_after: float, workdir: str, kind: str = "kill
     time.sleep(0.2)   # let the kernel reap the ranks before the journal is read
     last_flush: dict[int, float] = {}
     for frame in journal.read(out):
-        last_flush[frame["pid"]] = max(last_flush.get(frame["pid"], 0.0), frame["flushed"])
+        last_flush[frame.meta["pid"]] = max(last_flush.get(frame.meta["pid"], 0.0), frame.meta["flushed"])
     if os.path.exists(out):   # a stopped run stored what it finished: none of it may run again
         with h5py.File(out) as f:
             for pid, end in f["tasks"][:][["pid", "end"]]:

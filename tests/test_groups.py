@@ -11,7 +11,8 @@ import pytest
 from mtcmpi import plots
 from mtcmpi.groups import GroupSpec, Placement, Scheduler
 from mtcmpi.errors import UsageError
-from mtcmpi.tasklog import members_of, members_text, read_groups
+from mtcmpi.options import RunOptions
+from mtcmpi.output.members import members_of, members_text, read_groups
 from tests.helpers import mtcmpi
 
 pytestmark = pytest.mark.timeout(120)
@@ -62,13 +63,16 @@ def test_largest_first_then_backfill_and_a_starving_task_is_protected():
     assert strict.ready(0.0) == []
 
 
-def test_group_spec_refuses_bad_sizes():
-    with pytest.raises(UsageError, match=">= 1"):
-        GroupSpec(per_task=0)
+def test_the_options_refuse_bad_sizes_and_make_the_spec():
+    with pytest.raises(UsageError, match="--ranks-per-task must be >= 1"):
+        RunOptions(ranks_per_task=0)
     with pytest.raises(UsageError, match="not both"):
-        GroupSpec(per_task=2, ranks="n")
-    with pytest.raises(UsageError, match="--packing"):
-        GroupSpec(per_task=2, packing="fifo")
+        RunOptions(ranks_per_task=2, ranks="n")
+    with pytest.raises(UsageError, match="--packing 'fifo'"):
+        RunOptions(ranks_per_task=2, packing="fifo")
+    spec = RunOptions(ranks="nprocs", packing="strict").group_spec()
+    assert spec == GroupSpec(None, "nprocs", "strict") and spec.given
+    assert not RunOptions().group_spec().given
 
 
 def test_functions_on_their_own_communicator(tmp_path):

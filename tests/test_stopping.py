@@ -8,11 +8,10 @@ import time
 import h5py
 import pytest
 
+from mtcmpi.errors import EXIT_STOPPED
 from tests.helpers import MPI_ENV, ROOT, mtcmpi
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
-EXIT_STOPPED = 75
-REPEAT_GAP = 1.1   # past faults.REPEAT: a signal this much later is a new one
 
 
 def start(args, ranks=3):
@@ -63,34 +62,6 @@ def test_a_warning_during_start_up_stops_before_the_first_task_and_exits_75(tmp_
     assert job.returncode == EXIT_STOPPED, stdout + stderr
     assert "stopped early: signal SIGUSR1" in stdout and "0 ok" in stdout
     assert "Traceback" not in stderr and "exited on signal" not in stderr
-
-
-@pytest.mark.timeout(60, method="thread")   # the SIGALRM timer is the Stop's here
-def test_stop_phases_remember_early_signals_arm_grace_only_while_running_then_ignore():
-    from mtcmpi.faults import Stop, catch_early
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)}
-    try:
-        catch_early()
-        os.kill(os.getpid(), signal.SIGUSR2)        # before the run: remembered, not fatal
-        stop = Stop(grace=30.0)
-        stop.install()
-        assert stop.reason == "signal SIGUSR2"
-        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0   # no task runs: no grace timer
-        stop.uninstall()
-        stop = Stop(grace=30.0)
-        stop.install()
-        stop.begin()
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.reason == "signal SIGTERM" and signal.getitimer(signal.ITIMER_REAL)[0] > 29
-        stop.quiet()
-        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
-        time.sleep(REPEAT_GAP)
-        os.kill(os.getpid(), signal.SIGINT)          # a second Ctrl-C would end a running job
-        stop.uninstall()
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
 
 
 def test_walltime_starts_no_task_that_cannot_finish(tmp_path):

@@ -1,10 +1,10 @@
 """Parallel tasks in-process on several ranks (scripts/test runs them under `mpiexec -n 4`)."""
 import pytest
 
+import mtcmpi
 from mtcmpi.errors import UsageError
-from mtcmpi.groups import GroupSpec
 from mtcmpi.job import run_job
-from mtcmpi.policies import Dynamic
+from mtcmpi.options import RunOptions
 from mtcmpi.tasklog import FAILED, OK
 from mtcmpi.tasks import ItemsSource
 from mtcmpi.world import World
@@ -14,8 +14,8 @@ from tests.mpi.common import comm, on_rank0
 pytestmark = [pytest.mark.mpi(min_size=3), pytest.mark.timeout(60)]
 
 
-def run(fn, items, **spec):
-    return run_job(World.of(), fn, ItemsSource(items), Dynamic(), group_spec=GroupSpec(**spec))
+def run(fn, items, **options):
+    return run_job(World.of(), fn, ItemsSource(items), RunOptions(quiet=True, **options))
 
 
 def everything(outcome) -> dict:
@@ -28,7 +28,7 @@ def everything(outcome) -> dict:
 
 def test_each_group_allreduces_over_exactly_its_ranks():
     workers = comm.size - 1
-    outcome = run(g.total, list(range(8)), per_task=2)
+    outcome = run(g.total, list(range(8)), ranks_per_task=2)
     records = everything(outcome)
     assert sorted(records) == list(range(8))
     for x, (rank, status, value, members) in records.items():
@@ -52,9 +52,18 @@ def test_a_size_per_task_from_a_function_and_a_failing_member():
     assert outcome.exit_code == 1
 
 
+def test_the_api_runs_tasks_on_k_ranks_and_returns_each_roots_value():
+    results = mtcmpi.run(g.total, range(4), ranks_per_task=2)
+    if comm.rank == 0:
+        assert [r["sum"] for r in results] == [2 * x + 1 for x in range(4)]
+        assert {r["size"] for r in results} == {2} and all(r["first"] >= 1 for r in results)
+    else:
+        assert results is None
+
+
 def test_a_task_wider_than_the_workers_is_refused_on_every_rank():
     with pytest.raises(UsageError, match=f"needs {comm.size} ranks"):
-        run(g.total, [1], per_task=comm.size)
+        run(g.total, [1], ranks_per_task=comm.size)
     on_rank0(lambda: None)
 
 
@@ -74,7 +83,7 @@ def test_ranks_of_a_running_program_and_idle_ranks_leave_the_cpu(tmp_path_factor
     source, runner = command_tasks(command="sleep {}", args_file=f"{folder}/args.txt")
     used = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
-    outcome = run_job(World.of(), runner, source, Dynamic(), group_spec=GroupSpec(per_task=2))
+    outcome = run_job(World.of(), runner, source, RunOptions(ranks_per_task=2, quiet=True))
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime
