@@ -51,10 +51,8 @@ def child(kind: str, k: int, seed: int, mean: float) -> None:
     """Under mpiexec: one run; rank 0 prints what it measured as JSON."""
     from mpi4py import MPI
 
-    from mtcmpi.costs import CostSpec
-    from mtcmpi.groups import GroupSpec
     from mtcmpi.job import run_job
-    from mtcmpi.policies import Dynamic
+    from mtcmpi.options import RunOptions
     from mtcmpi.tasks import ItemsSource
     from mtcmpi.world import World
 
@@ -62,16 +60,15 @@ def child(kind: str, k: int, seed: int, mean: float) -> None:
     world = World.of()
     if kind == "dispatch":
         fn = noop_plain if k == 0 else noop
-        out = run_job(world, fn, ItemsSource(range(DISPATCH_TASKS)), Dynamic(),
-                      group_spec=GroupSpec(per_task=max(k, 1)))
+        out = run_job(world, fn, ItemsSource(range(DISPATCH_TASKS)),
+                      RunOptions(ranks_per_task=max(k, 1), quiet=True))
         if out.summary:
             print(json.dumps({"per_task_us": out.summary.engine / DISPATCH_TASKS * 1e6}))
         return
     sizes, seconds = group_workload(comm.size - 1, seed)
     items = [{"d": float(d) * mean, "k": int(s)} for s, d in zip(sizes, seconds)]
-    costs = CostSpec("d") if kind == "cost" else None
-    out = run_job(world, sleep_task, ItemsSource(items, star=True), Dynamic(), costs=costs,
-                  group_spec=GroupSpec(ranks="k"))
+    out = run_job(world, sleep_task, ItemsSource(items, star=True),
+                  RunOptions(ranks="k", cost="d" if kind == "cost" else None, quiet=True))
     spans = comm.gather((min(out.log.starts, default=float("inf")), max(out.log.ends, default=0.0)))
     if out.summary:
         makespan = max(e for _, e in spans) - min(s for s, _ in spans)

@@ -114,3 +114,25 @@ def test_a_signal_stops_parallel_tasks_stores_them_and_the_rerun_resumes(tmp_pat
         assert (f["tasks"]["ranks"][status == 1] == (1 + np.arange(n) % 2)[status == 1]).all()
     again = mtcmpi(args, ranks=4)
     assert again.returncode == 0 and f"resumed: {int((status == 1).sum())} tasks" in again.stdout
+
+
+def test_a_task_run_again_on_one_rank_leaves_groups_and_an_old_file_reads_as_one_rank(tmp_path):
+    from numpy.lib import recfunctions
+
+    out = tmp_path / "r.h5"
+    args = ["run", f"{TASKS}:member_fails", "--count", "2", "--out", str(out), "--quiet"]
+    assert mtcmpi(args + ["--ranks-per-task", "2"], ranks=3).returncode == 1   # task 1 fails
+    with h5py.File(out, "r+") as f:
+        assert list(f["tasks"]["ranks"][:]) == [2, 2] and sorted(f["groups"]["task"][:]) == [0, 1]
+    again = mtcmpi(args + ["--ranks-per-task", "1", "--retry-failed"], ranks=3)
+    assert again.returncode == 1 and "resumed: 1 tasks" in again.stdout, again.stdout + again.stderr
+    with h5py.File(out, "r+") as f:
+        assert list(f["tasks"]["ranks"][:]) == [2, 1] and list(f["groups"]["task"][:]) == [0]
+        old = recfunctions.drop_fields(f["tasks"][:], "ranks", usemask=False)
+        del f["tasks"], f["groups"]   # as a file written before parallel tasks
+        f.create_dataset("tasks", data=old)
+    third = mtcmpi(args + ["--ranks-per-task", "1", "--retry-failed"], ranks=3)
+    assert third.returncode == 1, third.stdout + third.stderr
+    with h5py.File(out) as f:
+        assert list(f["tasks"]["ranks"][:]) == [1, 1] and "groups" not in f
+        assert list(f["tasks"]["attempts"][:]) == [1, 3]
