@@ -33,7 +33,6 @@ class Parser(argparse.ArgumentParser):
             super()._print_message(message, file)
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="mtcmpi", description="Many-task computing on MPI: run thousands to "
                     "millions of independent tasks over the ranks of one mpirun.",
@@ -156,7 +155,7 @@ def task_list(args: argparse.Namespace) -> tuple:
 def command_run(args: argparse.Namespace) -> int:
     from .faults import catch_early, ignore_late
 
-    catch_early()   # before MPI starts, which can take seconds on thousands of ranks
+    catch_early(args.grace)   # before MPI starts, which can take seconds on thousands of ranks
     from .job import run_job
     from .options import RunOptions
     from .world import World

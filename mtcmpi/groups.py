@@ -13,8 +13,8 @@ the task's root, which runs it and records its row.
   leave half-done. A rank that raised while the others wait in one of the *function's own*
   collectives (one it never reached) cannot free them: no MPI-3 call can. So a rank that raised
   waits STUCK_AFTER seconds for the rest of its group to finish the task, and if they do not,
-  it records the task as failed, flushes its journal and ends the job (GroupStuck, exit 75:
-  run again to resume), instead of leaving the job hung.
+  it records the task as failed and ends the job through stop.expired, as --grace does (its
+  journal flushed, exit 75: run again to resume), instead of leaving the job hung.
 - A command task runs on its root alone; {mpirun} in its template becomes a launcher line for the
   group's hosts and slots ({np}, {hosts}, {hostfile} for other launchers), started in a clean
   environment (the enclosing job's MPI variables removed). The other members get no message:
@@ -52,7 +52,7 @@ from .commands import CommandFailed, CommandRunner, CommandTask
 from .costs import longest_first
 from .engine import run_with_retries, tasks_of, watched
 from .errors import UsageError
-from .faults import GraceExpired, Retries, Stop
+from .faults import Retries, Stop
 from .isolate import CommandDeadline, kill_group, remote_class
 from .options import PACKINGS
 from .policies import Kind
@@ -64,7 +64,7 @@ from .world import World
 ASSIGN, DONE, OUTCOME = 11, 12, 13   # master -> member, root -> master, member -> root
 CREATE = 14   # the tag of MPI_Comm_create_group among a task's members (no message uses it)
 ACK = 15      # root -> a member that raised: the whole group has finished the task
-STUCK_AFTER = 10.0   # seconds a rank that raised waits for the rest of its group (GroupStuck)
+STUCK_AFTER = 10.0   # seconds a rank that raised waits for the rest of its group (stuck_message)
 GROUP_PLACEHOLDERS = ("{mpirun}", "{np}", "{hosts}", "{hostfile}")
 STEP_ASIDE = 0.01    # longest sleep between probes of a rank idle in a parallel run (seconds)
 KILL_GRACE = 2.0     # after SIGTERM at --timeout, a launcher has this long before SIGKILL
@@ -399,18 +399,19 @@ def work(world: World, group: "GroupCall", log: TaskLog, stop: Stop) -> None:
         if message is None:
             return
         tid, payload, members, hosts = message
-        try:
-            if members[0] != world.rank:
-                group.member(tid, payload, members)
+        if members[0] != world.rank:
+            error = group.member(tid, payload, members)
+            if error is None:
                 continue
+            log.groups[tid] = (members, hosts)   # stuck: this rank's record of the task
+            log.run([(tid, payload)], reraise(error), clock, committed)
+        else:
             group.tid, group.members, group.hosts = tid, members, hosts
             if len(members) > 1:   # before the record: the journal may flush it at once
                 log.groups[tid] = (members, hosts)
             _, failed, busy = log.run([(tid, payload)], group.root, clock, committed)
-        except GroupStuck as stuck:   # this rank's record of the task, then the job ends
-            log.groups[tid] = (members, hosts)
-            log.run([(tid, payload)], stuck.raise_error, clock, committed)
-            raise
+        if group.stuck:   # the job ends here, as at --grace: journal flushed, exit 75
+            stop.expired(group.stuck)
         comm.send((tid, failed, busy, stop.halted), 0, DONE)
 
 
@@ -422,6 +423,7 @@ class GroupCall:
                  store: Callable[[Any], Any] = root_value):
         self.world, self.log = world, log
         self.tid = -1
+        self.stuck: str | None = None   # why this rank must end the job (stuck_message)
         self.store = store
         self.members: list[int] = []
         self.hosts: list[str] = []
@@ -449,7 +451,7 @@ class GroupCall:
         error = None
         try:
             value = self.fn(payload, comm)
-        except (Exception, SystemExit) as exc:
+        except BaseException as exc:   # every way out of a task, as TaskLog.run
             error, value = exc, None
         failures = []
         waited = time.monotonic()
@@ -457,7 +459,8 @@ class GroupCall:
             if error is None:
                 self.world.poll(rank, OUTCOME, max_pause=STEP_ASIDE)
             elif not arrives(self.world, rank, OUTCOME, waited + STUCK_AFTER - time.monotonic()):
-                raise GroupStuck(self.tid, self.members, error)
+                self.stuck = stuck_message(self.tid, self.members, error)
+                raise error   # the task's failure; work() then ends the job
             failures.append(self.world.comm.recv(source=rank, tag=OUTCOME))
         comm.Free()
         for rank, failure in zip(self.members[1:], failures):
@@ -470,19 +473,22 @@ class GroupCall:
             raise member_error(failure)
         return self.store(value)
 
-    def member(self, tid: int, payload: Any, members: list[int]) -> None:
+    def member(self, tid: int, payload: Any, members: list[int]) -> BaseException | None:
+        """Run a member's part; returns what it raised if its group is stuck (self.stuck)."""
         comm = self.communicator(members)
         failure = None
         try:
             self.fn(payload, comm)   # a member's return value is dropped
-        except (Exception, SystemExit) as exc:
+        except BaseException as exc:
             failure, error = self.log.failure(tid, exc), exc
         self.world.comm.send(failure, members[0], OUTCOME)
         if failure is not None:
             if not arrives(self.world, members[0], ACK, STUCK_AFTER):
-                raise GroupStuck(tid, members, error)
+                self.stuck = stuck_message(tid, members, error)
+                return error
             self.world.comm.recv(source=members[0], tag=ACK)
         comm.Free()
+        return None
 
     def run_command(self, task: CommandTask) -> Any:
         program = launched_program(task.command)
@@ -497,22 +503,21 @@ class GroupCall:
             os.unlink(hostfile)
 
 
-class GroupStuck(GraceExpired):
-    """A rank of a parallel task raised and the rest of its group did not finish the task within
-    STUCK_AFTER seconds: they wait, presumably, in a collective of the task this rank never
-    reached. A GraceExpired, so the run ends as at --grace: this rank's journal is flushed (with
-    the task recorded as failed, so a resumed run does not repeat it) and every rank ends."""
+def stuck_message(tid: int, members: list[int], error: BaseException) -> str:
+    """Why a rank ends the job: it raised in a parallel task and the rest of its group did not
+    finish the task within STUCK_AFTER seconds (they wait, presumably, in a collective of the
+    task it never reached, which no MPI call can end)."""
+    return (f"task {tid}: this rank raised {type(error).__name__}: {error}, and the other ranks "
+            f"of its group {members} did not finish the task within {STUCK_AFTER:g} s: they "
+            "wait, presumably, in a collective of the task that this rank never reached, which no "
+            f"MPI call can end; task {tid} is recorded as failed and the job ends")
 
-    def __init__(self, tid: int, members: list[int], error: BaseException):
-        super().__init__(f"task {tid}: this rank raised {type(error).__name__}: {error}, and the "
-                         f"other ranks of its group {members} did not finish the task within "
-                         f"{STUCK_AFTER:g} s: they wait, presumably, in a collective of the task "
-                         "that this rank never reached, which no MPI call can end; task "
-                         f"{tid} is recorded as failed and the job ends")
-        self.error = error
 
-    def raise_error(self, payload: Any) -> None:
-        raise self.error
+def reraise(error: BaseException) -> Callable[[Any], Any]:
+    """An invoke that raises error again: a stuck member's record of the task's failure."""
+    def again(payload: Any) -> Any:
+        raise error
+    return again
 
 
 def arrives(world: World, source: int, tag: int, seconds: float) -> bool:

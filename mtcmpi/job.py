@@ -10,7 +10,7 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -21,16 +21,12 @@ from .commands import CommandRunner
 from .consistency import check_same_code
 from .costs import CostSpec
 from .errors import EXIT_STOPPED, UsageError
-from .faults import GraceExpired
 from .isolate import Isolated
 from .options import RunOptions
 from .policies import Policy, Static
 from .tasklog import TaskLog
 from .tasks import Source, check_call, first_task, invoker, resolve
 from .world import World
-
-if TYPE_CHECKING:   # h5py comes with it: a run without --out does not import it (~40 ms a rank)
-    from .output import Output
 
 _IMPORTED = time.time()
 
@@ -137,34 +133,32 @@ def run_job(world: World, target: str | Callable, source: Source,
     stop.expired = end_now
     stop.install()   # from start-up on: a stop signal before the first task ends the run at once
     try:
+        launched = launch_time(world)
+        spec = options.group_spec()
+        fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs,
+                                                     spec.given)
+        ids: Sequence[int] = range(n)
+        parallel = groups.needs_groups(world, spec, fn, source)
+        if parallel:   # tasks on k ranks: the root's value is what is stored
+            sizes = groups.plan(world, spec, fn, source, n, options.isolate, options.timeout)
+            policy, invoke = groups.Packed(spec.packing), groups.root_value
+        else:
+            invoke, isolated = task_invoker(world, fn, source.call, policy, options.timeout,
+                                             options.isolate)
+        log = TaskLog(world.rank, world.host, world.pid)
+        if output:
+            ids = output.begin(world, n, fingerprint)
+            invoke = output.wrap(invoke, log, stop, len(ids))   # journalled as they finish
+        world.barrier()
+        started = time.time()
+        shown = progress if world.rank == 0 else None
         try:
-            launched = launch_time(world)
-            spec = options.group_spec()
-            fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None,
-                                                         costs, spec.given)
-            ids: Sequence[int] = range(n)
-            parallel = groups.needs_groups(world, spec, fn, source)
-            if parallel:   # tasks on k ranks: the root's value is what is stored
-                sizes = groups.plan(world, spec, fn, source, n, options.isolate, options.timeout)
-                policy, invoke = groups.Packed(spec.packing), groups.root_value
-            else:
-                invoke, isolated = task_invoker(world, fn, source.call, policy, options.timeout,
-                                                 options.isolate)
-            log = TaskLog(world.rank, world.host, world.pid)
-            if output:
-                ids = output.begin(world, n, fingerprint)
-                invoke = output.wrap(invoke, log, stop, len(ids))   # journalled as they finish
-            world.barrier()
-            started = time.time()
-            shown = progress if world.rank == 0 else None
             if parallel:
                 retried = groups.execute(world, fn, source.call, source, ids, sizes, spec.packing, log,
                                          stop, retries, shown, invoke, estimate)
             else:
                 retried = engine.execute(world, invoke, source, ids, policy, log, stop, retries,
                                          estimate, shown)
-        except GraceExpired as exc:   # a second Ctrl-C
-            end_now(str(exc))
         finally:
             stop.quiet()   # no grace any more while storing; later stop signals change nothing
             if isolated:
@@ -193,9 +187,10 @@ def run_job(world: World, target: str | Callable, source: Source,
                                      output.earlier_failures(ids) if output else 0,
                                      max(0.0, written - done) if output else 0.0,
                                      output.path if output else None)
-            mine = workers == world.size   # static: the display counted rank 0's own share
-            progress.close(len(log.ids) if mine else total.ran,
-                           len(log.failures) if mine else total.failed)
+            if progress:   # static: the display counted rank 0's own share
+                mine = workers == world.size
+                progress.close(len(log.ids) if mine else total.ran,
+                               len(log.failures) if mine else total.failed)
         code = world.comm.bcast(summary.exit_code() if summary else None, root=0)
         return Outcome(n, log, summary, code)
     finally:

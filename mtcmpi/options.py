@@ -8,7 +8,6 @@ in check(), and one argument in run_args.py.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PACKINGS = ("backfill", "greedy", "strict")   # groups.py: how tasks of k ranks are placed
 INT64_MAX = 2 ** 63 - 1
+MAX_SECONDS = 1e8   # about 3 years: beyond it timers overflow (setitimer, Event.wait)
 
 
 @dataclass(frozen=True)
@@ -156,10 +156,11 @@ class RunOptions:
         end = world.comm.bcast(deadline(self.walltime, self.grace) if world.rank == 0 else None, root=0)
         return Stop(end, self.failure_limit, self.grace)
 
-    def progress(self) -> Progress:
+    def progress(self) -> Progress | None:
+        """Rank 0's progress display, or None with --quiet (then the engine never calls it)."""
         from .progress import Progress
 
-        return Progress(self.quiet, self.progress_interval)
+        return None if self.quiet else Progress(interval=self.progress_interval)
 
     def configure_logging(self, rank: int) -> None:
         """--log-level: rank 0's "mtcmpi" logger at that level, on stderr."""
@@ -177,11 +178,12 @@ def whole(option: str, value: Any, least: int, none: bool = True) -> None:
 
 
 def seconds(option: str, value: Any, *, above: float | None = None, at_least: float | None = None) -> None:
-    """A time option: a finite number of seconds, > above or >= at_least, or None."""
+    """A time option: a number of seconds, > above or >= at_least, up to MAX_SECONDS, or None."""
     if value is None:
         return
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and value <= MAX_SECONDS
           and (above is None or value > above) and (at_least is None or value >= at_least))
     if not ok:
         rule = f"> {above:g}" if above is not None else f">= {at_least:g}"
-        raise UsageError(f"{option} must be {rule} and finite, not {value!r}")
+        raise UsageError(f"{option} must be {rule} and finite (at most {MAX_SECONDS:,.0f} s), "
+                         f"not {value!r}")

@@ -112,6 +112,7 @@ class Guided(Dynamic):
 Policy = Static | Dynamic
 
 SCHEDULES = "static, static:cyclic, dynamic, guided, guided:K"
+MAX_PREFETCH = 1000   # requests a worker sends up front; more only floods the master
 
 
 def parse_schedule(text: str, chunk: int | None = None, prefetch: int | str = "auto",
@@ -126,10 +127,11 @@ def parse_schedule(text: str, chunk: int | None = None, prefetch: int | str = "a
         raise UsageError(f"--chunk must be >= 1, not {chunk}")
     if prefetch == "auto":
         ahead = dict(prefetch=1)
-    elif str(prefetch).isdigit():
+    elif str(prefetch).isdigit() and int(prefetch) <= MAX_PREFETCH:
         ahead = dict(prefetch=int(prefetch), prefetch_below=math.inf)
     else:
-        raise UsageError(f"--prefetch must be a whole number >= 0 or 'auto', not {prefetch!r}")
+        raise UsageError(f"--prefetch must be a whole number from 0 to {MAX_PREFETCH} or 'auto', "
+                         f"not {prefetch!r}")
     if kind == "static" and arg in ("", "block", "cyclic"):
         return Static(cyclic=arg == "cyclic", name=text if arg else "static", by_cost=by_cost)
     if kind == "dynamic" and not arg:

@@ -12,7 +12,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from .faults import CHECK_EVERY, GraceExpired
+from .faults import CHECK_EVERY
 
 if TYPE_CHECKING:
     from .faults import Stop
@@ -107,8 +107,6 @@ class TaskLog:
             except Skipped:
                 t1 = clock()
                 status(SKIPPED)
-            except GraceExpired:   # a second Ctrl-C: the job ends, this task with it
-                raise
             except BaseException as exc:   # SystemExit, KeyboardInterrupt, CancelledError too:
                 t1 = clock()                # a task's, never the rank's way out
                 self.failures[tid] = self.failure(tid, exc)

@@ -1,13 +1,13 @@
 """The Python API and the engine on one rank (in-process, no mpiexec)."""
 import pytest
 
-from mtcmpi.faults import Stop
+from mtcmpi.faults import Stop, StopKind
 
 import mtcmpi
 from mtcmpi import report
 from mtcmpi.job import run_job
 from mtcmpi.options import RunOptions
-from mtcmpi.tasklog import FAILED, OK, TaskLog
+from mtcmpi.tasklog import FAILED, OK, STATUS_NAMES, TaskLog, TaskStatus
 from mtcmpi.tasks import CountSource
 from mtcmpi.world import World
 from tests import tasks_for_tests as t
@@ -102,3 +102,15 @@ def test_retries_on_one_rank_count_attempts_once_per_task(tmp_path, schedule):
         tries = f["attempts"][:]                       # every try, the failed ones too
         assert sorted(tries["task"].tolist()) == sorted(list(range(9)) + [0, 3, 6])
         assert sorted(tries["status"].tolist()) == [1] * 9 + [2] * 3
+
+
+@pytest.mark.parametrize("kind, code", [(StopKind.SIGNAL, 75), (StopKind.WALLTIME, 75),
+                                        (StopKind.MAX_FAILURES, 1)])
+def test_a_stopped_run_asks_to_be_resumed_unless_failures_stopped_it(kind, code):
+    total = report.Part(ran=5, ok=4, failed=1, stopped="why", stop_kind=kind)
+    assert report.Summary(10, 2, 1, "dynamic", 0.0, 1.0, total).exit_code() == code
+
+
+def test_task_status_keeps_the_codes_of_the_results_file():
+    assert [int(s) for s in TaskStatus] == [0, 1, 2, 3, 4, 5]
+    assert STATUS_NAMES == {0: "not-run", 1: "ok", 2: "failed", 3: "skipped", 4: "timeout", 5: "crashed"}

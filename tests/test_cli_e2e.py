@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.helpers import MPI_ENV, ROOT, mtcmpi
+from tests.helpers import MPI_ENV, ROOT, env_option, mtcmpi
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -174,7 +174,7 @@ def test_ranks_that_see_another_task_module_stop_the_run_with_one_message(tmp_pa
         (tmp_path / name / "mymodel.py").write_text(body)
     run = [sys.executable, "-m", "mtcmpi", "run", "mymodel:f", "--count", "4"]
     env = dict(os.environ, **MPI_ENV)
-    contexts = [["-n", "1", "-x", f"PYTHONPATH={tmp_path / d}{os.pathsep}{ROOT}", *run] for d in "ab"]
+    contexts = [["-n", "1", *env_option("PYTHONPATH", f"{tmp_path / d}{os.pathsep}{ROOT}"), *run] for d in "ab"]
     proc = subprocess.run(["mpiexec", *contexts[0], ":", *contexts[1]], capture_output=True,
                           text=True, timeout=60, cwd=str(tmp_path), env=env, start_new_session=True)
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -244,3 +244,12 @@ def test_a_crlf_copy_of_the_params_resumes_the_same_run(tmp_path):
     (tmp_path / "p.csv").write_bytes(b"\xef\xbb\xbfa,b\r\n1,2\r\n3,4\r\n")
     again = mtcmpi(["run", "tests.tasks_for_tests:add", "--params", str(tmp_path / "p.csv"), "--out", out])
     assert again.returncode == 0 and "all 2 tasks were done by an earlier run" in again.stdout, again.stderr
+
+
+def test_a_cost_function_that_exits_on_rank_0_is_one_line_and_exit_2_everywhere(tmp_path):
+    (tmp_path / "costly.py").write_text("import sys\n\ndef f(i):\n    return i\n\n"
+                                        "def cost(i):\n    sys.exit('no cost model here')\n")
+    proc = mtcmpi(["run", "costly:f", "--count", "4", "--cost", "costly:cost"], ranks=3,
+                  cwd=str(tmp_path), timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "SystemExit: no cost model here" in one_error_line(proc)

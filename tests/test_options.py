@@ -19,20 +19,23 @@ pytestmark = pytest.mark.timeout(60)
 NAN, INF = math.nan, math.inf
 
 BAD = [
-    (dict(grace=NAN), "--grace must be >= 0 and finite, not nan"),
-    (dict(grace=INF), "--grace must be >= 0 and finite, not inf"),
+    (dict(grace=NAN), "--grace must be >= 0 and finite (at most 100,000,000 s), not nan"),
+    (dict(grace=INF), "--grace must be >= 0 and finite (at most 100,000,000 s), not inf"),
     (dict(grace=-1.0), "--grace must be >= 0"),
-    (dict(flush_interval=INF), "--flush-interval must be > 0 and finite, not inf"),
-    (dict(flush_interval=NAN), "--flush-interval must be > 0 and finite, not nan"),
+    (dict(flush_interval=INF), "--flush-interval must be > 0 and finite (at most 100,000,000 s), not inf"),
+    (dict(flush_interval=NAN), "--flush-interval must be > 0 and finite (at most 100,000,000 s), not nan"),
     (dict(flush_interval=0.0), "--flush-interval must be > 0"),
     (dict(timeout=0.0), "--timeout must be > 0"),
-    (dict(timeout=INF), "--timeout must be > 0 and finite, not inf"),
-    (dict(progress_interval=NAN), "--progress-interval must be > 0 and finite, not nan"),
+    (dict(timeout=INF), "--timeout must be > 0 and finite (at most 100,000,000 s), not inf"),
+    (dict(progress_interval=NAN), "--progress-interval must be > 0 and finite (at most 100,000,000 s), not nan"),
     (dict(chunk=0), "--chunk must be >= 1"),
     (dict(retries=-1), "--retries must be >= 0"),
     (dict(retries=2 ** 64), "--retries must be >= 0, a whole number"),
     (dict(max_failures=0), "--max-failures must be >= 1"),
-    (dict(prefetch="-1"), "--prefetch must be a whole number >= 0 or 'auto'"),
+    (dict(prefetch="-1"), "--prefetch must be a whole number from 0 to 1000 or 'auto'"),
+    (dict(prefetch="10000000000000000000"), "--prefetch must be a whole number from 0 to 1000"),
+    (dict(grace=1e12), "--grace must be >= 0 and finite (at most 100,000,000 s), not 1000000000000.0"),
+    (dict(flush_interval=1e300), "--flush-interval must be > 0 and finite (at most"),
     (dict(walltime="nan"), "--walltime 'nan' is not HH:MM:SS"),
     (dict(walltime="inf"), "--walltime 'inf' is not HH:MM:SS"),
     (dict(walltime="0:00"), "--walltime '0:00' must be longer than 0 s"),
@@ -49,7 +52,7 @@ API_ONLY = [   # the command line's argparse refuses these itself (or has no --c
     (dict(chunk_rows=0), "--chunk-rows must be >= 1"),
     (dict(chunk=2.5), "--chunk must be >= 1, a whole number, not 2.5"),
     (dict(chunk=True), "--chunk must be >= 1, a whole number, not True"),
-    (dict(grace="5"), "--grace must be >= 0 and finite, not '5'"),
+    (dict(grace="5"), "--grace must be >= 0 and finite (at most 100,000,000 s), not '5'"),
 ]
 
 
@@ -104,6 +107,17 @@ def test_the_api_takes_the_command_line_options(tmp_path):
     assert [r["value"] for r in again] == expected   # read back from the file
 
 
+def simulate(row):
+    return 2 * row["x"]
+
+
+def test_the_issues_example_runs_as_its_command_line_would(tmp_path):
+    rows = [{"x": x, "n_steps": x % 3} for x in range(9)]
+    results = mtcmpi.run(simulate, rows, out=str(tmp_path / "r.h5"), retries=2, timeout=60,
+                         cost="n_steps", quiet=True)
+    assert [r["value"] for r in results] == [2 * x for x in range(9)]
+
+
 def test_the_api_stops_at_max_failures_and_says_so():
     with pytest.raises(mtcmpi.TasksFailed, match="failed") as info:
         mtcmpi.run(t.maybe_fail, range(40), max_failures=1, quiet=True)
@@ -123,7 +137,7 @@ def test_log_level_sets_the_mtcmpi_logger_on_rank_0_only():
 
 
 def test_a_job_script_refuses_a_bad_run_option_when_written():
-    with pytest.raises(UsageError, match="--flush-interval must be > 0 and finite, not inf"):
+    with pytest.raises(UsageError, match=r"--flush-interval must be > 0 and finite \(at most 100,000,000 s\), not inf"):
         run_arguments(["m:f", "--count", "3", "--out", "r.h5", "--flush-interval", "inf"], 60)
 
 
@@ -144,3 +158,6 @@ def test_summary_and_report_show_the_same_efficiency(tmp_path):
     shown = float(proc.stdout.split("efficiency ")[1].split()[0])
     assert shown == pytest.approx(file_report(str(out))["efficiency"], abs=0.0005)
     assert "results: " in proc.stdout and "written in" in proc.stdout   # the store time, apart
+    from mpi4py import MPI   # the same venv, so the same library as the job's (Open MPI or MPICH)
+    with h5py.File(out) as f:
+        assert f.attrs["mpi_library"] == MPI.Get_library_version().strip("\0\n ")
