@@ -232,7 +232,8 @@ def failure_message(exit_code: int, stderr: str) -> str:
     """One line: 'exit 3: <last stderr line>', 'killed by signal 9 (Killed)', 'command not found: x'."""
     if exit_code < 0:
         return f"killed by signal {-exit_code} ({signal.strsignal(-exit_code) or 'unknown'})"
-    last = stderr.rsplit("\n", 1)[-1].strip()[:MESSAGE_CHARS]
+    last = next((line.strip() for line in reversed(stderr.split("\n"))   # not a banner's rule
+                 if any(c.isalnum() for c in line)), "")[:MESSAGE_CHARS]
     missing = NOT_FOUND.search(last) if exit_code == 127 else None
     if missing:
         return f"command not found: {missing.group(1).strip()}"
@@ -303,7 +304,8 @@ class CommandRunner:
     """
 
     def __init__(self, output_dir: str | None = None, tail_lines: int = 20, tail_bytes: int = 4096,
-                 timeout: float | None = None):
+                 timeout: float | None = None, env: dict[str, str] | None = None,
+                 deadline: type[CommandDeadline] = CommandDeadline):
         if output_dir is not None:
             try:
                 os.makedirs(output_dir, exist_ok=True)
@@ -312,6 +314,7 @@ class CommandRunner:
         self.output_dir = output_dir
         self.tail_lines, self.tail_bytes = tail_lines, tail_bytes
         self.timeout = timeout
+        self.env, self.deadline = env, deadline   # groups.py: a clean MPI environment, TERM first
 
     def __call__(self, task: CommandTask) -> dict:
         if already_done(task):
@@ -323,14 +326,13 @@ class CommandRunner:
             raise CommandFailed(exit_code, failure_message(exit_code, stderr), stdout, stderr)
         return {"exit_code": 0, "stdout": stdout, "stderr": stderr}
 
-    @staticmethod
-    def start(command: str, stdout, stderr) -> subprocess.Popen:
-        return subprocess.Popen([SHELL, "-c", command], stdin=subprocess.DEVNULL,
+    def start(self, command: str, stdout, stderr) -> subprocess.Popen:
+        return subprocess.Popen([SHELL, "-c", command], stdin=subprocess.DEVNULL, env=self.env,
                                 stdout=stdout, stderr=stderr, start_new_session=True)
 
     def run_piped(self, task: CommandTask) -> tuple[int, bytes, bytes]:
         with self.start(task.command, subprocess.PIPE, subprocess.PIPE) as proc:
-            deadline = CommandDeadline(self.timeout)
+            deadline = self.deadline(self.timeout)
             out, err = drain([proc.stdout.fileno(), proc.stderr.fileno()], self.tail_bytes,
                              deadline, proc.pid)
             return deadline.wait(proc), out, err
@@ -339,7 +341,7 @@ class CommandRunner:
         base = os.path.join(self.output_dir, str(task.id))
         with open(base + ".out", "w+b") as out, open(base + ".err", "w+b") as err:
             with self.start(task.command, out, err) as proc:
-                exit_code = CommandDeadline(self.timeout).wait(proc)
+                exit_code = self.deadline(self.timeout).wait(proc)
             return exit_code, *(file_tail(f.fileno(), self.tail_bytes) for f in (out, err))
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from mpi4py import MPI
 
-from . import engine, report
+from . import engine, groups, report
 from .commands import CommandRunner
 from .consistency import check_same_code
 from .costs import CostSpec
@@ -60,9 +60,10 @@ class Prepared(NamedTuple):
 
 
 def prepare(world: World, target: str | Callable, source: Source, fingerprint: bool,
-            costs: CostSpec | None = None) -> Prepared:
+            costs: CostSpec | None = None, comm: bool = False) -> Prepared:
     """Resolve the target on every rank and check that all run the same code; count and check
-    the tasks on rank 0, fingerprint them for --out and estimate their costs; agree on errors."""
+    the tasks on rank 0 (comm: parallel tasks, called with a `comm` too), fingerprint them for
+    --out and estimate their costs; agree on errors."""
     fn = world.agree_on(lambda: resolve(target) if isinstance(target, str) else target)
     check_same_code(world, fn)
     digest = hashlib.sha256(name_of(target).encode())
@@ -71,7 +72,7 @@ def prepare(world: World, target: str | Callable, source: Source, fingerprint: b
         n, keys, estimate = source.count(), None, None
         first = first_task(source)
         if first is not None:
-            check_call(fn, source.call, first[1], source.describe(first[0]))
+            check_call(fn, source.call, first[1], source.describe(first[0]), comm)
         if fingerprint or (costs and costs.previous):
             keys = source.fingerprint(digest)
             keys = keys if keys is not None and len(keys) == n else None
@@ -133,18 +134,31 @@ def run_job(world: World, target: str | Callable, source: Source,
     stop.install()   # from start-up on: a stop signal before the first task ends the run at once
     try:
         launched = launch_time(world)
-        fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs)
+        spec = options.group_spec()
+        fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs,
+                                                     spec.given)
         ids: Sequence[int] = range(n)
-        invoke, isolated = task_invoker(world, fn, source.call, policy, options.timeout, options.isolate)
+        parallel = groups.needs_groups(world, spec, fn, source)
+        if parallel:   # tasks on k ranks: the root's value is what is stored
+            sizes = groups.plan(world, spec, fn, source, n, options.isolate, options.timeout)
+            policy, invoke = groups.Packed(spec.packing), groups.root_value
+        else:
+            invoke, isolated = task_invoker(world, fn, source.call, policy, options.timeout,
+                                             options.isolate)
         log = TaskLog(world.rank, world.host, world.pid)
         if output:
             ids = output.begin(world, n, fingerprint)
             invoke = output.wrap(invoke, log, stop, len(ids))   # journalled as they finish
         world.barrier()
         started = time.time()
+        shown = progress if world.rank == 0 else None
         try:
-            retried = engine.execute(world, invoke, source, ids, policy, log, stop, retries, estimate,
-                                     progress if world.rank == 0 else None)
+            if parallel:
+                retried = groups.execute(world, fn, source.call, source, ids, sizes, spec.packing, log,
+                                         stop, retries, shown, invoke, estimate)
+            else:
+                retried = engine.execute(world, invoke, source, ids, policy, log, stop, retries,
+                                         estimate, shown)
         finally:
             stop.quiet()   # no grace any more while storing; later stop signals change nothing
             if isolated:
@@ -196,7 +210,7 @@ def task_invoker(world: World, fn: Callable, call: str, policy: Policy, timeout:
 
 def describe(policy: Policy) -> str:
     """A policy as the summary names it, e.g. 'dynamic, chunk auto, prefetch auto'."""
-    if isinstance(policy, Static):
+    if isinstance(policy, (Static, groups.Packed)):
         return policy.name + (", equal-cost shares" if policy.by_cost else "")
     ahead = "auto" if policy.prefetch_below < float("inf") else policy.prefetch
     order = ", longest first" if policy.by_cost else ""

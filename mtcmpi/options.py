@@ -16,12 +16,14 @@ from .errors import UsageError
 if TYPE_CHECKING:
     from .costs import CostSpec
     from .faults import Stop
+    from .groups import GroupSpec
     from .output import Output
     from .policies import Policy
     from .progress import Progress
     from .world import World
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+PACKINGS = ("backfill", "greedy", "strict")   # groups.py: how tasks of k ranks are placed
 INT64_MAX = 2 ** 63 - 1
 MAX_SECONDS = 1e8   # about 3 years: beyond it timers overflow (setitimer, Event.wait)
 
@@ -37,6 +39,10 @@ class RunOptions:
     # task costs
     cost: str | None = None
     costs_from: str | None = None
+    # parallel tasks: a task on k ranks (groups.py)
+    ranks_per_task: int | None = None
+    ranks: str | None = None
+    packing: str = "backfill"
     # results file
     out: str | None = None
     restart: bool = False
@@ -99,6 +105,13 @@ class RunOptions:
             raise UsageError("--out is empty: give the results file, e.g. --out results.h5")
         if self.cost and self.costs_from:
             raise UsageError("give --cost or --costs-from, not both")
+        whole("--ranks-per-task", self.ranks_per_task, 1)
+        if self.ranks_per_task is not None and self.ranks is not None:
+            raise UsageError("give --ranks-per-task or --ranks, not both")
+        if self.ranks is not None and not (isinstance(self.ranks, str) and self.ranks.strip()):
+            raise UsageError(f"--ranks {self.ranks!r}: give a column of --params or module:function")
+        if self.packing not in PACKINGS:
+            raise UsageError(f"--packing {self.packing!r}: choose one of {', '.join(PACKINGS)}")
         if self.log_level is not None and self.log_level.lower() not in LOG_LEVELS:
             raise UsageError(f"--log-level {self.log_level!r}: use one of {', '.join(LOG_LEVELS)}")
         self.policy()   # the schedule, --chunk and --prefetch together
@@ -120,6 +133,12 @@ class RunOptions:
 
         return parse_schedule(self.schedule, self.chunk, self.prefetch,
                               bool(self.cost or self.costs_from))
+
+    def group_spec(self) -> GroupSpec:
+        """How many ranks each task takes (one each unless --ranks-per-task or --ranks)."""
+        from .groups import GroupSpec
+
+        return GroupSpec(self.ranks_per_task, self.ranks, self.packing)
 
     def output(self) -> Output | None:
         """The results file, or None without --out (then h5py is never imported)."""

@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 
 from .errors import UsageError
+from .output.members import members_of, read_groups
 from .policies import Kind
 from .report import efficiency as task_efficiency
 from .tasklog import CRASHED, FAILED, OK, SKIPPED, TIMEOUT
@@ -47,6 +48,11 @@ class Run:
     status: np.ndarray
     stage: np.ndarray | None = None    # a pipeline record: each task's stage, an index into stages
     stages: tuple = ()
+    rows: np.ndarray | None = None     # ranks each bar spans (a parallel task's contiguous members)
+
+    def __post_init__(self) -> None:
+        if self.rows is None:
+            self.rows = np.ones(len(self.rank), np.int64)
 
 
 def load(path: str) -> Run:
@@ -58,29 +64,54 @@ def load(path: str) -> Run:
             fields = tasks.dtype.names if isinstance(tasks, h5py.Dataset) else tasks
             stage = tasks["stage"][()] if "stage" in fields else None
             attrs = dict(f.attrs)
+            groups = read_groups(f)
     except (OSError, KeyError) as exc:
         raise UsageError(f"{path} is not a readable mtcmpi results file ({exc})") from None
     ran = (rank >= 0) & np.isfinite(start) & np.isfinite(end)
-    rank, start, end, status = rank[ran], start[ran], end[ran], status[ran]
-    stage = None if stage is None else stage[ran]
+    rows = np.ones(len(rank), np.int64)
+    extra = []   # a parallel task's members beyond its first run of contiguous ranks: more bars
+    for tid, (members, _) in groups.items():
+        if ran[tid]:
+            spans = contiguous(members_of(members))
+            rank[tid], rows[tid] = spans[0]
+            extra += [(tid, r, k) for r, k in spans[1:]]
+    bars = np.r_[np.flatnonzero(ran), [t for t, _, _ in extra]].astype(np.int64)
+    rank = np.r_[rank[ran], [r for _, r, _ in extra]].astype(rank.dtype)
+    rows = np.r_[rows[ran], [k for _, _, k in extra]].astype(np.int64)
+    start, end, status = start[bars], end[bars], status[bars]
+    stage = None if stage is None else stage[bars]
     t0 = float(np.fmin(attrs.get("start_time", np.nan), start.min(initial=np.inf)))   # fmin skips NaN
     t0 = t0 if np.isfinite(t0) else 0.0
     ranks = max(int(attrs.get("ranks", 0)), int(rank.max()) + 1 if len(rank) else 1)
     policy = attrs.get("policy", "?")
     return Run(os.path.basename(path), ranks, policy if isinstance(policy, str) else policy.decode(),
                int(attrs.get("n_tasks", len(ran))), t0, rank, start - t0, end - t0, status,
-               stage, tuple(str(n) for n in attrs.get("stages", ())))
+               stage, tuple(str(n) for n in attrs.get("stages", ())), rows)
 
 
-def busy_curve(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Tasks running over time: counts[i] tasks run in [times[i], times[i+1]) (a post step).
+def contiguous(ranks: list[int]) -> list[tuple[int, int]]:
+    """(first rank, count) of each run of consecutive ranks, in order: the rows a bar spans."""
+    spans: list[tuple[int, int]] = []
+    for r in ranks:
+        if spans and r == spans[-1][0] + spans[-1][1]:
+            spans[-1] = (spans[-1][0], spans[-1][1] + 1)
+        else:
+            spans.append((r, 1))
+    return spans
+
+
+def busy_curve(starts: np.ndarray, ends: np.ndarray,
+               rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Busy ranks over time: counts[i] ranks run tasks in [times[i], times[i+1]) (a post step);
+    a bar counts its rows (1, or a parallel task's ranks).
 
     Sorted +1/-1 events and a cumulative sum; at a time where several events meet only the
     count after all of them is kept. Tasks with a NaN start or end are ignored.
     """
     ran = np.isfinite(starts) & np.isfinite(ends)
     times = np.concatenate([starts[ran], ends[ran]])
-    steps = np.concatenate([np.ones(ran.sum(), np.int64), -np.ones(ran.sum(), np.int64)])
+    weight = np.ones(ran.sum(), np.int64) if rows is None else np.asarray(rows, np.int64)[ran]
+    steps = np.concatenate([weight, -weight])
     order = np.argsort(times, kind="stable")
     times, counts = times[order], np.cumsum(steps[order])
     last = np.ones(len(times), bool)
@@ -102,8 +133,12 @@ def binned(times: np.ndarray, counts: np.ndarray, edges: np.ndarray) -> np.ndarr
 
 def efficiency(run: Run) -> float:
     """report.efficiency of the run, as the summary and `mtcmpi report` show it."""
-    return task_efficiency(float((run.end - run.start).sum()), Kind.of(run.policy).working_ranks(run.ranks),
-                           wall(run))
+    return task_efficiency(rank_time(run), Kind.of(run.policy).working_ranks(run.ranks), wall(run))
+
+
+def rank_time(run: Run) -> float:
+    """Seconds of rank time in tasks: a bar counts once per rank it spans."""
+    return float(((run.end - run.start) * run.rows).sum())
 
 
 def wall(run: Run) -> float:
@@ -111,24 +146,28 @@ def wall(run: Run) -> float:
     return float(run.end.max() - run.start.min()) if len(run.start) else 0.0
 
 
-def merge_bars(rank: np.ndarray, start: np.ndarray, end: np.ndarray,
-               gap: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bars of one rank that are at most `gap` seconds apart joined into one (gap=-inf: none)."""
+def merge_bars(rank: np.ndarray, start: np.ndarray, end: np.ndarray, gap: float,
+               rows: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Bars of one rank (and span) that are at most `gap` seconds apart joined into one
+    (gap=-inf: none); returns rank, start, end and rows."""
+    rows = np.ones(len(rank), np.int64) if rows is None else rows
     if len(rank) == 0:
-        return rank, start, end
-    order = np.lexsort((start, rank))
-    rank, start, end = rank[order], start[order], end[order]
+        return rank, start, end, rows
+    order = np.lexsort((start, rows, rank))
+    rank, start, end, rows = rank[order], start[order], end[order], rows[order]
     new = np.ones(len(rank), bool)
-    new[1:] = (rank[1:] != rank[:-1]) | (start[1:] - end[:-1] > gap)
+    new[1:] = (rank[1:] != rank[:-1]) | (rows[1:] != rows[:-1]) | (start[1:] - end[:-1] > gap)
     first = np.flatnonzero(new)
-    return rank[first], start[first], np.maximum.reduceat(end, first)
+    return rank[first], start[first], np.maximum.reduceat(end, first), rows[first]
 
 
-def bar_vertices(rank: np.ndarray, start: np.ndarray, end: np.ndarray, height: float) -> np.ndarray:
-    """(n, 4, 2) rectangles, one row per rank, for a PolyCollection."""
+def bar_vertices(rank: np.ndarray, start: np.ndarray, end: np.ndarray, height: float,
+                 rows: np.ndarray | None = None) -> np.ndarray:
+    """(n, 4, 2) rectangles, each over its rows from its rank down, for a PolyCollection."""
     v = np.empty((len(rank), 4, 2))
     v[:, :2, 0], v[:, 2:, 0] = start[:, None], end[:, None]
-    low, high = rank - height / 2, rank + height / 2
+    span = 0 if rows is None else np.asarray(rows) - 1
+    low, high = rank - height / 2, rank + span + height / 2
     v[:, 0, 1], v[:, 1, 1], v[:, 2, 1], v[:, 3, 1] = low, high, high, low
     return v
 
@@ -173,9 +212,10 @@ def add_bars(ax, run: Run, pixel: float, height: float, Patch, PolyCollection) -
         if not mine.any():
             continue
         edged = np.median(run.end[mine] - run.start[mine]) >= EDGED_BAR_PX * pixel
-        r, s, e = merge_bars(run.rank[mine], run.start[mine], run.end[mine], -np.inf if edged else pixel)
+        r, s, e, k = merge_bars(run.rank[mine], run.start[mine], run.end[mine],
+                                -np.inf if edged else pixel, run.rows[mine])
         e = np.maximum(e, s + MIN_BAR_PX * pixel)
-        ax.add_collection(PolyCollection(bar_vertices(r, s, e, height), facecolors=colour,
+        ax.add_collection(PolyCollection(bar_vertices(r, s, e, height, k), facecolors=colour,
                                          edgecolors="white" if edged else "none", linewidths=0.5))
         handles.append(Patch(color=colour, label=f"{label} ({mine.sum():,})"))
     not_drawn = (("skipped", int((run.status == SKIPPED).sum())), ("not run", run.n_tasks - len(run.rank)))
@@ -209,7 +249,7 @@ def draw_utilization(run: Run, png: str) -> None:
     Figure, Canvas, _, _, MaxNLocator = matplotlib_parts()
     fig = Figure(figsize=(WIDTH, 4.0), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
-    times, counts = busy_curve(run.start, run.end)
+    times, counts = busy_curve(run.start, run.end, run.rows)
     span = max(float(times[-1]) if len(times) else 0.0, 1e-9)
     scale, xlabel = time_unit(span)
     edges = np.linspace(0.0, span, UTILIZATION_BINS + 1)
@@ -226,7 +266,7 @@ def draw_utilization(run: Run, png: str) -> None:
     ax.set_ylim(0, run.ranks * 1.12)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("busy ranks")
-    work = float((run.end - run.start).sum())
+    work = rank_time(run)
     ax.set_title(f"{run.name}: busy ranks over time, efficiency {efficiency(run):.1%} "
                  f"(task time {seconds(work)} / ({workers} working ranks x {seconds(wall(run))}))")
     fig.legend(loc="outside lower center", ncols=3, frameon=False)

@@ -23,6 +23,7 @@ class Kind(enum.Enum):
     STATIC = "static"
     DYNAMIC = "dynamic"
     GUIDED = "guided"
+    PARALLEL = "parallel tasks"   # groups.py: rank 0 packs tasks of k ranks
 
     @classmethod
     def of(cls, name: str) -> Kind:

@@ -42,12 +42,22 @@ def durations(log: TaskLog) -> Iterator[float]:
     return (e - s for s, e in zip(log.starts, log.ends))
 
 
+def group_time(log: TaskLog) -> float:
+    """The time of a parallel task's other members (its root's log holds it once): k - 1 more
+    ranks were busy for as long as it ran."""
+    groups = log.groups
+    if not groups:
+        return 0.0
+    return sum((len(groups[t][0]) - 1) * (e - s)
+               for t, s, e in zip(log.ids, log.starts, log.ends) if t in groups)
+
+
 def condense(log: TaskLog, stopped: str | None = None,
              retried: dict[int, tuple[int, int]] | None = None,
              stop_kind: StopKind | None = None) -> Part:
     """This rank's Part: O(tasks) locally, O(1) to send. With retries (retried not None) a task
     counts once, by its last try, on the rank that made it; busy time counts every try."""
-    part = Part(stopped=stopped, stop_kind=stop_kind, busy=sum(durations(log)),
+    part = Part(stopped=stopped, stop_kind=stop_kind, busy=sum(durations(log)) + group_time(log),
                 first=min(log.starts, default=math.inf), last=max(log.ends, default=-math.inf))
     status, ids = log.status, log.ids
     if retried is not None:
@@ -169,9 +179,11 @@ def file_report(path: str) -> dict:
     import h5py
     import numpy as np
 
+    from .output.members import members_of, read_groups
     from .tasklog import STATUS_NAMES
 
     with h5py.File(path, "r") as f:
+        groups = read_groups(f)
         t = f["tasks"][:]
         status, rank, start, end = t["status"].astype(int), t["rank"], t["start"], t["end"]
         kinds, messages = f["errors/type"].asstr()[:], f["errors/message"].asstr()[:]
@@ -182,6 +194,11 @@ def file_report(path: str) -> dict:
     seconds = np.where(ran, end - start, 0.0)
     wall = float(end[ran].max() - start[ran].min()) if ran.any() else 0.0
     busy = np.bincount(rank[ran], weights=seconds[ran], minlength=ranks)[:ranks]
+    task_time = float(seconds.sum())
+    for tid, (members, _) in groups.items():   # a parallel task keeps all its ranks busy
+        others = members_of(members)[1:]
+        busy[others] += seconds[tid]
+        task_time += len(others) * seconds[tid]
     failures: dict[str, dict] = {}
     for tid in np.flatnonzero(kinds != ""):
         entry = failures.setdefault(kinds[tid], {"count": 0, "first_task": int(tid), "message": messages[tid]})
@@ -191,8 +208,8 @@ def file_report(path: str) -> dict:
     fraction = (busy / wall if wall else busy)[ranks - workers:]   # the master is never busy
     return {"file": path, "tasks": len(status), "ranks": ranks, "working_ranks": workers, "policy": policy,
             "status": {name: int((status == code).sum()) for code, name in STATUS_NAMES.items()},
-            "failures": failures, "wall_s": wall, "task_time_s": float(seconds.sum()),
-            "efficiency": efficiency(float(seconds.sum()), workers, wall),
+            "failures": failures, "wall_s": wall, "task_time_s": task_time,
+            "efficiency": efficiency(task_time, workers, wall),
             "busy_fraction": {"min": float(fraction.min()) if len(fraction) else 0.0,
                               "median": float(np.median(fraction)) if len(fraction) else 0.0,
                               "max": float(fraction.max(initial=0))},

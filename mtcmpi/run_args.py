@@ -23,6 +23,8 @@ examples:
   mpirun -n 8  python -m mtcmpi run --command 'python runner.py {}' --files 'data/*.inp'
   mpirun -n 8  python -m mtcmpi run --command 'touch {.}.out' --files 'data/*.inp' --skip-existing '{.}.out'
   mpirun -n 8  python -m mtcmpi run --taskfile tasks.txt --output-dir logs
+  mpirun -n 64 python -m mtcmpi run mymodel:solve --params scan.csv --ranks-per-task 4
+  mpirun -n 64 python -m mtcmpi run --command '{mpirun} ./sim -i {}' --files 'in/*.inp' --ranks-per-task 8
 
 schedules:
   static         contiguous blocks of tasks, one per rank (rank 0 works too); no messages
@@ -80,6 +82,16 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                       "the task's arguments that returns a number")
     cost.add_argument("--costs-from", metavar="FILE.h5", help="the durations measured by an "
                       "earlier run's --out file, matched by task id (same task list) or by arguments")
+    parallel = parser.add_argument_group("parallel tasks: a task on k ranks (see README, Parallel tasks)")
+    parallel.add_argument("--ranks-per-task", type=int, metavar="K", help="every task runs on K "
+                          "ranks: a function with a `comm` parameter is called on all K with an "
+                          "mpi4py communicator of them; a command's {mpirun} starts K processes")
+    parallel.add_argument("--ranks", metavar="COLUMN|MODULE:FUNCTION", help="each task's number "
+                          "of ranks: an integer column of --params, or a function of the task's "
+                          "arguments")
+    parallel.add_argument("--packing", default="backfill", metavar="RULE", help="backfill "
+                          "(default: larger tasks first, smaller ones fill gaps until the largest "
+                          "waiting task has waited one mean task time), greedy or strict")
     store = parser.add_argument_group("results file")
     store.add_argument("--out", metavar="FILE.h5", help="write results and the per-task log to one "
                        "HDF5 file (parallel HDF5, written by all ranks); run the same command again "

@@ -80,6 +80,8 @@ class TaskLog:
     status: array = field(default_factory=lambda: array("b"))
     results: dict[int, Any] = field(default_factory=dict)     # only tasks that returned non-None
     failures: dict[int, Failure] = field(default_factory=dict)
+    groups: dict[int, tuple[list[int], list[str]]] = field(default_factory=dict)  # parallel tasks
+    # this rank led: task id -> (member ranks, their hosts); see groups.py, output/members.py
 
     def run(self, chunk: Iterable[tuple[int, Any]], invoke: Callable[[Any], Any],
             clock: Callable[[], float], stop: "Stop") -> tuple[int, int, float]:

@@ -62,19 +62,21 @@ def invoker(fn: Callable, call: str) -> Callable[[Any], Any]:
     return lambda p: fn(**p)
 
 
-def check_call(fn: Callable, call: str, payload: Any, what: str) -> None:
-    """Raise UsageError if fn cannot take this payload (checked once, on the first task)."""
+def check_call(fn: Callable, call: str, payload: Any, what: str, comm: bool = False) -> None:
+    """Raise UsageError if fn cannot take this payload (checked once, on the first task); with
+    comm (a parallel task, see groups.py) fn also gets a `comm` keyword if it has the parameter."""
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return  # builtins without a signature: the task itself will tell
+    extra = {"comm": None} if comm and "comm" in sig.parameters else {}
     try:
         if call == CALL_ONE:
-            sig.bind(payload)
+            sig.bind(payload, **extra)
         elif call == CALL_STAR:
-            sig.bind(*payload)
+            sig.bind(*payload, **extra)
         else:
-            sig.bind(**payload)
+            sig.bind(**payload, **extra)
     except TypeError as exc:
         name = getattr(fn, "__qualname__", repr(fn))
         raise UsageError(f"{name}{sig} cannot take the arguments of {what}: {exc}") from None

@@ -2,6 +2,15 @@
 
     python scaling/simulate.py [--measured DIR/weak.csv] [--quick] [--service S] [--outdir DIR]
                                [--sweep-ranks 12288,...]
+    python scaling/simulate.py --groups      parallel tasks only: packing sizes 1/2/4/8
+
+--groups models the packing of parallel tasks (mtcmpi/groups.py) with the master's own Scheduler
+and Placement, at 1,024 and 12,288 ranks, 48 per host: a seeded mix of sizes 1/2/4/8 evenly and
+durations uniform(0.5, 1.5) s, 20 mean task lengths of work per worker; the master spends SERVICE
++ ITEM per member to start a task and SERVICE per end, messages take 0.2 ms. It prints packing
+efficiency (rank-seconds / (workers x makespan)) for backfill, backfill with costs (each size
+longest first), greedy and strict beside the bound (simulate.packing_bound), and
+RESULT packing_eff_<ranks>=.. packing_eff_cost_<ranks>=.. bound_<ranks>=.. (about 15 s).
 
 Why: the paper's benchmark (Lunacek et al., IEEE Cluster 2013: 10 tasks per core, each sleeping
 uniform(27, 33) s, up to 12,288 cores) cannot be run on a 2-core box. This model replays the
@@ -636,8 +645,92 @@ def sweep_all(ranks: list[int], lengths: tuple[float, ...], refine: int, machine
             for row in sweep_rows(plan, n, machine, paper_startup(n, paper, law), lengths, refine)]
 
 
+# --- parallel tasks: packing a mix of group sizes (mtcmpi/groups.py) ------------------------------
+
+GROUP_SIZES = (1, 2, 4, 8)
+GROUP_RANKS = (1024, 12288)
+RANKS_PER_HOST = 48
+ROUNDS = 20   # the mix holds about this many mean task lengths of work per worker rank
+
+
+def group_workload(workers: int, seed: int, rounds: int = ROUNDS) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded mix: sizes drawn evenly from 1/2/4/8, durations uniform(0.5, 1.5) (mean 1), as many
+    tasks as make `rounds` mean task lengths of work on every worker rank."""
+    rng = np.random.default_rng(seed)
+    n = int(rounds * workers / np.mean(GROUP_SIZES))
+    sizes, seconds = rng.choice(GROUP_SIZES, n), rng.uniform(0.5, 1.5, n)
+    if sizes.max() > workers:
+        raise ValueError(f"a mix with {sizes.max()}-rank tasks needs at least {sizes.max()} workers")
+    return sizes, seconds
+
+
+def packing_bound(sizes: np.ndarray, seconds: np.ndarray, workers: int) -> float:
+    """The best packing efficiency any schedule can reach: work / (workers x the makespan's lower
+    bound: the work spread evenly, the longest task, and the tasks wider than half the workers
+    one after another, since no two of them fit at once)."""
+    work = float((sizes * seconds).sum())
+    wide = float(seconds[2 * sizes > workers].sum())
+    return work / (workers * max(work / workers, float(seconds.max()), wide))
+
+
+def pack(sizes: np.ndarray, seconds: np.ndarray, ranks: int, per_host: int = RANKS_PER_HOST,
+         packing: str = "backfill", service: float = SERVICE, item: float = ITEM,
+         latency: float = 2e-4, by_cost: bool = False) -> float:
+    """The makespan of the master packing these tasks onto ranks - 1 workers with mtcmpi's own
+    Scheduler: the master starts a task in `service` + `item` per member, a start and an end
+    each take `latency` to arrive, and it handles one message at a time. by_cost: the durations
+    are known in advance (--cost), and each size goes longest first, as the engine does."""
+    if "mpi4py.MPI" not in sys.modules:   # the model runs mtcmpi's Scheduler, never MPI itself
+        import mpi4py
+        mpi4py.rc.initialize = False
+    from mtcmpi.groups import Placement, Scheduler
+
+    scheduler = Scheduler(Placement({r: str((r - 1) // per_host) for r in range(1, ranks)}), packing)
+    ids = np.arange(len(sizes))
+    for tid in (longest_first(ids, seconds) if by_cost else ids).tolist():
+        scheduler.add((tid, None), int(sizes[tid]))
+    running: list[tuple[float, int, list[int]]] = []
+    now = master = last = 0.0
+    while len(scheduler) or running:
+        for (tid, _), members in scheduler.ready(now):
+            master = max(master, now) + service + item * len(members)
+            end = master + latency + float(seconds[tid])
+            heapq.heappush(running, (end, tid, members))
+            last = max(last, end)
+        end, tid, members = heapq.heappop(running)
+        master = now = max(master, end + latency) + service
+        scheduler.placement.give(members)
+        scheduler.done(float(seconds[tid]))
+    return last
+
+
+def packing_efficiency(sizes: np.ndarray, seconds: np.ndarray, ranks: int, **kw) -> float:
+    """Rank-seconds of the tasks / (worker ranks x the modelled makespan)."""
+    return float((sizes * seconds).sum()) / ((ranks - 1) * pack(sizes, seconds, ranks, **kw))
+
+
+def groups_main(ranks: list[int], seed: int = 1) -> None:
+    """--groups: the packing efficiency of each rule at each rank count, beside the bound."""
+    print(f"Parallel tasks: sizes {'/'.join(map(str, GROUP_SIZES))} evenly, durations uniform(0.5, 1.5) s, "
+          f"{ROUNDS} mean task lengths of work per worker, {RANKS_PER_HOST} ranks per host, seed {seed}")
+    rules = {"backfill": {}, "+costs": {"by_cost": True}, "greedy": {"packing": "greedy"},
+             "strict": {"packing": "strict"}}
+    print(f"{'ranks':>7} {'tasks':>7} {'bound':>7} " + " ".join(f"{p:>9}" for p in rules))
+    found = {}
+    for n in ranks:
+        sizes, seconds = group_workload(n - 1, seed)
+        effs = {p: packing_efficiency(sizes, seconds, n, **kw) for p, kw in rules.items()}
+        found[n] = (packing_bound(sizes, seconds, n - 1), effs["backfill"], effs["+costs"])
+        print(f"{n:>7} {len(sizes):>7} {found[n][0]:>7.4f} " + " ".join(f"{e:>9.4f}" for e in effs.values()))
+    print("+costs: backfill with --cost, each size longest first (the tail is the shortest tasks)")
+    print("RESULT " + " ".join(f"packing_eff_{n}={eff:.4f} packing_eff_cost_{n}={cost:.4f} bound_{n}={bound:.4f}"
+                               for n, (bound, eff, cost) in found.items()))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--groups", action="store_true", help="only the model of parallel tasks: "
+                        "packing a mix of group sizes at 1,024 and 12,288 ranks (seconds)")
     parser.add_argument("--measured", default=default_measured(),
                         help="weak.csv of scaling/weak.py (default: scaling/out/weak/weak.csv if present)")
     parser.add_argument("--outdir", help="where simulate.csv goes (default: next to --measured, "
@@ -650,6 +743,9 @@ def main(argv: list[str] | None = None) -> None:
                                               "(default 12288; --quick: 1536)")
     parser.add_argument("--paper", default=PAPER, help="the paper's table (reference CSV)")
     args = parser.parse_args(argv)
+    if args.groups:
+        groups_main(list(GROUP_RANKS))
+        return
     rows = read_measured(args.measured) if args.measured else []
     here, lines = fit_machine(rows) if rows else (Machine(), ["  no measured rows: defaults"])
     print_fit(rows, lines)

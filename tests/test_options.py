@@ -44,6 +44,9 @@ BAD = [
     (dict(out=""), "--out is empty"),
     (dict(cost="n", costs_from="a.h5"), "give --cost or --costs-from, not both"),
     (dict(log_level="loud"), "--log-level 'loud': use one of debug, info, warning, error"),
+    (dict(ranks_per_task=0), "--ranks-per-task must be >= 1"),
+    (dict(ranks_per_task=2, ranks="n"), "give --ranks-per-task or --ranks, not both"),
+    (dict(packing="fifo"), "--packing 'fifo': choose one of backfill, greedy, strict"),
 ]
 API_ONLY = [   # the command line's argparse refuses these itself (or has no --chunk-rows yet)
     (dict(chunk_rows=0), "--chunk-rows must be >= 1"),

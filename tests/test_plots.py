@@ -89,9 +89,9 @@ def test_merge_bars_joins_close_bars_of_one_rank_only():
     rank = np.array([1, 0, 0, 0, 1])
     start = np.array([0.0, 2.05, 0.0, 1.0, 1.0])
     end = np.array([0.9, 3.0, 1.0, 2.0, 2.0])
-    r, s, e = plots.merge_bars(rank, start, end, gap=0.1)
+    r, s, e, _ = plots.merge_bars(rank, start, end, gap=0.1)
     assert (r.tolist(), s.tolist(), e.tolist()) == ([0, 1], [0.0, 0.0], [3.0, 2.0])
-    r, s, e = plots.merge_bars(rank, start, end, gap=-np.inf)
+    r, s, e, _ = plots.merge_bars(rank, start, end, gap=-np.inf)
     assert len(r) == 5 and e.tolist() == [1.0, 2.0, 3.0, 0.9, 2.0]
 
 

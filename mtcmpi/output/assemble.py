@@ -16,7 +16,7 @@ import numpy as np
 from mpi4py import MPI
 
 from ..tasklog import DONE, FAILED, FAILED_STATES, OK, Failure, TaskLog
-from . import hdf5, journal
+from . import hdf5, journal, members
 from .values import Column, ResultMismatch, fits, mismatch, result_sets
 
 Batch = tuple[np.ndarray, Callable[[], np.ndarray]]
@@ -112,7 +112,7 @@ def prior_task_rows(sources: Sources, host_width: int, failed: dict[int, Failure
         with h5py.File(sources.prior_file, "r") as f:
             tasks = f["tasks"]
             for part in hdf5.blocks(len(tasks), tasks.dtype.itemsize):
-                yield np.arange(part.start, part.stop), lambda part=part: tasks[part].astype(dtype)
+                yield np.arange(part.start, part.stop), lambda part=part: hdf5.as_log_rows(tasks[part], dtype)
     for frame in sources.frames(True):
         yield journal_rows(frame, dtype, failed)
 
@@ -125,6 +125,7 @@ def journal_rows(frame: journal.Frame, dtype: np.dtype, failed: dict[int, Failur
     table["status"] = np.frombuffer(m["status"], np.int8)
     table["status"][np.isin(ids, list(failed))] = FAILED
     table["attempts"] = [m["attempts"].get(t, 0) + 1 for t in ids.tolist()]
+    table["ranks"] = members.sizes(members.of_frame(m), ids)
     order = np.argsort(ids, kind="stable")   # a task in a frame twice (--retries): its last record
     last = np.r_[ids[order][1:] != ids[order][:-1], True]
     return ids[order][last], lambda: table[order][last]
@@ -174,6 +175,26 @@ def texts(path: str, n: int, sources: Sources, failures: dict[int, Failure],
             hdf5.write_texts(f, {int(t): Failure("", "", "") for t in clear})
         if keys is not None:
             f.create_dataset("task_keys", data=keys)
+
+
+def groups_table(path: str, sources: Sources, groups: dict[int, members.Group]) -> None:
+    """Rank 0, after the parallel file is closed: /groups of every parallel task whose row the
+    file holds (earlier runs' first, so this run's, `groups`, win; none for a task run again
+    on one rank)."""
+    table: dict[int, tuple[str, str]] = {}
+    if sources.prior_file:
+        with h5py.File(sources.prior_file, "r") as old:
+            table.update(members.read_groups(old))
+    for frame in sources.frames(True):
+        table.update({t: members.as_text(g) for t, g in members.of_frame(frame.meta).items()})
+    table.update({t: members.as_text(g) for t, g in groups.items()})
+    if not table:
+        return
+    with h5py.File(path, "r+") as f:
+        ranks = f["tasks"].fields("ranks")[:]
+        kept = {t: g for t, g in table.items() if ranks[t] > 1}
+        if kept:
+            members.write_groups(f, kept)
 
 
 def host_width(log: TaskLog, extra: int = 1) -> int:

@@ -3,9 +3,11 @@
 Layout (row = task id):
   /tasks           the per-task log, a table with fields rank, host, pid, start, end (epoch
                    seconds), status (enum: not-run, ok, failed, skipped, timeout, crashed),
-                   attempts; rank -1 and NaN times for tasks that did not run
+                   attempts, ranks (1, or a parallel task's number of ranks); rank -1, NaN
+                   times and ranks 0 for tasks that did not run
   /errors/{type, message, traceback}   UTF-8 strings, '' unless the task failed
   /attempts        with --retries: every try of every task, one row each (field task added)
+  /groups          parallel tasks only: task, members ('1-4,7'), hosts (members.py)
   /task_keys       uint64 per task: a hash of its arguments, by which --costs-from matches
                    tasks of a different task list (absent when the source has no such keys)
   /results/<name>  (n_tasks, *shape) per key of the return values (name: values.dataset_name,
@@ -28,13 +30,14 @@ import numpy as np
 from mpi4py import MPI
 
 from ..tasklog import FAILED_STATES, OK, STATUS_NAMES, Failure, TaskLog
+from . import members
 from .values import Column, dataset_name, fill_value, only_fill, result_sets
 
 STATUS = h5py.enum_dtype({name: code for code, name in STATUS_NAMES.items()}, basetype="i1")
 TEXT = h5py.string_dtype("utf-8")
 COLUMNS = {"rank": (np.int32, -1), "host": (None, b""), "pid": (np.int64, -1),
            "start": (np.float64, np.nan), "end": (np.float64, np.nan), "status": (STATUS, 0),
-           "attempts": (np.int16, 0)}   # host: fixed-length bytes as wide as the longest name
+           "attempts": (np.int16, 0), "ranks": (np.int16, 0)}   # host: fixed-length bytes as wide as the longest name
 FAILURE_TEXT = ("type", "message", "traceback")
 PIECES = 256            # hyperslab pieces OR-ed into one selection (the OR is quadratic in them)
 BLOCK_BYTES = 32 << 20  # rows read or written at a time from an earlier file
@@ -58,6 +61,7 @@ class Rows:
     ids: np.ndarray
     table: np.ndarray
     failures: dict[int, Failure] = field(default_factory=dict)
+    groups: dict[int, members.Group] = field(default_factory=dict)   # parallel tasks it led
 
     @classmethod
     def of(cls, log: TaskLog, host_width: int, attempts: dict[int, int],
@@ -76,8 +80,10 @@ class Rows:
         table["end"] = np.asarray(log.ends, np.float64)[pick]
         table["status"] = np.asarray(log.status, np.int8)[pick]
         table["attempts"] = np.array([attempts.get(int(t), 0) for t in chosen], np.int16) + tries
+        table["ranks"] = members.sizes(log.groups, chosen)
         failed = chosen[np.isin(table["status"], FAILED_STATES)]
-        return cls(chosen, table, {int(t): log.failures[int(t)] for t in failed})
+        return cls(chosen, table, {int(t): log.failures[int(t)] for t in failed},
+                   {t: log.groups[t] for t in chosen.tolist() if t in log.groups} if log.groups else {})
 
     @classmethod
     def merged(cls, parts: list["Rows"]) -> "Rows":
@@ -85,7 +91,8 @@ class Rows:
         ids = np.concatenate([p.ids for p in parts])
         order = np.argsort(ids, kind="stable")
         return cls(ids[order], np.concatenate([p.table for p in parts])[order],
-                   {t: x for p in parts for t, x in p.failures.items()})
+                   {t: x for p in parts for t, x in p.failures.items()},
+                   {t: g for p in parts for t, g in p.groups.items()})
 
 
 def pieces(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -211,12 +218,25 @@ def read_state(path: str, prior: Any) -> dict[str, Any]:
                          "move it away, or pass --restart to replace it") from None
 
 
+def as_log_rows(rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """An earlier file's /tasks rows in this layout: one from before parallel tasks has no
+    field ranks, and each of its tasks that ran ran on one rank."""
+    if "ranks" in rows.dtype.names:
+        return rows.astype(dtype)
+    out = np.empty(len(rows), dtype)
+    for name in rows.dtype.names:
+        out[name] = rows[name]
+    out["ranks"] = rows["status"] != 0
+    return out
+
+
 def every_try(log: TaskLog, host_width: int) -> np.ndarray:
     """One /attempts row per record of this rank's log (every try of every task it ran)."""
     table = np.empty(len(log.ids), tries_dtype(host_width))
     table["task"], table["rank"], table["host"], table["pid"] = log.ids, log.rank, log.host.encode(), log.pid
     table["start"], table["end"], table["status"] = log.starts, log.ends, log.status
     table["attempts"] = 0   # per task, in /tasks; here each row is one try
+    table["ranks"] = members.sizes(log.groups, log.ids)
     return table
 
 

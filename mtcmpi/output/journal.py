@@ -3,7 +3,7 @@ written and read here.
 
 A frame holds the tasks a rank finished since the last flush: a header (magic, CRC of the
 metadata, lengths), the metadata (pickled: the run's fingerprint, rank, host, pid, and per task
-id, times, status, tries before, failure) and then the results as raw arrays, one block per
+id, times, status, tries before, failure, and the ranks of a parallel task: members.py) and then the results as raw arrays, one block per
 (key, dtype, shape) group, so the final file can read them back without unpickling them and a
 reader that needs only the metadata seeks past them. A background thread flushes every
 `interval` seconds, at once when woken (a stop signal: mpiexec kills 1 s later), and the task
@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..tasklog import TaskLog
+from . import members
 from .values import Schema
 
 HEAD = struct.Struct("<8sIIQ")   # magic, crc32 of the metadata, metadata bytes, result bytes
@@ -115,6 +116,7 @@ class Journal:
                 "flushed": flushed, "ids": ids.tobytes(),
                 "attempts": {t: self.attempts[t] for t in ids if t in self.attempts},
                 "failures": {t: log.failures[t] for t in ids if t in log.failures},
+                members.FIELD: {t: log.groups[t] for t in ids if t in log.groups} if log.groups else {},
                 "groups": [(k, dt, shape, np.array([t for t, _ in rows], np.int64).tobytes())
                            for (k, dt, shape), rows in groups.items()]}
         raw = [np.ascontiguousarray(np.stack([a for _, a in rows])) for rows in groups.values()]

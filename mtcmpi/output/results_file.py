@@ -192,6 +192,8 @@ class Output:
             failures = rows.failures
         else:
             failures = {t: x for part in comm.gather(rows.failures, root=0) or [] for t, x in part.items()}
+        groups = rows.groups if self.serial_io else {   # parallel tasks (members.py)
+            t: g for part in comm.gather(rows.groups, root=0) or [] for t, g in part.items()}
         tmp = self.path + ".tmp"
         if not self.serial_io or rank == 0:
             self.build(MPI.COMM_SELF if self.serial_io else comm, tmp, n, sources, columns, rows,
@@ -200,6 +202,7 @@ class Output:
         if rank == 0:
             try:
                 assemble.texts(tmp, n, sources, failures, prior_failed, keys)
+                assemble.groups_table(tmp, sources, groups)
                 os.replace(tmp, self.path)
                 shutil.rmtree(journal.directory(self.path), ignore_errors=True)
             except OSError as exc:

@@ -1,0 +1,138 @@
+"""Parallel tasks under faults: --retries, and a kill -9 of the whole job, then resume."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.helpers import ROOT, environment, mtcmpi
+
+pytestmark = pytest.mark.timeout(180)
+TASKS = "tests.tasks_for_groups"
+
+
+def test_retries_try_a_failed_group_again(tmp_path):
+    params = tmp_path / "p.csv"
+    params.write_text("x,dir\n" + "".join(f"{i},{tmp_path}\n" for i in range(4)))
+    out = tmp_path / "r.h5"
+    proc = mtcmpi(["run", f"{TASKS}:flaky", "--params", str(params), "--ranks-per-task", "2",
+                   "--retries", "1", "--out", str(out)], ranks=4)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with h5py.File(out) as f:
+        assert (f["tasks"]["status"][:] == 1).all() and (f["tasks"]["attempts"][:] == 2).all()
+        assert (f["results/value"][:] == np.arange(4)).all()
+        assert (f["tasks"]["ranks"][:] == 2).all() and len(f["attempts"]) == 8
+
+
+def test_kill_then_resume_runs_each_parallel_task_once(tmp_path):
+    n = 16
+    params = tmp_path / "p.csv"
+    params.write_text("x,k\n" + "".join(f"{i},{1 + i % 2}\n" for i in range(n)))
+    out = tmp_path / "r.h5"
+    args = ["run", f"{TASKS}:nap", "--params", str(params), "--ranks", "k", "--out", str(out),
+            "--flush-interval", "0.1", "--quiet"]
+    job = subprocess.Popen(["mpiexec", "-n", "4", sys.executable, "-m", "mtcmpi", *args], cwd=ROOT,
+                           env=environment(), start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = f"{out}.journal"
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:   # until some tasks are journalled, not all
+            frames = [p for p in os.listdir(journal) if p.endswith(".jnl")] if os.path.isdir(journal) else []
+            if any(os.path.getsize(os.path.join(journal, p)) for p in frames):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("no task was journalled within 60 s")
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(30)
+    assert not out.exists()
+    proc = mtcmpi(args, ranks=4)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    resumed = re.search(r"resumed: (\d+) tasks", proc.stdout)
+    assert resumed and 0 < int(resumed.group(1)) < n, proc.stdout   # killed mid-run
+    with h5py.File(out) as f:
+        x, k = np.arange(n), 1 + np.arange(n) % 2
+        assert (f["tasks"]["status"][:] == 1).all() and (f["tasks"]["attempts"][:] == 1).all()
+        assert (f["results/value"][:] == x * k * 10 + k).all()
+        assert (f["tasks"]["ranks"][:] == k).all()
+        groups = f["groups"][:]
+    assert sorted(groups["task"]) == list(np.flatnonzero(k == 2))
+
+
+def test_a_rank_that_left_its_group_in_a_collective_ends_the_job_resumably(tmp_path):
+    out = tmp_path / "r.h5"
+    args = ["run", f"{TASKS}:raises_early", "--count", "3", "--ranks-per-task", "2", "--out",
+            str(out), "--flush-interval", "0.2", "--quiet"]
+    t0 = time.monotonic()
+    proc = mtcmpi(args, ranks=4)
+    assert proc.returncode == 75, proc.stdout + proc.stderr   # stopped: run again to resume
+    assert time.monotonic() - t0 < 40
+    lines = [line for line in proc.stderr.splitlines() if "did not finish the task" in line]
+    assert len(lines) == 1 and "task 1: this rank raised ValueError" in lines[0], proc.stderr
+    again = mtcmpi(args, ranks=4)
+    assert again.returncode == 1, again.stdout + again.stderr   # task 1 failed, in the earlier run
+    with h5py.File(out) as f:
+        assert list(f["tasks"]["status"][:]) == [1, 2, 1]
+        assert "left before the allreduce" in f["errors/message"].asstr()[1]
+        assert f["tasks"]["ranks"][1] == 2 and (f["results/value"][[0, 2]] == [0, 4]).all()
+
+
+def test_a_signal_stops_parallel_tasks_stores_them_and_the_rerun_resumes(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "scaling"))
+    from faults import kill_session
+
+    n = 16
+    params = tmp_path / "p.csv"
+    params.write_text("x,k\n" + "".join(f"{i},{1 + i % 2}\n" for i in range(n)))
+    out = tmp_path / "r.h5"
+    args = ["run", f"{TASKS}:nap", "--params", str(params), "--ranks", "k", "--out", str(out),
+            "--flush-interval", "0.1", "--quiet"]
+    job = subprocess.Popen(["mpiexec", "-n", "4", sys.executable, "-m", "mtcmpi", *args], cwd=ROOT,
+                           env=environment(), start_new_session=True, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    journal = f"{out}.journal"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (   # some tasks done, the run still going
+            os.path.isdir(journal) and any(os.path.getsize(os.path.join(journal, p))
+                                           for p in os.listdir(journal) if p.endswith(".jnl"))):
+        time.sleep(0.05)
+    kill_session(job.pid, signal.SIGTERM)
+    stdout, stderr = job.communicate(timeout=60)
+    assert "stopped early: signal SIGTERM" in stdout, stdout + stderr   # (mpiexec, signalled, exits 1)
+    with h5py.File(out) as f:
+        status = f["tasks"]["status"][:]
+        assert set(status.tolist()) <= {0, 1} and 0 < (status == 1).sum() < n
+        assert (f["tasks"]["ranks"][status == 1] == (1 + np.arange(n) % 2)[status == 1]).all()
+    again = mtcmpi(args, ranks=4)
+    assert again.returncode == 0 and f"resumed: {int((status == 1).sum())} tasks" in again.stdout
+
+
+def test_a_task_run_again_on_one_rank_leaves_groups_and_an_old_file_reads_as_one_rank(tmp_path):
+    from numpy.lib import recfunctions
+
+    out = tmp_path / "r.h5"
+    args = ["run", f"{TASKS}:member_fails", "--count", "2", "--out", str(out), "--quiet"]
+    assert mtcmpi(args + ["--ranks-per-task", "2"], ranks=3).returncode == 1   # task 1 fails
+    with h5py.File(out, "r+") as f:
+        assert list(f["tasks"]["ranks"][:]) == [2, 2] and sorted(f["groups"]["task"][:]) == [0, 1]
+    again = mtcmpi(args + ["--ranks-per-task", "1", "--retry-failed"], ranks=3)
+    assert again.returncode == 1 and "resumed: 1 tasks" in again.stdout, again.stdout + again.stderr
+    with h5py.File(out, "r+") as f:
+        assert list(f["tasks"]["ranks"][:]) == [2, 1] and list(f["groups"]["task"][:]) == [0]
+        old = recfunctions.drop_fields(f["tasks"][:], "ranks", usemask=False)
+        del f["tasks"], f["groups"]   # as a file written before parallel tasks
+        f.create_dataset("tasks", data=old)
+    third = mtcmpi(args + ["--ranks-per-task", "1", "--retry-failed"], ranks=3)
+    assert third.returncode == 1, third.stdout + third.stderr
+    with h5py.File(out) as f:
+        assert list(f["tasks"]["ranks"][:]) == [1, 1] and "groups" not in f
+        assert list(f["tasks"]["attempts"][:]) == [1, 3]
