@@ -3,6 +3,7 @@ task that kills its pools fails alone. Exactly-once is checked from the per-task
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import h5py
@@ -19,6 +20,13 @@ pytestmark = pytest.mark.timeout(180)
 def nap(x, seconds=0.05):
     time.sleep(seconds)
     return x
+
+
+def nap_marked(x, seconds, marker):
+    """nap, leaving a file that says the task has started."""
+    with open(f"{marker}.{os.getpid()}", "w"):
+        pass
+    return nap(x, seconds)
 
 
 def die(x):
@@ -104,3 +112,45 @@ def test_a_task_that_kills_its_pools_fails_alone(tmp_path, pools):
         assert ex.submit(nap, 7).result(timeout=60) == 7
     finally:
         ex.shutdown()
+
+
+def test_the_batch_systems_warning_drains_the_pool(tmp_path, pools):
+    """SIGUSR1 to mpiexec (as a job script passes Slurm's warning on): the pool takes no new
+    task, lets the running ones end, leaves with 75; another pool does the rest, none twice."""
+    path, out = str(tmp_path / "pool.json"), str(tmp_path / "s.h5")
+    ex = mtcmpi.connect(path, ip="127.0.0.1", out=out)
+    try:
+        first = pools(path, 2)
+        futures = [ex.submit(nap, i, 0.2) for i in range(40)]
+        wait_until(lambda: rows_of(ex, 0) >= 3, 60, "pool 0 running tasks")
+        first.proc.send_signal(signal.SIGUSR1)
+        assert first.wait(30) == 75, first.output()
+        assert "got SIGUSR1 (the walltime is near)" in first.output()
+        assert "got SIGUSR1; left the session cleanly" in first.output()
+        assert not all(f.done() for f in futures)
+        pools(path, 2)
+        assert [f.result(timeout=120) for f in futures] == list(range(40))
+    finally:
+        ex.shutdown()
+    tasks = records(out)
+    assert (tasks["status"] == 1).all() and (tasks["attempts"] == 1).all()
+
+
+def test_tasks_running_past_the_grace_run_again_elsewhere(tmp_path, pools):
+    path, out = str(tmp_path / "pool.json"), str(tmp_path / "s.h5")
+    ex = mtcmpi.connect(path, ip="127.0.0.1", out=out)
+    try:
+        first = pools(path, 2, "--grace", "0.5")
+        slow = ex.submit(nap_marked, 1, 4.0, str(tmp_path / "started"))
+        wait_until(lambda: list(tmp_path.glob("started.*")), 60, "the task to start")
+        first.proc.send_signal(signal.SIGUSR1)
+        t0 = time.monotonic()
+        assert first.wait(30) == 75, first.output()
+        assert time.monotonic() - t0 < 3.5, "the pool waited for the task beyond --grace"
+        assert "1 tasks still running 0.5 s after SIGUSR1 (--grace)" in first.output()
+        pools(path, 2)
+        assert slow.result(timeout=60) == 1
+    finally:
+        ex.shutdown()
+    [task] = records(out)
+    assert task["status"] == 1 and task["attempts"] == 2 and task["pool"] == 1
