@@ -65,6 +65,17 @@ def check_serve(args: argparse.Namespace) -> None:
         raise UsageError("--grace and --wait must be >= 0")
 
 
+def parse_serve(argv: list[str]) -> argparse.Namespace:
+    """argv as `mtcmpi serve` parses and checks them (for a job script); UsageError if wrong."""
+    from ..run_args import parse_quietly
+
+    parser = argparse.ArgumentParser(prog="mtcmpi serve")
+    add_serve_arguments(parser)
+    args = parse_quietly(parser, argv, "serve")
+    check_serve(args)
+    return args
+
+
 def command_serve(args: argparse.Namespace) -> int:
     from ..faults import deadline
     from .connection import expand
