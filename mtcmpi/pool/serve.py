@@ -187,7 +187,7 @@ class Bridge:
             self.give_up = warned[0] + self.grace
             started = sum(not future.cancelled() for future in self.running.values())
             say(f"pool {number}: got {warned[1]} (the walltime is near): taking no new task, "
-                f"giving the {started} running ones {self.grace:g} s")
+                f"waiting up to {self.grace:g} s for the {started} already with its workers")
 
     def start(self, tasks: list[tuple[int, bytes]]) -> None:
         if self.draining:   # sent before the session heard of the drain: given back at once
