@@ -91,7 +91,7 @@ class Bridge:
             say(f"pool {number}: {self.workers} workers joined the session in {self.path}")
             return self.bridge(sock, number)
         finally:
-            sock.close(linger=0)
+            sock.close(linger=int(wire.LINGER_S * 1000))   # what it sent last still arrives
             self.context.term()
 
     def join(self, wait: float) -> tuple[zmq.Socket | None, int]:
@@ -170,7 +170,7 @@ class Bridge:
                 return EXIT_STOPPED
             if self.give_up is not None and now > self.give_up:
                 self.send_finished(sock)
-                wire.send(sock, wire.BYE)   # the session gives what this pool still holds to others
+                wire.send(sock, wire.BYE, list(self.running))   # these started: the session runs them again
                 self.abandoned = True
                 say(f"pool {number}: {len(self.running)} tasks still running {self.grace:g} s after "
                     f"{warned[1]} (--grace); the session runs them elsewhere; leaving")
