@@ -185,7 +185,7 @@ def job_command(job_args: list[str], warning: int, stop_after: str | None = None
     scheduler that sends no warning) are added unless given."""
     subcommand, args = ((job_args[0], job_args[1:]) if job_args[:1] in (["run"], ["serve"])
                         else ("run", job_args))
-    if not args:
+    if not args and subcommand == "run":
         raise UsageError("give the arguments of mtcmpi run after --, e.g. -- mymodel:simulate "
                          "--params scan.csv --out scan.h5 (or -- serve --connection FILE)")
     given = {a.split("=")[0] for a in args}

@@ -254,7 +254,7 @@ def test_serve_needs_no_out_and_gets_the_grace():
 
 
 @pytest.mark.parametrize("run, message", [
-    (["serve"], "give the arguments of mtcmpi run after --"),
+    (["serve"], "serve arguments after --: the following arguments are required: --connection"),
     (["serve", "--wait", "5"], "serve arguments after --: the following arguments are required: --connection"),
     ([*SERVE, "--out", "x.h5"], "serve arguments after --: unrecognized arguments: --out x.h5"),
     ([*SERVE, "--grace", "-1"], "--grace and --wait must be >= 0"),
