@@ -6,7 +6,8 @@ import argparse
 SERVE_EXAMPLES = """\
 examples:
   mpirun -n 128 python -m mtcmpi serve --connection ~/.mtcmpi/pool.json --walltime 04:00:00
-  sbatch -n 128 -t 04:00:00 --wrap "mpirun python -m mtcmpi serve --connection pool.json"
+  python -m mtcmpi jobscript --scheduler slurm --cores 128 --walltime 04:00:00 -o pool.sbatch \\
+      -- serve --connection ~/.mtcmpi/pool.json && sbatch pool.sbatch
 
 exit status: 0 the session ended (or was lost), 2 no session to join (or refused),
   75 left at its walltime or on the batch system's warning (a job script that resubmits on 75
