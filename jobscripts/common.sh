@@ -4,8 +4,9 @@ say() { echo "$$(date '+%F %T') mtcmpi-jobscript: $$*"; }
 venv=${venv}
 python="$$venv/bin/python"
 mpirun=(${mpirun})
-run=(${run_args})
-out=${out}
+subcommand=${subcommand}   # run, or serve: a pool for a session (mtcmpi.connect())
+args=(${arguments})
+out=${out}   # run's results file ('' for serve)
 script=${script}   # where mtcmpi jobscript -o wrote this file, in case $$0 is not readable
 count=$${MTCMPI_RESUBMIT:-0}
 max=$${MTCMPI_MAX_RESUBMIT:-${max_resubmit}}
@@ -19,7 +20,7 @@ set -uo pipefail
 # batch system's own kill delay (Slurm's KillWait, 30 s): give the ranks that long to store.
 export OMPI_MCA_odls_base_sigkill_timeout=$${OMPI_MCA_odls_base_sigkill_timeout:-30}
 version=$$("$$python" -m mtcmpi --version 2>&1) || { say "$$python -m mtcmpi fails: $$version"; exit 2; }
-command=("$${mpirun[@]}" -n "$$ranks" "$${hosts[@]}" "$$python" -m mtcmpi run "$${run[@]}")
+command=("$${mpirun[@]}" -n "$$ranks" "$${hosts[@]}" "$$python" -m mtcmpi "$$subcommand" "$${args[@]}")
 say "$$scheduler job $$job_id on $$(hostname): $$ranks ranks, $$version, resubmission $$count (at most $$max)"
 say "running:$$(printf ' %q' "$${command[@]}")"
 
@@ -27,8 +28,9 @@ say "running:$$(printf ' %q' "$${command[@]}")"
 # group of its own (set -m), so that the warning reaches this shell alone, at once, whether the
 # scheduler signals the shell or its process group; the shell passes it on to mpirun, once, and
 # mpirun to the ranks. mtcmpi then hands out no more tasks, lets the running ones finish
-# (--grace), stores everything and exits 75. Other signals (scancel, qdel) are not caught: a
-# cancelled job is not resubmitted.
+# (--grace), stores everything and exits 75; a pool (serve) takes no new task, gives the rest
+# back to its session and exits 75. Other signals (scancel, qdel) are not caught: a cancelled
+# job is not resubmitted.
 pid="" warned=""
 on_warning() {
   [ -n "$$pid" ] || return 0
@@ -45,10 +47,17 @@ while kill -0 "$$pid" 2>/dev/null; do wait "$$pid"; done   # a trapped signal en
 wait "$$pid"; rc=$$?
 pid=""
 
-# Finished, or resubmit? mpirun's exit status is not enough (after a signal it may be 1 although
-# the ranks exit 75), so ask the results file: it exists and its journal is gone when the run ended.
-left="" failed=""
-if [ -f "$$out" ] && [ ! -d "$$out.journal" ]; then
+# Finished, or resubmit? A pool is done when its session ended (serve exits 0). For a run,
+# mpirun's exit status is not enough (after a signal it may be 1 although the ranks exit 75),
+# so ask the results file: it exists and its journal is gone when the run ended.
+left="" failed="" rest="" again="it resumes $$out"
+if [ "$$subcommand" = serve ]; then
+  rest="its session goes on" again="its pool joins the session again"
+  if [ "$$rc" = 0 ]; then
+    say "finished: the pool's session ended (mpirun exit 0); exit 0"
+    exit 0
+  fi
+elif [ -f "$$out" ] && [ ! -d "$$out.journal" ]; then
   read -r left failed < <("$$python" -m mtcmpi report "$$out" --json | "$$python" -c 'import json, sys
 s = json.load(sys.stdin)["status"]
 print(s["not-run"], s["failed"] + s["timeout"] + s["crashed"])')
@@ -62,7 +71,7 @@ if [ "$$rc" != 75 ] && [ -z "$$warned" ]; then
   say "mpirun exit $$rc, not stopped by the walltime warning: not resubmitting (see the messages above)"
   exit "$$rc"
 fi
-say "stopped early (mpirun exit $$rc$${warned:+, after the warning}), $${left:-some} tasks left"
+say "stopped early (mpirun exit $$rc$${warned:+, after the warning}), $${rest:-$${left:-some} tasks left}"
 if [ "$$count" -ge "$$max" ]; then
   say "not resubmitting: done $$count times already (MTCMPI_MAX_RESUBMIT=$$max); submit again to go on"
   exit 75
@@ -74,7 +83,7 @@ if ! grep -qs "^${marker} " "$$self"; then
   exit 75
 fi
 if new=$$(resubmit "$$((count + 1))" "$$self" 2>&1); then
-  say "resubmitted as job $$new (resubmission $$((count + 1)) of at most $$max); it resumes $$out"
+  say "resubmitted as job $$new (resubmission $$((count + 1)) of at most $$max); $$again"
 else
   say "resubmitting failed: $$new; submit $$self again by hand, it resumes"
 fi

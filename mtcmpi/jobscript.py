@@ -5,8 +5,9 @@ counts its cores, warns before the walltime and takes a resubmission) followed b
 jobscripts/common.sh (start mpirun in the background, pass the warning on to it as SIGUSR1, and
 submit the same script again while the run stopped early). Both are filled with
 string.Template.substitute, so a placeholder without a value is an error, never an empty
-directive. Every value is checked here first; the run arguments are checked by `mtcmpi run`'s
-own parser (so a typo fails now, not in the queue) and shell-quoted.
+directive. Every value is checked here first; the arguments after -- (those of `mtcmpi run`,
+or `serve ...` for a pool that joins a session) are checked by that command's own parser (so a
+typo fails now, not in the queue) and shell-quoted.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from . import __version__
 from .errors import UsageError
 from .faults import parse_walltime
 from .options import RunOptions
+from .pool.commands import parse_serve
 from .run_args import parse_run
 
 # jobscripts/ of the source tree (a clone, an editable install), else where setup.py's
@@ -46,12 +48,17 @@ examples:
       -- mymodel:simulate --params scan.csv --out scan.h5
   python -m mtcmpi jobscript --scheduler pbs --cores 64 --ppn 16 --walltime 24:00:00 --queue long \\
       --module openmpi -o scan.pbs -- --command 'sim -i {}' --files 'data/*.inp' --out sim.h5
+  python -m mtcmpi jobscript --scheduler slurm --cores 128 --walltime 04:00:00 -o pool.sbatch \\
+      -- serve --connection ~/.mtcmpi/pool.json       # a pool for mtcmpi.connect() in a notebook
 
 The job writes its log to <name>.<job id>.log in the directory it was submitted from. Before the
 walltime it passes SIGUSR1 to mtcmpi (Slurm --signal, SGE s_rt; PBS sends none, so mtcmpi
 gets --walltime W - S and stops by itself);
 mtcmpi stores everything and exits 75, and the script submits itself again (at most
---max-resubmit times, or $MTCMPI_MAX_RESUBMIT); the new job resumes the same --out.
+--max-resubmit times, or $MTCMPI_MAX_RESUBMIT); the new job resumes the same --out. A pool
+(-- serve ...) takes no new task, gives the rest back to its session and exits 75; the script
+submits itself again likewise, and the new pool joins the session again. A pool whose session
+ended exits 0 and is not resubmitted.
 
 exit status: 0 script written, 2 bad input (nothing written)
 """
@@ -64,7 +71,10 @@ def add_command(commands: argparse._SubParsersAction) -> None:
                             description="Render a job script that activates the environment, runs "
                             "`mpirun python -m mtcmpi run RUN_ARGS` on the job's cores, stops the run "
                             "cleanly before the walltime and submits itself again until every task "
-                            "has run. RUN_ARGS (after --) must contain --out: resuming needs it.",
+                            "has run. RUN_ARGS (after --) must contain --out: resuming needs it. "
+                            "`-- serve SERVE_ARGS` instead runs a pool for a session "
+                            "(mtcmpi.connect()), which leaves before the walltime and is "
+                            "resubmitted while its session goes on.",
                             epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scheduler", required=True, choices=SCHEDULERS, help="the batch system")
     p.add_argument("--cores", required=True, type=int, metavar="N", help="MPI ranks (one per core)")
@@ -87,14 +97,16 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--pe", metavar="NAME", help="SGE only: the parallel environment (default mpi; "
                    "qconf -spl lists them)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the script here (default: print it)")
-    p.add_argument("run_args", nargs="*", metavar="-- RUN_ARGS", help="the arguments of mtcmpi run")
+    p.add_argument("job_args", nargs="*", metavar="-- RUN_ARGS | -- serve SERVE_ARGS",
+                   help="the arguments of mtcmpi run (optionally after the word run), or serve "
+                   "and its arguments")
     p.set_defaults(handler=command_jobscript)
 
 
 def command_jobscript(args: argparse.Namespace) -> int:
     """Render the script and print it or write it to -o."""
     script = os.path.abspath(args.output) if args.output else ""
-    text = render(args.scheduler, args.cores, args.walltime, args.run_args, queue=args.queue,
+    text = render(args.scheduler, args.cores, args.walltime, args.job_args, queue=args.queue,
                   name=args.name, venv=args.venv, modules=args.module, warning=args.warning,
                   mpirun=args.mpirun, max_resubmit=args.max_resubmit, ppn=args.ppn, pe=args.pe,
                   script=script)
@@ -111,7 +123,7 @@ def command_jobscript(args: argparse.Namespace) -> int:
     return 0
 
 
-def render(scheduler: str, cores: int, walltime: str, run_args: list[str], *, queue: str | None = None,
+def render(scheduler: str, cores: int, walltime: str, job_args: list[str], *, queue: str | None = None,
            name: str = "mtcmpi", venv: str | None = None, modules: Sequence[str] = (),
            warning: int | None = None, mpirun: str = "mpirun", max_resubmit: int = 10,
            ppn: int | None = None, pe: str | None = None, script: str = "") -> str:
@@ -144,8 +156,8 @@ def render(scheduler: str, cores: int, walltime: str, run_args: list[str], *, qu
                   max_resubmit=max_resubmit, script=shlex.quote(script), marker=MARKER,
                   version=__version__, submit=SUBMIT[scheduler])
     values.update(scheduler_values(scheduler, cores, seconds, warning, ppn, pe))
-    run_args, out = run_arguments(run_args, warning, values.get("stop_after"))
-    values.update(run_args=quoted(run_args), out=shlex.quote(out))
+    subcommand, args, out = job_command(job_args, warning, values.get("stop_after"))
+    values.update(subcommand=subcommand, arguments=quoted(args), out=shlex.quote(out))
     return "".join(Template(read(part)).substitute(values) for part in (scheduler, "common"))
 
 
@@ -166,27 +178,35 @@ def scheduler_values(scheduler: str, cores: int, seconds: int, warning: int, ppn
     return {}
 
 
-def run_arguments(run_args: list[str], warning: int, stop_after: str | None = None
-                  ) -> tuple[list[str], str]:
-    """The `mtcmpi run` arguments and the --out file. --grace (half the warning) and --walltime
-    stop_after (for a scheduler that sends no warning) are added unless given. The arguments are
-    parsed by the run command's own parser, so mistakes show now."""
-    if not run_args:
-        raise UsageError("give the arguments of mtcmpi run after --, e.g. "
-                         "-- mymodel:simulate --params scan.csv --out scan.h5")
-    given = {a.split("=")[0] for a in run_args}
+def job_command(job_args: list[str], warning: int, stop_after: str | None = None
+                ) -> tuple[str, list[str], str]:
+    """(run or serve, its arguments, the --out file or ''), checked by that command's own
+    parser, so mistakes show now. --grace (half the warning) and --walltime stop_after (for a
+    scheduler that sends no warning) are added unless given."""
+    subcommand, args = ((job_args[0], job_args[1:]) if job_args[:1] in (["run"], ["serve"])
+                        else ("run", job_args))
+    if not args and subcommand == "run":
+        raise UsageError("give the arguments of mtcmpi run after --, e.g. -- mymodel:simulate "
+                         "--params scan.csv --out scan.h5 (or -- serve --connection FILE)")
+    given = {a.split("=")[0] for a in args}
     if "--grace" not in given:
-        run_args = [*run_args, "--grace", str(max(1, warning // 2))]
+        args = [*args, "--grace", str(max(1, warning // 2))]
     if stop_after and "--walltime" not in given:
-        run_args = [*run_args, "--walltime", stop_after]
-    options = RunOptions.from_args(parse_run(run_args))
-    if options.out is None:
-        raise UsageError("the run arguments need --out FILE.h5: a job stopped at the walltime "
-                         "resumes from that file when the script submits itself again")
-    if not options.grace < warning:
-        raise UsageError(f"--grace {options.grace:g} must be shorter than --warning {warning}: "
-                         "the results are written after the grace, before the job is killed")
-    return run_args, options.out
+        args = [*args, "--walltime", stop_after]
+    if subcommand == "serve":
+        grace, out = parse_serve(args).grace, ""
+    else:
+        options = RunOptions.from_args(parse_run(args))
+        if options.out is None:
+            raise UsageError("the run arguments need --out FILE.h5: a job stopped at the walltime "
+                             "resumes from that file when the script submits itself again")
+        grace, out = options.grace, options.out
+    if not grace < warning:
+        raise UsageError(f"--grace {grace:g} must be shorter than --warning {warning}: "
+                         + ("the results are written after the grace, before the job is killed"
+                            if subcommand == "run" else "the pool leaves after the grace, before "
+                            "the job is killed"))
+    return subcommand, args, out
 
 
 def whole_seconds(walltime: str) -> int:

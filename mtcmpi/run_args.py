@@ -144,10 +144,16 @@ def parse_run(run_args: list[str]) -> argparse.Namespace:
     """run_args as `mtcmpi run` parses them; argparse's complaint becomes a UsageError."""
     parser = argparse.ArgumentParser(prog="mtcmpi run")
     add_run_arguments(parser)
+    return parse_quietly(parser, run_args, "run")
+
+
+def parse_quietly(parser: argparse.ArgumentParser, argv: list[str], command: str) -> argparse.Namespace:
+    """argv parsed by parser without printing; argparse's complaint becomes a UsageError naming
+    the arguments of `command` (the ones a job script gets after --)."""
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            return parser.parse_args(run_args)
+            return parser.parse_args(argv)
     except SystemExit:
-        lines = err.getvalue().strip().splitlines() or ["--help is not a run argument"]
-        raise UsageError(f"run arguments after --: {lines[-1].split('error: ')[-1]}") from None
+        lines = err.getvalue().strip().splitlines() or [f"--help is not a {command} argument"]
+        raise UsageError(f"{command} arguments after --: {lines[-1].split('error: ')[-1]}") from None

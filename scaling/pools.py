@@ -1,6 +1,8 @@
-"""No-op task rate through mtcmpi.connect() to one local 2-rank pool, against ipyparallel.
+"""mtcmpi.connect() measured: no-op task rate to one local 2-rank pool against ipyparallel, and
+the sleep benchmark against the in-job Executor on the same number of workers.
 
-    python scaling/pools.py [--calls N] [--submits N] [--chunksize C] [--ipp-calls N]
+    python scaling/pools.py [--part all|noop|sleep] [--calls N] [--submits N] [--chunksize C]
+                            [--ipp-calls N] [--sleep-workers 8,16] [--per-worker 10] [--time-scale 0.01]
 
 The client is this process (no MPI here); the pool is `mpiexec -n 2 python -m mtcmpi serve`
 (rank 0 bridges, rank 1 works), started and killed by this script. Figures are calls per
@@ -9,11 +11,20 @@ is ipyparallel's load-balanced view with one engine (the same one worker), map o
 no-op calls; it is reported unavailable, with its error, if it cannot start. Ends with
 RESULT connect_map_tps=... connect_submit_tps=... ipp_tps=... ratio=..., the ratio like for like:
 one task per call on both sides (connect() submit over ipyparallel's map).
+
+The sleep benchmark (Lunacek et al.'s, kernels.sleep.task: uniform(27, 33) x --time-scale
+seconds, --per-worker tasks per worker) runs W workers two ways: the in-job Executor
+(`mpiexec -n W+1`, rank 0 drives mtcmpi.executor()'s map) and connect() from this process to a
+pool `mpiexec -n W+1 python -m mtcmpi serve` (rank 0 bridges). Each side first runs one quick
+task per worker (start-up excluded), then map(task, ...) with one task per call; efficiency =
+the tasks' own sleep time / (W x the map's wall time). The RESULT line adds, for the largest W,
+sleep_workers=W eff_executor=... eff_connect=... eff_gap=... (target: gap <= 0.02 at 64 workers).
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import json
 import os
 import signal
 import subprocess
@@ -22,10 +33,11 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _mpirun import ROOT, environment  # noqa: E402
+from _mpirun import ROOT, environment, last_json, mpirun  # noqa: E402
 
 sys.path.insert(0, ROOT)
 from kernels.noop import none  # noqa: E402
+from kernels.sleep import task  # noqa: E402
 
 
 def rate(n: int, run) -> float:
@@ -79,13 +91,59 @@ def measure_ipp(calls: int) -> float | str:
         cluster.stop_cluster_sync()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=200_000, help="calls in the map (default 200,000)")
-    parser.add_argument("--submits", type=int, default=20_000, help="submit() calls (default 20,000)")
-    parser.add_argument("--chunksize", type=int, default=1000, help="map chunksize (default 1000)")
-    parser.add_argument("--ipp-calls", type=int, default=2000, help="calls through ipyparallel")
-    args = parser.parse_args()
+def sleep_items(workers: int, per_worker: int, scale: float) -> list[tuple[int, float]]:
+    return [(i, scale) for i in range(workers * per_worker)]
+
+
+def efficiency(results: list[dict], workers: int, wall: float) -> float:
+    """The tasks' own time over the workers' time: sum(end - start) / (workers x wall)."""
+    return sum(r["end_time"] - r["start_time"] for r in results) / (workers * wall)
+
+
+def sleep_map(ex, workers: int, per_worker: int, scale: float) -> dict:
+    """One quick task per worker, then the timed map of the sleep tasks: efficiency and wall."""
+    list(ex.map(task, range(workers), [0.0] * workers))
+    indices, scales = zip(*sleep_items(workers, per_worker, scale))
+    start = time.perf_counter()
+    results = list(ex.map(task, indices, scales))
+    wall = time.perf_counter() - start
+    return {"efficiency": efficiency(results, workers, wall), "wall": wall, "tasks": len(results)}
+
+
+def child_executor(workers: int, per_worker: int, scale: float) -> None:
+    """Under mpiexec -n workers+1: the sleep map on the in-job Executor; rank 0 prints JSON."""
+    import mtcmpi
+
+    with mtcmpi.executor() as ex:
+        if ex is not None:
+            print(json.dumps(sleep_map(ex, workers, per_worker, scale)), flush=True)
+
+
+def measure_sleep(workers: int, per_worker: int, scale: float) -> tuple[dict, dict]:
+    """(in-job Executor, connect()) figures of the sleep map on `workers` workers."""
+    import mtcmpi
+
+    inside = last_json(mpirun(workers + 1, [os.path.abspath(__file__), "--executor-child", str(workers),
+                                             str(per_worker), repr(scale)], timeout=600).stdout)
+    folder = tempfile.TemporaryDirectory(prefix="mtcmpi-pools-")
+    path = os.path.join(folder.name, "pool.json")
+    ex = mtcmpi.connect(path, ip="127.0.0.1")
+    pool = subprocess.Popen(["mpiexec", "-n", str(workers + 1), sys.executable, "-m", "mtcmpi", "serve",
+                             "--connection", path], cwd=ROOT, env=environment(),
+                            stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        return inside, sleep_map(ex, workers, per_worker, scale)
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+        try:
+            pool.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(pool.pid, signal.SIGKILL)
+        folder.cleanup()
+
+
+def noop_part(args: argparse.Namespace) -> str:
+    """The no-op rates and ipyparallel; the RESULT fields."""
     map_tps, submit_tps = measure_connect(args.calls, args.submits, args.chunksize)
     print(f"connect() map, chunksize {args.chunksize}: {args.calls} no-op calls, {map_tps:,.0f} calls/s "
           "(target >= 50,000)")
@@ -100,8 +158,47 @@ def main() -> None:
         print(f"ipyparallel load-balanced map, 1 engine: {args.ipp_calls} calls, {ipp:,.0f} calls/s; "
               f"one task per call on both sides, connect() is {submit_tps / ipp:.1f}x (target >= 20x); "
               f"connect() map with chunks {map_tps / ipp:.0f}x")
-    print(f"RESULT connect_map_tps={map_tps:.0f} connect_submit_tps={submit_tps:.0f} "
-          f"ipp_tps={ipp_tps} ratio={ratio}")
+    return f"connect_map_tps={map_tps:.0f} connect_submit_tps={submit_tps:.0f} ipp_tps={ipp_tps} ratio={ratio}"
+
+
+def sleep_part(args: argparse.Namespace) -> str:
+    """The sleep benchmark at each worker count; the RESULT fields of the largest."""
+    print(f"sleep benchmark: {args.per_worker} tasks per worker of uniform(27, 33) x {args.time_scale:g} s, "
+          f"map with one task per call; efficiency = task time / (workers x wall)")
+    for workers in args.sleep_workers:
+        inside, remote = measure_sleep(workers, args.per_worker, args.time_scale)
+        gap = inside["efficiency"] - remote["efficiency"]
+        print(f"  {workers:3d} workers: in-job Executor {inside['efficiency']:.3f} ({inside['wall']:.2f} s), "
+              f"connect() {remote['efficiency']:.3f} ({remote['wall']:.2f} s), gap {gap:+.3f} "
+              "(target <= 0.02 at 64 workers)")
+    return (f"sleep_workers={workers} eff_executor={inside['efficiency']:.3f} "
+            f"eff_connect={remote['efficiency']:.3f} eff_gap={gap:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("all", "noop", "sleep"), default="all",
+                        help="the no-op rates (with ipyparallel), the sleep benchmark, or both")
+    parser.add_argument("--calls", type=int, default=200_000, help="calls in the map (default 200,000)")
+    parser.add_argument("--submits", type=int, default=20_000, help="submit() calls (default 20,000)")
+    parser.add_argument("--chunksize", type=int, default=1000, help="map chunksize (default 1000)")
+    parser.add_argument("--ipp-calls", type=int, default=2000, help="calls through ipyparallel")
+    parser.add_argument("--sleep-workers", type=lambda v: [int(w) for w in v.split(",")], default=[8],
+                        help="worker counts for the sleep benchmark, comma-separated (default 8)")
+    parser.add_argument("--per-worker", type=int, default=10, help="sleep tasks per worker (default 10)")
+    parser.add_argument("--time-scale", type=float, default=0.01, help="sleep time scale (default "
+                        "0.01: tasks of 0.27-0.33 s; 1.0 is the paper's)")
+    parser.add_argument("--executor-child", nargs=3, metavar=("W", "PER", "SCALE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.executor_child:
+        workers, per_worker, scale = args.executor_child
+        return child_executor(int(workers), int(per_worker), float(scale))
+    fields = []
+    if args.part in ("all", "noop"):
+        fields.append(noop_part(args))
+    if args.part in ("all", "sleep"):
+        fields.append(sleep_part(args))
+    print("RESULT " + " ".join(fields))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ Each scenario checks the job's exit status as the scheduler recorded it, the job
 file (every task ok, tried once) and a line per task execution that the tasks themselves append
 (so a task run twice shows up). The walltime scenario has a one-minute walltime: the run is
 stopped by the warning, the script submits itself again, and the chain of jobs ends with every
-task done exactly once.
+task done exactly once. The pool scenarios submit `mtcmpi jobscript ... -- serve` to Slurm: a
+client in this process (mtcmpi.connect(), outside the job) runs tasks on it, and the job ends
+with the session; with a two-minute walltime the warning drains the first pool, which exits 75
+and resubmits itself, and the next pool joins and finishes the work, every task once.
 """
 from __future__ import annotations
 
@@ -22,7 +25,10 @@ from pathlib import Path
 import h5py
 import pytest
 
+import mtcmpi
+from kernels.sleep import work
 from mtcmpi import jobscript
+from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.skipif(os.environ.get("MTCMPI_BATCH_TESTS") != "1",
                                  reason="submits to real schedulers: run scripts/batch-test"),
@@ -65,12 +71,17 @@ class Slurm:
     def wait(self, job: str, timeout: float) -> int:
         end = time.time() + timeout
         while time.time() < end:
-            fields = dict(f.split("=", 1) for f in sh(["scontrol", "-o", "show", "job", job]).stdout.split()
-                          if "=" in f)
-            if fields["JobState"] in self.done_states:
-                return int(fields["ExitCode"].split(":")[0])
+            code = self.exit_code(job)
+            if code is not None:
+                return code
             time.sleep(1)
         raise AssertionError(f"{self.name} job {job} still not done after {timeout:.0f} s")
+
+    def exit_code(self, job: str) -> int | None:
+        """The job's exit status once it has ended, else None."""
+        fields = dict(f.split("=", 1) for f in sh(["scontrol", "-o", "show", "job", job]).stdout.split()
+                      if "=" in f)
+        return int(fields["ExitCode"].split(":")[0]) if fields["JobState"] in self.done_states else None
 
     def cancel(self, job: str) -> None:
         sh(["scancel", job], check=False)
@@ -221,3 +232,83 @@ def test_walltime_warning_stops_resubmits_and_finishes(batch):
     assert "finished: every task of res.h5 has run, 0 failed" in chain[-1][2]
     check_every_task_once(workdir, tasks)
     print(f"{scheduler.name}: {len(chain)} jobs, exit statuses {codes}, {time.time() - t0:.0f} s")
+
+
+@pytest.fixture
+def slurm_pool(tmp_path):
+    """(a session in this process with a record, submit(walltime, **kw) -> job id, job ids):
+    the session, the jobs and their processes are all ended afterwards."""
+    scheduler = SCHEDULERS["slurm"]
+    scheduler.check()
+    tmp_path.chmod(0o755)
+    ex = mtcmpi.connect(str(tmp_path / "pool.json"), out=str(tmp_path / "session.h5"))
+    jobs: list[str] = []
+
+    def submit(walltime: str, **kw) -> str:
+        script = tmp_path / "pool.slurm"
+        script.write_text(jobscript.render("slurm", RANKS, walltime, ["serve", "--connection", "pool.json"],
+                                           name=NAME, script=str(script), **kw))
+        env = scheduler.env() | {"PYTHONPATH": ROOT}   # the job imports this mtcmpi and kernels
+        jobs.append(sh(["sbatch", "--parsable", script.name], env, tmp_path).stdout.strip().split(";")[0])
+        return jobs[-1]
+    try:
+        yield ex, submit, jobs
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+        for job in jobs:
+            scheduler.cancel(job)
+        kill_leftovers(tmp_path)
+
+
+def session_record(workdir: Path):
+    with h5py.File(workdir / "session.h5", "r") as f:
+        return f["tasks"][:]
+
+
+def test_pool_job_serves_a_client_outside_it(slurm_pool, tmp_path):
+    ex, submit, jobs = slurm_pool
+    job = submit("00:05:00")
+    t0 = time.time()
+    assert [r["pid"] > 0 for r in ex.map(work, [0.2] * 30)] == [True] * 30
+    ex.shutdown()   # the session ends: the pool leaves, the job ends
+    code = SCHEDULERS["slurm"].wait(job, 60)
+    log = (tmp_path / f"{NAME}.{job}.log").read_text()
+    assert code == 0, log
+    assert f"slurm job {job} on" in log and f": {RANKS} ranks," in log
+    assert f"pool 0: {RANKS - 1} workers joined the session" in log
+    assert "finished: the pool's session ended (mpirun exit 0); exit 0" in log
+    tasks = session_record(tmp_path)
+    assert len(tasks) == 30 and (tasks["status"] == 1).all() and (tasks["pool"] == 0).all()
+    assert set(tasks["rank"]) == set(range(RANKS - 1))
+    print(f"slurm pool: 30 tasks, one job, {time.time() - t0:.0f} s")
+
+
+def test_pool_job_leaves_at_the_warning_and_its_resubmission_joins(slurm_pool, tmp_path):
+    """Walltime 2 min, warning 20 s: Slurm's SIGUSR1 comes 20-80 s before the end; the pool
+    drains and exits 75, the script resubmits it, the new pool joins and does the rest."""
+    ex, submit, jobs = slurm_pool
+    scheduler = SCHEDULERS["slurm"]
+    first = submit("00:02:00", warning=20)
+    t0 = time.time()
+    futures: list = []
+    while (code := scheduler.exit_code(first)) is None:   # keep the pool busy until it leaves
+        assert time.time() - t0 < 180, "the first pool job did not end within 180 s"
+        futures += [ex.submit(work, 0.5) for _ in range(30 - sum(not f.done() for f in futures))]
+        time.sleep(0.5)
+    log = (tmp_path / f"{NAME}.{first}.log").read_text()
+    assert code == 75, log
+    assert "got SIGUSR1 (the walltime is near)" in log and "got SIGUSR1; left the session cleanly" in log
+    assert "stopped early (mpirun exit 75, after the warning), its session goes on" in log, log
+    second = re.search(r"resubmitted as job (\S+) \(resubmission 1 of at most 10\); its pool joins "
+                       r"the session again", log).group(1)
+    jobs.append(second)
+    futures += [ex.submit(work, 0.5) for _ in range(30)]   # the next pool does these and the rest
+    for future in futures:
+        future.result(timeout=120)
+    ex.shutdown()
+    assert scheduler.wait(second, 60) == 0, (tmp_path / f"{NAME}.{second}.log").read_text()
+    tasks = session_record(tmp_path)
+    assert (tasks["status"] == 1).all() and (tasks["attempts"] == 1).all()   # none ran twice
+    assert set(tasks["pool"]) == {0, 1}
+    print(f"slurm pools: {len(futures)} tasks, jobs {first} (exit 75) and {second} (exit 0), "
+          f"{time.time() - t0:.0f} s")

@@ -239,6 +239,68 @@ def test_pbs_script_uses_the_nodefile_and_writes_its_log(job, tmp_path):
     assert args[-4:] == ["--grace", "60", "--walltime", "00:08:00"]
 
 
+# ---- a pool for a session: -- serve ... ----
+
+SERVE = ["serve", "--connection", "pool.json"]
+
+
+def test_serve_needs_no_out_and_gets_the_grace():
+    text = render("slurm", run=SERVE, warning=120)
+    assert "subcommand=serve" in text and "args=(--connection pool.json --grace 60)" in text
+    assert "--walltime" not in text                   # Slurm: serve reads the end itself
+    assert "args=(--connection pool.json --grace 300 --walltime 23:50:00)" in render(
+        "pbs", run=SERVE, walltime="24:00:00", warning=600)   # PBS sends no warning
+    assert render(run=["run", *RUN]) == render(run=RUN)          # `run` may be said too
+
+
+@pytest.mark.parametrize("run, message", [
+    (["serve"], "serve arguments after --: the following arguments are required: --connection"),
+    (["serve", "--wait", "5"], "serve arguments after --: the following arguments are required: --connection"),
+    ([*SERVE, "--out", "x.h5"], "serve arguments after --: unrecognized arguments: --out x.h5"),
+    ([*SERVE, "--grace", "-1"], "--grace and --wait must be >= 0"),
+    ([*SERVE, "--walltime", "soon"], "is not HH:MM:SS"),
+    ([*SERVE, "--grace", "90"], "--grace 90 must be shorter than --warning 60: the pool leaves"),
+])
+def test_bad_serve_arguments_are_refused_by_serves_parser(run, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        render(run=run, warning=60)
+
+
+@pytest.fixture
+def session(tmp_path):
+    """A session in this process that the job's pool joins (tmp_path/pool.json)."""
+    import mtcmpi
+
+    ex = mtcmpi.connect(str(tmp_path / "pool.json"), ip="127.0.0.1")
+    yield ex
+    ex.shutdown(wait=True, cancel_futures=True)
+
+
+def test_a_pool_job_ends_with_its_session(job, tmp_path, session):
+    proc = job(SERVE)
+    assert [session.submit(pow, i, 2).result(timeout=60) for i in range(3)] == [0, 1, 4]
+    session.shutdown()
+    log = finish(proc)
+    assert proc.returncode == 0, log
+    args = (tmp_path / "mpirun.args").read_text().split("\0")[:-1]
+    assert args[3:] == ["-m", "mtcmpi", "serve", "--connection", "pool.json", "--grace", "60"]
+    assert "finished: the pool's session ended (mpirun exit 0); exit 0" in log
+    assert not (tmp_path / "submit.args").exists()
+
+
+def test_the_warning_drains_a_pool_job_which_resubmits(job, tmp_path, session):
+    proc = job(SERVE, warning=10)
+    futures = [session.submit(time.sleep, 0.3) for _ in range(40)]
+    futures[0].result(timeout=60)
+    os.kill(proc.pid, signal.SIGUSR1)
+    log = finish(proc)
+    assert proc.returncode == 75, log
+    assert "got SIGUSR1 (the walltime is near)" in log and "got SIGUSR1; left the session cleanly" in log
+    assert "stopped early (mpirun exit 75, after the warning), its session goes on" in log
+    assert "resubmitted as job 4242 (resubmission 1 of at most 10); its pool joins the session again" in log
+    assert not all(f.done() for f in futures)   # the rest waits in the session for another pool
+
+
 # ---- the command line ----
 
 def test_cli_writes_an_executable_script(tmp_path):
@@ -255,6 +317,11 @@ def test_cli_prints_without_o_and_refuses_bad_input():
     shown = mtcmpi(["jobscript", "--scheduler", "sge", "--cores", "2", "--walltime", "1:00:00", "--",
                     *RUN], ranks=None)
     assert shown.returncode == 0 and shown.stdout.startswith("#!/bin/bash\n#$ -N mtcmpi\n")
+    served = mtcmpi(["jobscript", "--scheduler", "slurm", "--cores", "128", "--walltime", "04:00:00",
+                     "--", "serve", "--connection", "pool.json"], ranks=None)
+    assert served.returncode == 0, served.stderr
+    assert "-m mtcmpi \"$$subcommand\"".replace("$$", "$") in served.stdout
+    assert "args=(--connection pool.json --grace 150)" in served.stdout
     bad = mtcmpi(["jobscript", "--scheduler", "sge", "--cores", "2", "--walltime", "1:00:00", "--",
                   "kernels.noop:task", "--count", "3"], ranks=None)
     assert bad.returncode == 2 and bad.stdout == ""

@@ -8,7 +8,7 @@ import pytest
 
 import mtcmpi
 from mtcmpi.errors import UsageError
-from mtcmpi.jobscript import run_arguments
+from mtcmpi.jobscript import job_command
 from mtcmpi.options import RunOptions
 from mtcmpi.report import file_report
 from mtcmpi.run_args import parse_run
@@ -138,7 +138,7 @@ def test_log_level_sets_the_mtcmpi_logger_on_rank_0_only():
 
 def test_a_job_script_refuses_a_bad_run_option_when_written():
     with pytest.raises(UsageError, match=r"--flush-interval must be > 0 and finite \(at most 100,000,000 s\), not inf"):
-        run_arguments(["m:f", "--count", "3", "--out", "r.h5", "--flush-interval", "inf"], 60)
+        job_command(["m:f", "--count", "3", "--out", "r.h5", "--flush-interval", "inf"], 60)
 
 
 @pytest.mark.e2e

@@ -6,10 +6,12 @@ import argparse
 SERVE_EXAMPLES = """\
 examples:
   mpirun -n 128 python -m mtcmpi serve --connection ~/.mtcmpi/pool.json --walltime 04:00:00
-  sbatch -n 128 -t 04:00:00 --wrap "mpirun python -m mtcmpi serve --connection pool.json"
+  python -m mtcmpi jobscript --scheduler slurm --cores 128 --walltime 04:00:00 -o pool.sbatch \\
+      -- serve --connection ~/.mtcmpi/pool.json && sbatch pool.sbatch
 
 exit status: 0 the session ended (or was lost), 2 no session to join (or refused),
-  75 left at its walltime (a job script that resubmits on 75 starts a pool that joins again)
+  75 left at its walltime or on the batch system's warning (a job script that resubmits on 75
+  starts a pool that joins again)
 """
 
 
@@ -20,15 +22,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                                 description="Wait for FILE to name a live session, join it, and run "
                                 "the tasks it sends on this job's ranks (rank 0 bridges).",
                                 epilog=SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    serve.add_argument("--connection", required=True, metavar="FILE", help="the connection file "
-                       "the session wrote")
-    serve.add_argument("--walltime", metavar="HH:MM:SS", help="take no task that would not finish "
-                       "before this much time from now, less --grace, then leave (default: the job's "
-                       "end when the batch system tells it)")
-    serve.add_argument("--grace", type=float, default=20.0, metavar="S", help="margin before the "
-                       "walltime (default 20)")
-    serve.add_argument("--wait", type=float, default=600.0, metavar="S", help="how long to wait for "
-                       "a live session to appear in FILE (default 600)")
+    add_serve_arguments(serve)
     serve.set_defaults(handler=command_serve)
 
     hub = commands.add_parser("hub", help="a session that outlives a notebook: pools and "
@@ -46,21 +40,56 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     hub.set_defaults(handler=command_hub)
 
 
-def command_serve(args: argparse.Namespace) -> int:
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every argument of `mtcmpi serve` on parser (the CLI's, and jobscript's check of a job's)."""
+    parser.add_argument("--connection", required=True, metavar="FILE", help="the connection file "
+                        "the session wrote")
+    parser.add_argument("--walltime", metavar="HH:MM:SS", help="take no task that would not finish "
+                        "before this much time from now, less --grace, then leave (default: the job's "
+                        "end when the batch system tells it)")
+    parser.add_argument("--grace", type=float, default=20.0, metavar="S", help="margin before the "
+                        "walltime, and how long running tasks may go on after the batch system's "
+                        "warning (SIGUSR1, SIGUSR2, SIGTERM) before the pool leaves without them "
+                        "(the session runs them elsewhere); default 20")
+    parser.add_argument("--wait", type=float, default=600.0, metavar="S", help="how long to wait for "
+                        "a live session to appear in FILE (default 600)")
+
+
+def check_serve(args: argparse.Namespace) -> None:
+    """UsageError for a bad serve value (alike on every rank: no MPI needed)."""
     from ..errors import UsageError
-    from ..faults import deadline, parse_walltime
-    from .connection import expand
+    from ..faults import parse_walltime
 
     if args.walltime is not None:
-        parse_walltime(args.walltime)   # a bad value fails alike on every rank
+        parse_walltime(args.walltime)
     if args.grace < 0 or args.wait < 0:
         raise UsageError("--grace and --wait must be >= 0")
+
+
+def parse_serve(argv: list[str]) -> argparse.Namespace:
+    """argv as `mtcmpi serve` parses and checks them (for a job script); UsageError if wrong."""
+    from ..run_args import parse_quietly
+
+    parser = argparse.ArgumentParser(prog="mtcmpi serve")
+    add_serve_arguments(parser)
+    args = parse_quietly(parser, argv, "serve")
+    check_serve(args)
+    return args
+
+
+def command_serve(args: argparse.Namespace) -> int:
+    from ..faults import deadline
+    from .connection import expand
+    from . import stopsignals
+
+    check_serve(args)
+    stopsignals.catch()   # before MPI starts: a warning that comes early drains the pool at once
     from mpi4py import MPI
 
     from .serve import serve_main
 
     end = MPI.COMM_WORLD.bcast(deadline(args.walltime, args.grace) if MPI.COMM_WORLD.rank == 0 else None)
-    return serve_main(expand(args.connection), end, args.wait)
+    return serve_main(expand(args.connection), end, args.wait, args.grace)
 
 
 def command_hub(args: argparse.Namespace) -> int:

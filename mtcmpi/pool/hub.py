@@ -119,10 +119,10 @@ class Hub:
         try:
             while not self.stopping.is_set():
                 events = dict(poller.poll(100))
+                while self.sock.poll(0):   # first: a pool's last results and bye precede its close
+                    self.receive(*self.sock.recv_multipart(copy=True))
                 if self.monitor in events and auth.watch(self.monitor):
                     self.heartbeat()   # a closed connection: the beat to its peer fails at once
-                while self.sock.poll(0):
-                    self.receive(*self.sock.recv_multipart(copy=True))
                 self.assign()
                 if time.monotonic() - beat >= wire.HEARTBEAT_S:
                     beat = time.monotonic()
@@ -174,8 +174,8 @@ class Hub:
         elif kind == wire.DRAIN and pool:
             pool.draining = True
             log.info("mtcmpi: %s is near its walltime: it takes no new tasks", pool.label())
-        elif kind == wire.BYE:
-            self.lose(ident, "it left", counted=False)
+        elif kind == wire.BYE:   # a pool names the tasks it started and leaves unfinished
+            self.lose(ident, "it left", counted=False, started=set(body or ()))
 
     def hello(self, ident: bytes, hello: dict) -> None:
         role = hello.get("role")
@@ -269,9 +269,10 @@ class Hub:
             else:
                 self.post(ident, wire.HEARTBEAT)
 
-    def lose(self, ident: bytes, why: str, counted: bool = True) -> None:
+    def lose(self, ident: bytes, why: str, counted: bool = True, started: set[int] | None = None) -> None:
         """Forget a peer: a pool's tasks go back to the queue (or fail past max_losses); a
-        client's tasks are dropped."""
+        client's tasks are dropped. A pool that left (not counted) held only the tasks in
+        started on its workers: the others (sent as it left) were never tried there."""
         pool, client = self.pools.pop(ident, None), self.clients.pop(ident, None)
         if client is not None:
             for tid in client.tasks.values():
@@ -285,6 +286,8 @@ class Hub:
         for tid, task in sorted(pool.held.items(), reverse=True):
             task.pool = None
             task.losses += counted
+            if not counted and tid not in started:
+                task.attempts -= 1
             if task.losses >= self.max_losses:
                 error = PoolLost(f"the task was running on {task.losses} pools that were lost "
                                  f"(the last: {pool.label()}, {why}); it is not tried again")

@@ -6,7 +6,10 @@ back in batches as they finish. It beats every HEARTBEAT_S; a session silent for
 gone and the pool leaves. Near its walltime (--walltime, else the batch system's end) it takes
 no task that would not finish: it says so, gives back the tasks not started, lets the running
 ones finish, and leaves with exit status 75, so a job script that resubmits on 75 starts a
-fresh pool that joins again.
+fresh pool that joins again. The batch system's warning (SIGUSR1, SIGUSR2 or SIGTERM, which
+mpirun passes to every rank) drains it the same way at once; tasks still running --grace
+seconds later are given back too (the session runs them elsewhere, not counted as a loss) and
+the pool ends with MPI_Abort(75), before the batch system kills it.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from functools import partial
 import zmq
 from mpi4py import MPI
 
-from . import auth, calls, wire
+from . import auth, calls, stopsignals, wire
 from .connection import PYTHON, SessionError, reachable, read
 from .. import __version__
 from ..errors import EXIT_OK, EXIT_STOPPED, EXIT_USAGE
@@ -37,14 +40,20 @@ def run_task(payload: bytes) -> tuple:
     return ok, blob, rank - 1 if size > 1 else 0, HOST, PID, start, time.time()
 
 
-def serve_main(path: str, end: float | None, wait: float) -> int:
+def serve_main(path: str, end: float | None, wait: float, grace: float = 20.0) -> int:
     """Collective over COMM_WORLD: rank 0 bridges the session to the Executor, the others run
     tasks. Every rank returns rank 0's exit status."""
     import mtcmpi
 
     comm = MPI.COMM_WORLD
     with mtcmpi.executor(comm) as ex:
-        status = Bridge(ex, path, comm.Get_size(), end).run(wait) if ex is not None else None
+        if ex is not None:
+            bridge = Bridge(ex, path, comm.Get_size(), end, grace)
+            status = bridge.run(wait)
+            if bridge.abandoned:   # tasks still running after --grace: end now, not at the kill
+                comm.Abort(EXIT_STOPPED)
+        else:
+            status = None
     return comm.bcast(status, root=0)
 
 
@@ -55,8 +64,8 @@ def say(text: str) -> None:
 class Bridge:
     """Rank 0 of a pool: the session's socket on one side, the pool's Executor on the other."""
 
-    def __init__(self, ex, path: str, size: int, end: float | None):
-        self.ex, self.path, self.size, self.end = ex, path, size, end
+    def __init__(self, ex, path: str, size: int, end: float | None, grace: float = 20.0):
+        self.ex, self.path, self.size, self.end, self.grace = ex, path, size, end, grace
         self.workers = max(1, size - 1)
         self.context = zmq.Context()
         self.running: dict[int, Future] = {}
@@ -66,6 +75,8 @@ class Bridge:
         os.set_blocking(self.wake_r, False)
         self.mean: float | None = None
         self.draining = False
+        self.give_up: float | None = None   # after a stop signal: leave by then (monotonic)
+        self.abandoned = False
 
     def run(self, wait: float) -> int:
         try:
@@ -73,17 +84,21 @@ class Bridge:
         except SessionError as exc:
             say(f"error: {exc}")
             return EXIT_USAGE
+        if sock is None:
+            say(f"got {stopsignals.first()[1]} (the walltime is near) before a session was found; leaving")
+            return EXIT_STOPPED
         try:
             say(f"pool {number}: {self.workers} workers joined the session in {self.path}")
             return self.bridge(sock, number)
         finally:
-            sock.close(linger=0)
+            sock.close(linger=int(wire.LINGER_S * 1000))   # what it sent last still arrives
             self.context.term()
 
-    def join(self, wait: float) -> tuple[zmq.Socket, int]:
-        """Wait (up to wait seconds) for the file to name a live session, and join it."""
+    def join(self, wait: float) -> tuple[zmq.Socket | None, int]:
+        """Wait (up to wait seconds) for the file to name a live session, and join it; (None,
+        -1) if a stop signal came first."""
         give_up, told = time.monotonic() + wait, False
-        while True:
+        while not stopsignals.first():
             try:
                 connection = read(self.path)
             except SessionError as exc:
@@ -107,6 +122,7 @@ class Bridge:
                 say(f"waiting for a session in {self.path} ({problem})")
                 told = True
             time.sleep(0.5)
+        return None, -1
 
     def hello(self, sock: zmq.Socket) -> tuple[bytes, dict] | None:
         wire.send(sock, wire.HELLO, {"role": "pool", "mtcmpi": __version__, "python": PYTHON,
@@ -142,18 +158,42 @@ class Bridge:
             if now - beat >= wire.HEARTBEAT_S:
                 beat = now
                 wire.send(sock, wire.HEARTBEAT)
-            if self.end is not None and not self.draining and time.time() + (self.mean or 0) > self.end:
-                self.draining = True
-                wire.send(sock, wire.DRAIN)
-                for future in list(self.running.values()):
-                    future.cancel()   # not started: given back to the session
+            warned = stopsignals.first()
+            if not self.draining and (warned or self.end is not None
+                                      and time.time() + (self.mean or 0) > self.end):
+                self.drain(sock, number, warned)
             if self.draining and not self.running:
                 self.send_finished(sock)
                 wire.send(sock, wire.BYE)
-                say(f"pool {number}: walltime reached; left the session cleanly")
+                say(f"pool {number}: {f'got {warned[1]}' if warned else 'walltime reached'}; "
+                    "left the session cleanly")
+                return EXIT_STOPPED
+            if self.give_up is not None and now > self.give_up:
+                self.send_finished(sock)
+                wire.send(sock, wire.BYE, list(self.running))   # these started: the session runs them again
+                self.abandoned = True
+                say(f"pool {number}: {len(self.running)} tasks still running {self.grace:g} s after "
+                    f"{warned[1]} (--grace); the session runs them elsewhere; leaving")
                 return EXIT_STOPPED
 
+    def drain(self, sock: zmq.Socket, number: int, warned: tuple[float, str] | None) -> None:
+        """Take no new task, give back those not started; after a stop signal, wait --grace
+        seconds at most for the running ones."""
+        self.draining = True
+        wire.send(sock, wire.DRAIN)
+        for future in list(self.running.values()):
+            future.cancel()   # not started: given back to the session
+        if warned:
+            self.give_up = warned[0] + self.grace
+            started = sum(not future.cancelled() for future in self.running.values())
+            say(f"pool {number}: got {warned[1]} (the walltime is near): taking no new task, "
+                f"waiting up to {self.grace:g} s for the {started} already with its workers")
+
     def start(self, tasks: list[tuple[int, bytes]]) -> None:
+        if self.draining:   # sent before the session heard of the drain: given back at once
+            with self.lock:
+                self.finished.extend((tid, None) for tid, _ in tasks)
+            return
         for tid, payload in tasks:
             future = self.ex.submit(run_task, payload)
             self.running[tid] = future

@@ -44,7 +44,9 @@ def connect(connection: str = DEFAULT_FILE, *, ip: str | None = None, port: int 
 
     ip, port: where a new session listens (default: the address of this host's name, which pools
     on other nodes reach; "127.0.0.1" for pools on this machine only; a free port). out: keep a
-    per-task record there (an HDF5 file that `mtcmpi report` and `plot` read). listen=False:
+    per-task record there (an HDF5 file that `mtcmpi report` and `plot` read, journaled in
+    OUT.journal while the session runs; a dead session's journal is recovered into OUT by the
+    next connect(out=OUT), whose record follows it). listen=False:
     only join, never start a session. max_losses: a task that was on this many lost pools fails.
     """
     path = expand(connection)
@@ -88,6 +90,7 @@ class SessionExecutor(StandardExecutor):
     def __init__(self, connection: Connection, path: str, out: str | None = None,
                  hub: Hub | None = None):
         self.connection, self.path, self.hub = connection, path, hub
+        self._record = Record(out) if out else None   # first: it may refuse, or recover a record
         self.context = zmq.Context()
         self.sock = auth.dial(self.context, connection)
         try:
@@ -102,7 +105,7 @@ class SessionExecutor(StandardExecutor):
         self._tasks = count()
         self._closed, self._broken, self._woken = False, None, False
         self._calls = Calls()
-        self._record = Record(out) if out else None
+        self._sent = 0   # tasks sent to the session so far
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._thread = threading.Thread(target=self._serve, name="mtcmpi-connect", daemon=True)
@@ -219,6 +222,8 @@ class SessionExecutor(StandardExecutor):
                 if now - beat >= wire.HEARTBEAT_S:
                     beat = now
                     wire.send(self.sock, wire.HEARTBEAT)
+                if self._record:
+                    self._record.flush(self._sent)
                 with self._lock:
                     if self._closed and not self._futures and not self._outbox:
                         wire.send(self.sock, wire.BYE)
@@ -242,6 +247,8 @@ class SessionExecutor(StandardExecutor):
             self._woken = False
         for part in wire.batches(outbox):
             wire.send(self.sock, wire.SUBMIT, part)
+        if outbox:
+            self._sent = outbox[-1][0] + 1
         if cancels:
             wire.send(self.sock, wire.CANCEL, cancels)
             if self._record:
@@ -298,8 +305,7 @@ class SessionExecutor(StandardExecutor):
             self._wake_w = None
         _open.discard(self)
         if self._record:
-            ranks = max((r[0] for r in self._record.rows.values()), default=-1) + 1
-            self._record.write(next(self._tasks), ranks, self.connection.address)
+            self._record.write(next(self._tasks), self.connection.address)
 
     def _close_socket(self) -> None:
         self.sock.close(linger=0)

@@ -22,6 +22,7 @@ HEARTBEAT_S = 1.0   # every peer says something at least this often
 LOST_S = 5.0        # a peer silent this long is gone: its tasks run again elsewhere
 CONNECT_S = 5.0     # how long a pool or client waits for the session to answer its hello
 MAX_BATCH = 2048    # tasks or results per message at most
+LINGER_S = 2.0      # a pool that leaves has this long to deliver its last results and bye
 
 
 def send(sock: zmq.Socket, kind: bytes, body: Any = None, to: bytes | None = None) -> None:
