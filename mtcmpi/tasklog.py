@@ -5,16 +5,15 @@ and the per-task bookkeeping costs well under a microsecond.
 """
 from __future__ import annotations
 
-import os
-import traceback
 from array import array
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from .errors import describe
+
 if TYPE_CHECKING:
     from .faults import Stop
 
-PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 NOT_RUN, OK, FAILED, SKIPPED, TIMEOUT, CRASHED = 0, 1, 2, 3, 4, 5
 STATUS_NAMES = {NOT_RUN: "not-run", OK: "ok", FAILED: "failed", SKIPPED: "skipped",
                 TIMEOUT: "timeout", CRASHED: "crashed"}
@@ -118,9 +117,5 @@ class TaskLog:
 
     def failure(self, tid: int, exc: BaseException) -> Failure:
         """An exception as data, its traceback headed with where it happened."""
-        head = f"task {tid} failed on rank {self.rank}, host {self.host}, pid {self.pid}:\n"
-        tb = exc.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename.startswith(PACKAGE_DIR):
-            tb = tb.tb_next   # the user's frames only, not mtcmpi's own call of the task
-        return Failure(type(exc).__name__, str(exc),
-                       head + "".join(traceback.format_exception(type(exc), exc, tb)))
+        return Failure(*describe(exc, f"task {tid} failed on rank {self.rank}, host {self.host}, "
+                                      f"pid {self.pid}:\n"))
