@@ -180,6 +180,7 @@ class Dispatcher:
         self.closed = False
         self.broken: cf.BrokenExecutor | None = None
         self.cancels = False       # a call was cancelled: tell the workers holding it
+        self.cancelled_any = False   # some call was cancelled, ever: take() looks at each
         self.cancel_all = False    # shutdown(cancel_futures=True): cancel what has not started
         self.future_class = type("Future", (cf.Future,), {"cancel": cancel_and_tell(self.note_cancel),
                                                           "__module__": cf.Future.__module__})
@@ -199,7 +200,7 @@ class Dispatcher:
         with self.wake:
             self.closed = True
             if cancel_futures:
-                self.cancel_all = True
+                self.cancel_all = self.cancelled_any = True
                 while self.queue:
                     entry = self.queue.popleft()[0]
                     entry.cancel()
@@ -213,7 +214,7 @@ class Dispatcher:
 
     def note_cancel(self) -> None:
         with self.wake:
-            self.cancels = True
+            self.cancels = self.cancelled_any = True
             self.wake.notify()
 
     # -- the thread --
@@ -248,7 +249,7 @@ class Dispatcher:
         """Up to limit queued calls; cancelled ones are dropped (and notified)."""
         batch, queue = [], self.queue
         with self.wake:
-            if not self.cancels and not self.cancel_all:
+            if not self.cancelled_any:   # no call was ever cancelled: none to look at
                 for _ in range(min(limit, len(queue))):
                     batch.append(queue.popleft())
                 return batch
@@ -402,7 +403,8 @@ class Dispatch:
             i += 1
             if entry.set_running_or_notify_cancel():
                 break
-            skipped.append(tid)   # cancelled: it may not have been told yet
+            if tid not in self.told:
+                skipped.append(tid)   # cancelled, and its worker not told yet
         self.started[worker] = i
         if skipped:
             self.tell(worker, skipped)
@@ -480,6 +482,7 @@ class Dispatch:
                 else:
                     ok, outcome = decoded(code, value)
                     entry.set_result(outcome) if ok else entry.set_exception(outcome)
+                    del outcome   # the reader may drop it at once: hold it no longer
         self.started[worker] = started
         n = len(codes)
         while n and batches:   # the batches answered in full have room for the next
