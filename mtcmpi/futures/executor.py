@@ -330,6 +330,7 @@ class Dispatch:
         self.starting = set(d.workers)    # sent START, no READY or BROKEN yet
         self.usable: list[int] = []      # READY and not broken since
         self.free: deque[int] = deque()  # one entry per batch a worker can take now
+        self.idle: set[int] = set()      # usable workers that hold no call
         self.held = {w: deque() for w in d.workers}    # (task id, entry) in the order sent
         self.started = dict.fromkeys(d.workers, 0)     # leading held entries marked as started
         self.batches = {w: deque() for w in d.workers}   # [isend request, results still due]
@@ -375,7 +376,13 @@ class Dispatch:
             self.end(status)
 
     def send(self, worker: int) -> None:
-        """Send the next batch of queued calls to worker (it has room for one)."""
+        """Send the next batch of queued calls to worker (it has room for one), or to a worker
+        that holds none if worker holds some, so a call does not wait behind another."""
+        if self.idle and self.held[worker]:
+            worker, other = self.idle.pop(), worker
+            self.free.remove(worker)
+            self.free.appendleft(other)
+        self.idle.discard(worker)
         batch = self.d.take(min(MAX_BATCH, self.share.chunk_size(len(self.d.queue), len(self.usable))))
         if not batch:
             self.free.appendleft(worker)
@@ -457,10 +464,11 @@ class Dispatch:
         self.starting.discard(worker)
         if not self.starting:
             self.free.extend(w for _ in range(PREFETCH) for w in sorted(self.usable))
+            self.idle.update(self.usable)
 
     def settle(self, worker: int, codes: bytes, values: list) -> None:
         """Give each call its outcome, in the order the worker ran them."""
-        held, batches, started = self.held[worker], self.batches[worker], self.started[worker]
+        held, started = self.held[worker], self.started[worker]
         told = self.told
         for code, value in zip(codes, values):
             if not held:
@@ -484,8 +492,14 @@ class Dispatch:
                     entry.set_result(outcome) if ok else entry.set_exception(outcome)
                     del outcome   # the reader may drop it at once: hold it no longer
         self.started[worker] = started
-        n = len(codes)
-        while n and batches:   # the batches answered in full have room for the next
+        self.answered(worker, len(codes))
+        if held and not started:
+            self.mark_started(worker)
+
+    def answered(self, worker: int, n: int) -> None:
+        """n more results of worker came: the batches answered in full make room for the next."""
+        batches = self.batches[worker]
+        while n and batches:
             batch = batches[0]
             k = min(n, batch[1])
             batch[1] -= k
@@ -493,8 +507,8 @@ class Dispatch:
             if not batch[1]:
                 batches.popleft()[0].wait()   # complete: the worker has this batch
                 self.free.append(worker)
-        if held and not started:
-            self.mark_started(worker)
+        if not self.held[worker]:
+            self.idle.add(worker)
 
     def lose(self, worker: int, headline: str, described, blob) -> None:
         """A worker cannot serve: its calls fail with BrokenExecutor; if its initializer failed,
@@ -508,6 +522,7 @@ class Dispatch:
         if worker in self.usable:
             self.usable.remove(worker)
         self.free = deque(w for w in self.free if w != worker)
+        self.idle.discard(worker)
         held = [entry for _, entry in self.held[worker]]
         self.held[worker].clear()
         self.started[worker] = 0
