@@ -16,11 +16,11 @@ type when it unpickles, with __cause__ a RemoteTraceback headed with the task's 
 pid. With one rank the tasks run in a thread of the calling process, from the same pickled
 calls (results are passed back as they are, not pickled).
 
-Modules: executor (rank 0: the Executor and its dispatcher thread), worker (the other ranks),
+Modules: pool (rank 0: the Executor and its dispatcher thread), worker (the other ranks),
 calls (what travels between them), spmd (executor(), map(), and `mtcmpi exec`'s hooks).
 """
 from ..errors import RemoteError, RemoteTraceback
-from .executor import Executor
+from .pool import Executor
 from .spmd import drive_workers, executor, parallel_map
 from .worker import work_for_executors
 

@@ -10,7 +10,7 @@ from .. import protocol as p
 from ..errors import RemoteTraceback, describe
 from . import worker
 from .calls import pickled_call, pickled_or_none, rebuilt
-from .executor import MPI, Executor, intracomm, live
+from .pool import MPI, Executor, intracomm, live
 
 served: set[int] = set()   # communicators whose other ranks serve Executors right now
 

@@ -335,3 +335,52 @@ def test_parallel_map_raises_the_first_failure_on_every_rank():
     if comm.size > 1:   # one rank runs the loop: nothing travels
         with pytest.raises(pickle.PicklingError, match="<lambda>"):
             parallel_map(lambda x: x, range(3))
+
+
+def test_a_worker_that_cannot_serve_fails_its_calls_with_broken_executor(monkeypatch):
+    """A worker whose loop fails (mtcmpi's own error, not a task's) tells rank 0: its calls
+    fail with BrokenExecutor at once; with no worker left the Executor is broken; the next
+    Executor works."""
+    from mtcmpi.futures.worker import Worker
+
+    def broken_loop(self):
+        raise RuntimeError("the worker loop broke")
+    if comm.rank == 1:
+        monkeypatch.setattr(Worker, "run_pending", broken_loop)
+    with executor() as ex:
+        if ex is not None and comm.size > 1:
+            futures = [ex.submit(nap, 0.01) for _ in range(4 * len(WORKERS))]
+            cf.wait(futures, timeout=20)
+            failed = [f for f in futures if f.exception() is not None]
+            assert failed and all(isinstance(f.exception(), cf.BrokenExecutor) for f in failed)
+            assert "its worker loop failed on rank 1" in str(failed[0].exception())
+            if len(WORKERS) == 1:
+                with pytest.raises(cf.BrokenExecutor):
+                    ex.submit(nap, 0)
+            else:
+                assert ex.submit(rank_after, 0).result(timeout=10) != 1
+    monkeypatch.undo()
+    with executor() as ex:
+        if ex is not None:
+            assert ex.submit(square, 4).result(timeout=10) == 16
+
+
+def test_a_failing_dispatcher_breaks_the_executor_without_a_hang(monkeypatch):
+    from mtcmpi.futures import pool
+
+    def broken(*args):
+        raise RuntimeError("the dispatcher broke")
+    if comm.rank == 0:
+        monkeypatch.setattr(pool.Dispatch, "settle", broken)
+        monkeypatch.setattr(pool.Dispatcher, "run_locally", broken)
+    with executor() as ex:
+        if ex is not None:
+            future = ex.submit(square, 3)
+            with pytest.raises(cf.BrokenExecutor, match="dispatcher failed"):
+                future.result(timeout=20)
+            with pytest.raises(cf.BrokenExecutor):
+                ex.submit(square, 3)
+    monkeypatch.undo()
+    with executor() as ex:
+        if ex is not None:
+            assert ex.submit(square, 4).result(timeout=10) == 16

@@ -229,11 +229,15 @@ class Dispatcher:
             else:
                 self.run_locally()
         except BaseException as exc:   # noqa: BLE001 - mtcmpi's own failure: break, never hang
-            logger.exception("mtcmpi.Executor's dispatcher failed")
-            self.break_all(cf.BrokenExecutor(f"mtcmpi.Executor's dispatcher failed: {exc!r}"))
+            self.failed(exc)
         finally:
             if live.get(key) is self:
                 del live[key]
+
+    def failed(self, exc: BaseException, held: Iterable = ()) -> None:
+        """The dispatch failed (mtcmpi's own error): fail every call, refuse new ones."""
+        logger.error("mtcmpi.Executor's dispatcher failed", exc_info=exc)
+        self.break_all(cf.BrokenExecutor(f"mtcmpi.Executor's dispatcher failed: {exc!r}"), held)
 
     def break_all(self, error: cf.BrokenExecutor, held: Iterable = ()) -> None:
         """Fail the queued calls and those held (sent to workers) with error; refuse new ones."""
@@ -340,6 +344,21 @@ class Dispatch:
         self.debug = logger.isEnabledFor(logging.DEBUG)
 
     def run(self) -> None:
+        """Start the workers, dispatch until shutdown, end the workers; if the dispatch fails
+        (mtcmpi's own error), every call fails with BrokenExecutor and the workers still end."""
+        d, status = self.d, MPI.Status()
+        for worker in d.workers:
+            self.comm.Send([d.start_order, MPI.BYTE], worker, p.ORDERS)
+        try:
+            self.loop(status)
+        except BaseException as exc:
+            held = [entry for h in self.held.values() for _, entry in h]
+            for h in self.held.values():
+                h.clear()
+            d.failed(exc, held)
+        self.end(status)
+
+    def loop(self, status: MPI.Status) -> None:
         """Keep PREFETCH batches at every worker while there is work; settle results as they come.
 
         How it waits (measured with 1 driver + 1 worker on 2 cores): with nothing in flight it
@@ -350,30 +369,25 @@ class Dispatch:
         every worker is full gave the same throughput but Open MPI spins in it unless
         oversubscribed: a whole core for as long as the tasks run.
         """
-        d, status, backoff = self.d, MPI.Status(), Backoff(DRIVER_PAUSE)
-        for worker in d.workers:
-            self.comm.Send([d.start_order, MPI.BYTE], worker, p.ORDERS)
-        try:
-            while True:
-                if d.cancels or d.cancel_all:
-                    self.tell_cancels()
-                while self.free and d.queue and d.broken is None:
-                    self.send(self.free.popleft())
-                if not self.starting and not any(self.held.values()):
-                    with d.wake:
-                        while not (d.queue or d.closed or d.cancels):
-                            d.wake.wait()
-                        if not d.queue and d.closed:
-                            return
-                elif self.receive(status):
-                    backoff.reset()
-                else:
-                    pause = backoff.next()
-                    with d.wake:
-                        if not (self.free and d.queue) and not d.cancels and not d.cancel_all:
-                            d.wake.wait(pause)
-        finally:
-            self.end(status)
+        d, backoff = self.d, Backoff(DRIVER_PAUSE)
+        while True:
+            if d.cancels or d.cancel_all:
+                self.tell_cancels()
+            while self.free and d.queue and d.broken is None:
+                self.send(self.free.popleft())
+            if not self.starting and not any(self.held.values()):
+                with d.wake:
+                    while not (d.queue or d.closed or d.cancels):
+                        d.wake.wait()
+                    if not d.queue and d.closed:
+                        return
+            elif self.receive(status):
+                backoff.reset()
+            else:
+                pause = backoff.next()
+                with d.wake:
+                    if not (self.free and d.queue) and not d.cancels and not d.cancel_all:
+                        d.wake.wait(pause)
 
     def send(self, worker: int) -> None:
         """Send the next batch of queued calls to worker (it has room for one), or to a worker
@@ -544,10 +558,6 @@ class Dispatch:
         for worker in self.d.workers:
             self.requests.append(self.comm.isend((p.END,), worker, p.ORDERS))
         backoff = Backoff(DRIVER_PAUSE)
-        for h in self.held.values():   # only if the loop broke: these calls will not finish
-            for _, entry in h:
-                fail(entry, cf.BrokenExecutor("mtcmpi.Executor ended before this call finished"))
-            h.clear()
         while self.ending:
             if not self.receive(status):
                 backoff.sleep()
