@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import traceback
 from types import TracebackType
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 EXIT_OK = 0             # every task succeeded
 EXIT_TASKS_FAILED = 1   # the run finished, some tasks failed (the summary says which and why)
@@ -61,7 +61,7 @@ def describe(exc: BaseException, head: str = "") -> Described:
     return Described(name, message, head + text)
 
 
-def safely(text, fallback: str) -> str:
+def safely(text: Callable[[], str], fallback: str) -> str:
     """text() if it returns a str without raising anything, else fallback."""
     try:
         value = text()

@@ -10,6 +10,7 @@ needs no Future per call: its calls settle into one MapResults that its generato
 """
 from __future__ import annotations
 
+import atexit
 import concurrent.futures as cf
 import logging
 import threading
@@ -22,7 +23,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .. import protocol as p
 from ..errors import RemoteTraceback
-from .calls import DUMPS, call, call_chunk, chunked, decoded, failure, pickled_call, rebuilt
+from .calls import (DUMPS, call, call_chunk, call_encoded, chunked, decoded, failure, pickled_call,
+                    rebuilt)
 
 try:
     from mpi4py import MPI
@@ -278,8 +280,7 @@ class Dispatcher:
             return self.break_all(error)
         isolated = None
         if isolate:
-            from ..isolate import Isolated
-            from .calls import call_encoded
+            from ..isolate import Isolated   # imported only when asked: it loads ctypes, faults
             isolated = Isolated(call_encoded)
         tids = count()
         try:
@@ -564,6 +565,15 @@ class Dispatch:
         MPI.Request.Waitall([*self.requests, *(r for b in self.batches.values() for r, _ in b)])
         if self.debug:
             logger.debug("Executor %d ended on ranks %s", self.d.number, self.d.workers)
+
+
+@atexit.register
+def finish_live_executors() -> None:
+    """At exit, let Executors that were not shut down finish their calls (as the standard pools
+    do) while MPI is still up: registered after mpi4py's finalizer, this runs before it."""
+    for dispatcher in list(live.values()):
+        dispatcher.close()
+        dispatcher.thread.join()
 
 
 class MapResults:

@@ -2,7 +2,6 @@
 a loop, and drive_workers() for `mtcmpi exec` (driver.py)."""
 from __future__ import annotations
 
-import traceback
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 

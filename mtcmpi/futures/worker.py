@@ -53,6 +53,7 @@ class Worker:
         self.where = f"on rank {world.rank}, host {world.host}, pid {world.pid}"
 
     def serve(self) -> None:
+        """Obey rank 0's orders and run the tasks they bring, until STOP."""
         probe = self.comm.improbe
         while True:
             if not self.pending:
@@ -144,7 +145,7 @@ class Worker:
             if initializer is not None:
                 initializer(*initargs)
             if isolate:
-                from ..isolate import Isolated
+                from ..isolate import Isolated   # imported only when asked: it loads ctypes, faults
                 self.isolated = Isolated(call_encoded)
             self.serving = True
         except BaseException as exc:
