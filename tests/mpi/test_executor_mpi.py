@@ -49,6 +49,24 @@ def raise_picky(x):
     raise Picky(x, x)
 
 
+class Nasty(Exception):
+    """Everything that formats it raises: str(), repr() and its notes."""
+
+    def __str__(self):
+        raise KeyboardInterrupt("str")
+
+    def __repr__(self):
+        raise SystemExit("repr")
+
+    @property
+    def __notes__(self):
+        raise SystemExit("notes")
+
+
+def raise_nasty(x):
+    raise Nasty()
+
+
 def lock(x):
     return threading.Lock() if x == 2 else x
 
@@ -131,6 +149,16 @@ def test_any_base_exception_of_a_task_fails_its_future_only(name):
         exc = ex.submit(raise_base, name).exception(timeout=10)
         assert type(exc).__name__ == name
         assert ex.submit(square, 3).result(timeout=10) == 9
+
+
+def test_a_task_whose_exception_cannot_be_described_fails_its_future_only():
+    with executor() as ex:
+        if ex is None:
+            return
+        exc = ex.submit(raise_nasty, 1).exception(timeout=10)
+        assert type(exc).__name__ == "Nasty"
+        assert "<Nasty: str() failed>" in str(exc.__cause__)
+        assert ex.submit(square, 2).result(timeout=10) == 4
 
 
 def test_what_does_not_travel_back_fails_its_own_task_only():
