@@ -412,3 +412,13 @@ def test_a_failing_dispatcher_breaks_the_executor_without_a_hang(monkeypatch):
     with executor() as ex:
         if ex is not None:
             assert ex.submit(square, 4).result(timeout=10) == 16
+
+
+def test_dispatch_is_traced_at_debug_level_on_rank_0(caplog):
+    caplog.set_level("DEBUG", logger="mtcmpi")
+    with executor() as ex:
+        if ex is not None:
+            assert list(ex.map(square, range(10))) == [x * x for x in range(10)]
+    if comm.rank == 0 and comm.size > 1:
+        text = caplog.text
+        assert "sent tasks 0-" in text and "Executor" in text and "ended on ranks" in text
