@@ -435,8 +435,8 @@ class Dispatch:
         """Tell each worker the ids of the calls it holds that were cancelled before starting
         (all of them not started, after shutdown(cancel_futures=True))."""
         d = self.d
-        with d.wake:
-            d.cancels, cancel_all = False, d.cancel_all
+        with d.wake:   # once: calls queued after shutdown are refused
+            d.cancels, cancel_all, d.cancel_all = False, d.cancel_all, False
         for worker, held in self.held.items():
             ids = []
             for tid, entry in list(held)[self.started[worker]:]:
