@@ -342,6 +342,8 @@ def test_executors_one_after_another_on_every_rank():
     else:
         assert got == [None, None, None]
     assert not any(t.name == "mtcmpi-executor" for t in threading.enumerate())
+    comm.Barrier()   # nothing of those Executors is left for the next (two probes: see worker.py)
+    assert not (comm.iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG) or comm.iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG))
 
 
 def test_executor_on_a_serving_rank_is_refused():
