@@ -13,7 +13,8 @@ import time
 import pytest
 
 from mtcmpi.driver import run_script
-from tests.helpers import MPI_ENV, ROOT
+from tests.helpers import ROOT
+from _mpirun import mpirun  # noqa: E402,I001 - put on sys.path by tests.helpers
 from tests.mpi.test_executor_mpi import *  # noqa: F401,F403 - the one Executor suite, on 1 rank
 
 pytestmark = pytest.mark.timeout(60)
@@ -77,11 +78,9 @@ RUN = ("import sys; from mpi4py import MPI; from mtcmpi.driver import run_script
 
 
 def mpiexec_script(ranks: int, script, *args: str) -> subprocess.CompletedProcess:
-    """`mpiexec -n ranks python -c RUN script args`: what `mtcmpi exec` does, as a subprocess."""
-    env = dict(os.environ, **MPI_ENV, PYTHONPATH=ROOT)
-    return subprocess.run(["mpiexec", "-n", str(ranks), sys.executable, "-c", RUN, str(script), *args],
-                          capture_output=True, text=True, timeout=60, env=env, cwd=ROOT,
-                          start_new_session=True)
+    """`mpiexec -n ranks python -c RUN script args`: what `mtcmpi exec` does, as a subprocess
+    (started the one shared way, with a timeout)."""
+    return mpirun(ranks, ["-c", RUN, str(script), *args], timeout=60, check=False)
 
 
 def exits(proc: subprocess.CompletedProcess) -> list[tuple[int, int]]:
