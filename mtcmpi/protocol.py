@@ -16,7 +16,7 @@ one answer, and a worker asks max(1, prefetch) times up front, then exactly once
 it receives and once per RETRY it sends (--retries), so both sides know it is finished when
 all its requests are answered.
 
-The Executor (tags 11-12; futures/pool.py on rank 0, futures/worker.py on the others).
+The Executor (tags 11-12; futures/dispatch.py on rank 0, futures/worker.py on the others).
 Rank 0 sends ORDERS, each a pickled tuple whose first item is its kind, all on one tag so a
 worker reads them in the order sent: START (an Executor begins: its number, initializer,
 initargs, isolate), TASKS (a list of (task id, pickled call)), CANCEL (task ids the worker must

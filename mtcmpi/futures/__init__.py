@@ -16,8 +16,9 @@ type when it unpickles, with __cause__ a RemoteTraceback headed with the task's 
 pid. With one rank the tasks run in a thread of the calling process, from the same pickled
 calls (results are passed back as they are, not pickled).
 
-Modules: pool (rank 0: the Executor and its dispatcher thread), worker (the other ranks),
-calls (what travels between them), spmd (executor(), map(), and `mtcmpi exec`'s hooks).
+Modules: pool (rank 0: the Executor and its dispatcher thread), dispatch (rank 0's loop with
+workers), mapping (map()'s results), worker (the other ranks), calls (what travels between
+them), spmd (executor(), map(), and `mtcmpi exec`'s hooks).
 """
 from ..errors import RemoteError, RemoteTraceback
 from .pool import Executor
