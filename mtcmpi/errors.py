@@ -68,3 +68,8 @@ def safely(text: Callable[[], str], fallback: str) -> str:
         return value if isinstance(value, str) else fallback
     except BaseException:   # noqa: BLE001 - describing an error must not raise one
         return fallback
+
+
+def exception_line(exc: BaseException) -> str:
+    """'Type: message' of an exception, even one whose __str__ raises."""
+    return traceback.format_exception_only(type(exc), exc)[-1].strip()

@@ -2,8 +2,8 @@
 
 The engine (master/worker self-scheduling, tags 1-3).
 
-A worker sends REQUEST: a fixed buffer of three doubles (tasks run, failed, busy seconds since
-its last request), received straight into a preallocated array with no pickling. The master
+A worker sends REQUEST: a fixed buffer of four doubles (tasks run, failed, busy seconds since
+its last request; 1 if it had to stop, e.g. its journal cannot be written), received straight into a preallocated array with no pickling. The master
 answers WORK: a pickled pair (chunk, far): chunk a list of (task id, payload), empty meaning
 stop; far True while more than FAR x workers tasks remain, so the worker may ask for its next
 chunk before running this one however long its tasks (the last tasks still go on demand to
@@ -36,10 +36,10 @@ REPLIES = 12   # an Executor's worker -> rank 0
 START, TASKS, CANCEL, END, STOP = range(5)              # kinds of ORDERS
 READY, BROKEN, RESULTS, ENDED = range(4)                # kinds of REPLIES
 RAW, PICKLED, FAILED_CALL, SKIPPED = b"r"[0], b"p"[0], b"f"[0], b"s"[0]   # codes of RESULTS
-DONE, FAILED, BUSY = 0, 1, 2   # fields of a request
+DONE, FAILED, BUSY, HALT = 0, 1, 2, 3   # fields of a request; HALT 1: the worker had to stop
 FAR = 2   # ask ahead freely while more than FAR x workers tasks remain (any, with costs)
 
 
 def request_buffer() -> array:
-    """A zeroed request: [tasks done, tasks failed, busy seconds]."""
-    return array("d", [0.0, 0.0, 0.0])
+    """A zeroed request: [tasks done, tasks failed, busy seconds, halted]."""
+    return array("d", [0.0, 0.0, 0.0, 0.0])

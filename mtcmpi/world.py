@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -12,15 +13,15 @@ from typing import Callable, TypeVar
 
 from mpi4py import MPI
 
-from .errors import UsageError
+from .errors import UsageError, exception_line
 
 
+T = TypeVar("T")
 SPIN = 1e-3        # how long a waiting rank probes before it starts to sleep (seconds)
 MAX_PAUSE = 2e-4   # longest sleep between probes of the engine's master and workers (seconds)
 QUIET_PAUSE = 1e-2   # longest sleep where latency is free: the end of a run, an idle Executor worker
 FIRST_PAUSE = 1e-5   # every backoff starts here and doubles
 BACKOFF_ENV = "MTCMPI_BACKOFF"   # seconds: overrides every cap above (as MPI4PY_FUTURES_BACKOFF)
-T = TypeVar("T")
 
 
 @cache
@@ -100,6 +101,25 @@ class World:
         if first < self.size:
             raise UsageError(self.comm.bcast(error, root=first))
 
+    def agree_on(self, step: Callable[[], T] | None) -> T | None:
+        """Collective: run step on this rank (None: nothing to do here), then agree as agree()
+        does. A UsageError, or any way out a rank must not take alone (SystemExit,
+        KeyboardInterrupt: the others would wait for it forever), is the rank's error; other
+        exceptions are mtcmpi's own and abort the job, as a second Ctrl-C does."""
+        from .faults import GraceExpired
+
+        value, error = None, None
+        try:
+            value = step() if step else None
+        except UsageError as exc:
+            error = str(exc)
+        except (Exception, GraceExpired):
+            raise
+        except BaseException as exc:
+            error = f"rank {self.rank} on {self.host}: start-up ended by {exception_line(exc)}"
+        self.agree(error)
+        return value
+
     def poll(self, source: int, tag: int, status: MPI.Status | None = None) -> None:
         """Return once a message from source with tag is waiting, without spinning for long.
 
@@ -129,8 +149,11 @@ class World:
         self.wait_quietly(self.comm.Ibarrier())
 
     def abort(self, message: str, code: int) -> None:
-        """Print one message and end every rank of the job now."""
+        """Print one message and end every rank of the job now (from any thread)."""
         print(message, file=sys.stderr, flush=True)
         if self.size > 1:
             self.comm.Abort(code)
+        if threading.current_thread() is not threading.main_thread():
+            sys.stdout.flush()
+            os._exit(code)
         sys.exit(code)

@@ -33,27 +33,14 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
-from _mpirun import environment  # noqa: E402
+from _mpirun import command as mpiexec, environment, kill_session  # noqa: E402
 
-from mtcmpi import journal  # noqa: E402
+from mtcmpi.output import journal  # noqa: E402
 
 
 def command(ranks: int, n: int, out: str) -> list[str]:
-    return ["mpiexec", "-n", str(ranks), sys.executable, "-m", "mtcmpi", "run", "fault_task:work",
-            "--count", str(n), "--out", out, "--flush-interval", "0.2"]
-
-
-def kill_session(sid: int, sig: int) -> None:
-    """Signal every process of a session: Open MPI gives each rank its own process group, so
-    killing mpiexec's group would leave the ranks running (as a batch system's kill would not)."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[3]) == sid:
-                        os.kill(int(entry), sig)
-            except (OSError, ValueError, IndexError):
-                pass
+    return mpiexec(ranks, ["-m", "mtcmpi", "run", "fault_task:work", "--count", str(n), "--out", out,
+                           "--flush-interval", "0.2"])
 
 
 def finishes(log: str) -> dict[int, list[tuple[int, float]]]:
@@ -104,7 +91,7 @@ def trial(ranks: int, n: int, kill_after: float, workdir: str, kind: str = "kill
     time.sleep(0.2)   # let the kernel reap the ranks before the journal is read
     last_flush: dict[int, float] = {}
     for frame in journal.read(out):
-        last_flush[frame["pid"]] = max(last_flush.get(frame["pid"], 0.0), frame["flushed"])
+        last_flush[frame.meta["pid"]] = max(last_flush.get(frame.meta["pid"], 0.0), frame.meta["flushed"])
     if os.path.exists(out):   # a stopped run stored what it finished: none of it may run again
         with h5py.File(out) as f:
             for pid, end in f["tasks"][:][["pid", "end"]]:

@@ -22,10 +22,12 @@ them), spmd (executor(), map(), and `mtcmpi exec`'s hooks).
 """
 from ..errors import RemoteError, RemoteTraceback
 from .pool import Executor
-from .spmd import drive_workers, executor, parallel_map
+from .spmd import (distributing, drive_workers, executor, executor_where_served, parallel_map,
+                   workers_serve)
 from .worker import work_for_executors
 
 MAIN_ALIAS = "__mp_main__"   # the driver script's module on the workers, as multiprocessing names it
 
 __all__ = ["Executor", "executor", "parallel_map", "RemoteError", "RemoteTraceback",
-           "drive_workers", "work_for_executors", "MAIN_ALIAS"]
+           "drive_workers", "work_for_executors", "MAIN_ALIAS", "distributing", "workers_serve",
+           "executor_where_served"]

@@ -21,6 +21,7 @@ from functools import partial
 from itertools import count
 from typing import Any, Callable, Iterable, Iterator
 
+from .. import graph
 from .. import protocol as p
 from ..errors import RemoteTraceback
 from .calls import DUMPS, call, call_chunk, call_encoded, chunked, decoded, failure, pickled_call, rebuilt
@@ -95,7 +96,9 @@ class Executor(cf.Executor):
         return max(1, len(self._dispatcher.workers))
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> cf.Future:
-        """Schedule fn(*args, **kwargs) on a worker rank; returns its Future at once."""
+        """Schedule fn(*args, **kwargs) on a worker rank; returns its Future at once. A Future
+        among the arguments makes the call wait for it (graph.py: dataflow)."""
+        if graph.in_call(args, kwargs): return graph.submit(self, fn, args, kwargs)  # noqa: E701
         payload = pickled_call(fn, args, kwargs)
         d = self._dispatcher
         future = d.future_class()
@@ -115,6 +118,9 @@ class Executor(cf.Executor):
         chunksize > 1 makes one task of each chunksize calls, which lowers the per-call cost
         on rank 0; messages are batched either way.
         """
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1")
+        if graph.holds_future(iterables := graph.listed(iterables)): return graph.map_calls(self, fn, iterables, timeout)  # noqa: E701,E501
         return self.starmap(fn, zip(*iterables), timeout=timeout, chunksize=chunksize,
                             unordered=unordered)
 
@@ -145,6 +151,7 @@ class Executor(cf.Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No new tasks; cancel those not started if asked; wait for the rest if asked."""
+        graph.drain(self, cancel_futures)   # calls waiting for inputs are submitted (or cancelled) first
         self._dispatcher.close(cancel_futures)
         if wait:
             self._dispatcher.thread.join()

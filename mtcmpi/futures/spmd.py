@@ -17,6 +17,31 @@ if MPI is not None:
     from ..world import World
 
 
+def distributing() -> bool:
+    """Whether calls can go to other ranks at all: mpi4py is there, and this is not a task on
+    a serving rank (whose own parallel calls run in order)."""
+    return MPI is not None and not worker.in_worker
+
+
+def workers_serve(comm: "MPI.Comm") -> bool:
+    """Rank 0: whether the other ranks of comm serve already (under `mtcmpi exec`, or inside
+    `with executor()`), so rank 0 alone can use an Executor there."""
+    return comm.py2f() in served
+
+
+@contextmanager
+def executor_where_served(comm: "MPI.Comm") -> Iterator[Executor]:
+    """Rank 0 of a comm whose workers serve: the Executor running there if there is one (left
+    running after), else a new one for the block."""
+    running = live.get(comm.py2f())
+    ex = running.owner() if running is not None and not running.closed and running.owner else None
+    if ex is not None:
+        yield ex
+        return
+    with Executor(comm) as ex:
+        yield ex
+
+
 def stop_workers(comm: "MPI.Comm") -> None:
     """Rank 0: end work_for_executors() on every other rank of comm (its Executor has ended)."""
     for rank in range(1, comm.Get_size()):
@@ -85,16 +110,11 @@ def parallel_map(fn: Callable, iterable: Iterable, comm: "MPI.Comm | None" = Non
     is collective: every rank calls it with the same fn (only rank 0's iterable is read) and
     every rank gets the list, so an SPMD script goes on identically everywhere.
     """
-    world = None if MPI is None or worker.in_worker else World.of(intracomm(comm))
+    world = World.of(intracomm(comm)) if distributing() else None
     if world is None or world.size == 1:
         return [fn(x) for x in iterable]
-    key = world.comm.py2f()
-    if key in served:
-        running = live.get(key)
-        if running is not None and not running.closed and running.owner is not None \
-                and (ex := running.owner()) is not None:
-            return list(ex.map(fn, iterable))
-        with Executor(world.comm) as ex:
+    if workers_serve(world.comm):
+        with executor_where_served(world.comm) as ex:
             return list(ex.map(fn, iterable))
     pickled_call(fn, (), {})   # an unpicklable fn fails alike on every rank, before any message
     with executor(world.comm) as ex:

@@ -163,9 +163,8 @@ def row_many_submits_then_shutdown():
 
 def row_submit_after_failure():
     ex = mtcmpi.Executor(initializer=fail_init)
-    first = ex.submit(nap, 0)
-    try:
-        first.result(timeout=DEADLINE)
+    try:   # the first call fails, or is refused if the Executor broke already (as stdlib's)
+        ex.submit(nap, 0).result(timeout=DEADLINE)
         broken = "no error"
     except BrokenExecutor as exc:
         broken = f"BrokenExecutor: {exc} | {exc.__cause__}"
