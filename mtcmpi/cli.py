@@ -155,7 +155,7 @@ def task_list(args: argparse.Namespace) -> tuple:
 def command_run(args: argparse.Namespace) -> int:
     from .faults import catch_early, ignore_late
 
-    catch_early()   # before MPI starts, which can take seconds on thousands of ranks
+    catch_early(args.grace)   # before MPI starts, which can take seconds on thousands of ranks
     from .job import run_job
     from .options import RunOptions
     from .world import World

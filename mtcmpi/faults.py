@@ -14,9 +14,9 @@ journal and aborts with EXIT_STOPPED. --grace 0 ends it at once. A second Ctrl-C
 Repeats of a signal within a second are ignored: a batch system signals every process and
 mpiexec forwards the same signal to the ranks, so each rank often gets it twice. A signal that
 comes before the run has begun (from the moment `run` has parsed its arguments, through MPI
-start-up and the task module's import) is remembered by catch_early() and stops the run before
-its first task; one that comes after the last task changes nothing (the results are being
-stored). Only while Python itself starts does a stop signal still kill a rank. A task that
+start-up and the task module's import) is caught by catch_early()'s Stop, which the run's takes
+over, and stops the run before its first task; one that comes after the last task changes
+nothing (the results are being stored). Only while Python itself starts does a stop signal still kill a rank. A task that
 replaces a stop signal's handler (SIG_IGN, its own) gets mtcmpi's put back within CHECK_EVERY.
 """
 from __future__ import annotations
@@ -38,15 +38,29 @@ from .errors import EXIT_STOPPED, UsageError
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 REPEAT = 1.0   # seconds within which the same signal arriving again is one signal
-_early: list[int] = []   # stop signals that came before any Stop was installed
+_early: Stop | None = None   # the Stop of start-up, until a run installs its own
 
 
-def catch_early() -> None:
-    """From now until a run installs its Stop, remember the batch system's stop signals instead
-    of dying of them (Ctrl-C keeps its usual meaning)."""
-    for sig in SIGNALS:
-        if sig != signal.SIGINT:
-            signal.signal(sig, lambda signum, frame: _early.append(signum))
+def catch_early(grace: float = 20.0) -> None:
+    """From now until a run installs its Stop, a stop signal is remembered instead of killing
+    the rank (the run then stops before its first task), and --grace after it, or at a second
+    Ctrl-C, the job ends if the run has not taken over (a rank may be frozen while the others
+    wait for it in a collective)."""
+    global _early
+    early = Stop(grace=grace if math.isfinite(grace) and grace >= 0 else 20.0)
+    early.install()   # (takes over from an earlier call's)
+    _early = early
+
+
+def end_process(why: str) -> None:
+    """A Stop's end when no run is there to end (start-up): end the job, or this process."""
+    message = f"mtcmpi: {why}; nothing ran yet: run the same command again"
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        from .world import World
+        World.of().abort(message, EXIT_STOPPED)
+    print(message, file=sys.stderr, flush=True)
+    os._exit(EXIT_STOPPED)
 
 
 def ignore_late() -> None:
@@ -69,11 +83,6 @@ class StopKind(enum.Enum):
         return self is not StopKind.MAX_FAILURES
 
 
-class GraceExpired(BaseException):
-    """Raised in the main thread by a second Ctrl-C (not an Exception, so no task's own
-    `except Exception` swallows it, and TaskLog.run lets it through)."""
-
-
 CHECK_EVERY = 1.0   # seconds between the hot loop's looks at the signal handlers, without limits
 
 
@@ -92,7 +101,7 @@ class Stop:
         self.done, self.failed, self.busy = 0, 0, 0.0   # tasks seen so far, by observe()
         self.saved: dict[int, Callable] = {}
         self.listeners: list[Callable[[], None]] = []   # called at the first stop signal
-        self.expired: Callable[[str], None] = self.give_up   # the job's end at --grace
+        self.expired: Callable[[str], None] = end_process   # the job's end at --grace
         self.watchdog: threading.Timer | None = None
         self.signalled = 0.0   # when the first signal came
         self.over = False      # the engine has finished: signals change nothing now
@@ -129,13 +138,19 @@ class Stop:
         return self.kind is not None and self.kind.resumable
 
     def install(self) -> None:
-        """Catch the batch system's and the user's signals for the length of the run (one that
-        came earlier, see catch_early, counts as if it came now)."""
+        """Catch the batch system's and the user's signals for the length of the run; take over
+        from catch_early's Stop (a signal that came then counts from when it came)."""
+        global _early
+        early, _early = _early, None
+        if early is not None:
+            early.quiet()
+            self.saved = early.saved
         for sig in SIGNALS:
-            self.saved[sig] = signal.signal(sig, self.on_signal)
-        if _early:
-            self.on_signal(_early.pop(0), None)
-            _early.clear()
+            handler = signal.signal(sig, self.on_signal)
+            self.saved.setdefault(sig, handler)
+        if early is not None and early.signalled:
+            self.reason, self.signalled = early.reason, early.signalled
+            self.arm(self.grace - (time.time() - early.signalled))
 
     def keep_handlers(self) -> None:
         """Put back mtcmpi's handler of any stop signal a task replaced (SIG_IGN, its own),
@@ -172,15 +187,19 @@ class Stop:
             return
         if self.signalled:
             if signum == signal.SIGINT and time.time() - self.signalled > REPEAT:
-                raise GraceExpired("a second Ctrl-C")
+                self.expired("a second Ctrl-C")
             return
         self.signalled = time.time()
         self.kind = StopKind.SIGNAL
         self.reason = f"signal {signal.Signals(signum).name}"
         for listener in self.listeners:   # the launcher may SIGKILL this rank a second later
             listener()
-        # a thread, not SIGALRM: it also ends a rank stuck in C code or in an MPI call
-        self.watchdog = threading.Timer(self.grace, self.on_grace)
+        self.arm(self.grace)
+
+    def arm(self, seconds: float) -> None:
+        """End the run in `seconds` unless it is over by then. A thread, not SIGALRM: it also
+        ends a rank stuck in C code or in an MPI call, where no Python signal handler runs."""
+        self.watchdog = threading.Timer(max(0.0, seconds), self.on_grace)
         self.watchdog.daemon = True
         self.watchdog.start()
 
@@ -188,12 +207,6 @@ class Stop:
         """--grace after the first signal, the run is not over: end the job now."""
         if not self.over:
             self.expired(f"still running {self.grace:g} s after {self.reason} (--grace)")
-
-    @staticmethod
-    def give_up(why: str) -> None:
-        """Without a job to end (no run_job): end this process."""
-        print(f"mtcmpi: {why}: ending", file=sys.stderr, flush=True)
-        os._exit(EXIT_STOPPED)
 
 
 def parse_walltime(text: str) -> float:

@@ -21,7 +21,6 @@ from .commands import CommandRunner
 from .consistency import check_same_code
 from .costs import CostSpec
 from .errors import EXIT_STOPPED, UsageError
-from .faults import GraceExpired
 from .isolate import Isolated
 from .options import RunOptions
 from .policies import Policy, Static
@@ -133,22 +132,19 @@ def run_job(world: World, target: str | Callable, source: Source,
     stop.expired = end_now
     stop.install()   # from start-up on: a stop signal before the first task ends the run at once
     try:
+        launched = launch_time(world)
+        fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs)
+        ids: Sequence[int] = range(n)
+        invoke, isolated = task_invoker(world, fn, source.call, policy, options.timeout, options.isolate)
+        log = TaskLog(world.rank, world.host, world.pid)
+        if output:
+            ids = output.begin(world, n, fingerprint)
+            invoke = output.wrap(invoke, log, stop, len(ids))   # journalled as they finish
+        world.barrier()
+        started = time.time()
         try:
-            launched = launch_time(world)
-            fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs)
-            ids: Sequence[int] = range(n)
-            invoke, isolated = task_invoker(world, fn, source.call, policy, options.timeout,
-                                             options.isolate)
-            log = TaskLog(world.rank, world.host, world.pid)
-            if output:
-                ids = output.begin(world, n, fingerprint)
-                invoke = output.wrap(invoke, log, stop, len(ids))   # journalled as they finish
-            world.barrier()
-            started = time.time()
             retried = engine.execute(world, invoke, source, ids, policy, log, stop, retries, estimate,
                                      progress if world.rank == 0 else None)
-        except GraceExpired as exc:   # a second Ctrl-C
-            end_now(str(exc))
         finally:
             stop.quiet()   # no grace any more while storing; later stop signals change nothing
             if isolated:

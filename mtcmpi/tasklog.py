@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .errors import describe
-from .faults import CHECK_EVERY, GraceExpired
+from .faults import CHECK_EVERY
 
 if TYPE_CHECKING:
     from .faults import Stop
@@ -101,8 +101,6 @@ class TaskLog:
             except Skipped:
                 t1 = clock()
                 status(SKIPPED)
-            except GraceExpired:   # a second Ctrl-C: the job ends, this task with it
-                raise
             except BaseException as exc:   # SystemExit, KeyboardInterrupt, CancelledError too:
                 t1 = clock()                # a task's, never the rank's way out
                 self.failures[tid] = self.failure(tid, exc)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -103,21 +102,23 @@ class World:
 
     def agree_on(self, step: Callable[[], T] | None) -> T | None:
         """Collective: run step on this rank (None: nothing to do here), then agree as agree()
-        does. A UsageError, or any way out a rank must not take alone (SystemExit,
-        KeyboardInterrupt: the others would wait for it forever), is the rank's error; other
-        exceptions are mtcmpi's own and abort the job, as a second Ctrl-C does."""
-        from .faults import GraceExpired
-
-        value, error = None, None
+        does, on any way out of it, so no rank leaves the others waiting for it: a UsageError
+        or a SystemExit, KeyboardInterrupt, ... (one line, exit 2 everywhere); an unexpected
+        exception is also re-raised on its rank, with its traceback (the CLI aborts, exit 3)."""
+        value, error, unexpected = None, None, None
         try:
             value = step() if step else None
         except UsageError as exc:
             error = str(exc)
-        except (Exception, GraceExpired):
-            raise
         except BaseException as exc:
-            error = f"rank {self.rank} on {self.host}: start-up ended by {exception_line(exc)}"
-        self.agree(error)
+            error = f"rank {self.rank} on {self.host}: start-up failed: {exception_line(exc)}"
+            unexpected = exc if isinstance(exc, Exception) else None
+        try:
+            self.agree(error)
+        except UsageError:
+            if unexpected is not None:
+                raise unexpected from None
+            raise
         return value
 
     def poll(self, source: int, tag: int, status: MPI.Status | None = None) -> None:
@@ -149,11 +150,10 @@ class World:
         self.wait_quietly(self.comm.Ibarrier())
 
     def abort(self, message: str, code: int) -> None:
-        """Print one message and end every rank of the job now (from any thread)."""
+        """Print one message and end every rank of the job now: from any thread, and from a
+        signal handler in the middle of a task (sys.exit there would be the task's failure)."""
         print(message, file=sys.stderr, flush=True)
         if self.size > 1:
             self.comm.Abort(code)
-        if threading.current_thread() is not threading.main_thread():
-            sys.stdout.flush()
-            os._exit(code)
-        sys.exit(code)
+        sys.stdout.flush()
+        os._exit(code)

@@ -78,17 +78,33 @@ def run(ranks: int | None, args: list[str], timeout: float, env: dict | None = N
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+def session_processes(sid: int) -> list[tuple[int, str]]:
+    """(pid, command name) of every process of a session, from /proc."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                name, rest = f.read().rsplit(")", 1)
+            if int(rest.split()[3]) == sid:
+                found.append((int(entry), name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return found
+
+
 def kill_session(sid: int, sig: int) -> None:
     """Signal every process of a session: Open MPI gives each rank its own process group, so
     killing mpiexec's group would leave the ranks running (as a batch system's kill would not)."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[3]) == sid:
-                        os.kill(int(entry), sig)
-            except (OSError, ValueError, IndexError):
-                pass
+    for pid, _ in session_processes(sid):
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+
+
+def ranks_of(sid: int) -> list[int]:
+    """The pids of the ranks (python processes) of a job's session."""
+    return [pid for pid, name in session_processes(sid) if "python" in name]
 
 
 def mpirun(ranks: int, args: list[str], timeout: float = 300, env: dict | None = None,

@@ -8,7 +8,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scaling"))
 from _mpirun import (MPI_ENV, command, env_option, environment, kill_session, launcher,  # noqa: E402,F401
-                     run, start)   # one way to start MPI jobs, shared with the benchmarks
+                     ranks_of, run, start)   # one way to start MPI jobs, shared with the benchmarks
 
 
 def mtcmpi(args: list[str], ranks: int | None = 2, cwd: str | None = None,

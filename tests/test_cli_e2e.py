@@ -244,3 +244,12 @@ def test_a_crlf_copy_of_the_params_resumes_the_same_run(tmp_path):
     (tmp_path / "p.csv").write_bytes(b"\xef\xbb\xbfa,b\r\n1,2\r\n3,4\r\n")
     again = mtcmpi(["run", "tests.tasks_for_tests:add", "--params", str(tmp_path / "p.csv"), "--out", out])
     assert again.returncode == 0 and "all 2 tasks were done by an earlier run" in again.stdout, again.stderr
+
+
+def test_a_cost_function_that_exits_on_rank_0_is_one_line_and_exit_2_everywhere(tmp_path):
+    (tmp_path / "costly.py").write_text("import sys\n\ndef f(i):\n    return i\n\n"
+                                        "def cost(i):\n    sys.exit('no cost model here')\n")
+    proc = mtcmpi(["run", "costly:f", "--count", "4", "--cost", "costly:cost"], ranks=3,
+                  cwd=str(tmp_path), timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "SystemExit: no cost model here" in one_error_line(proc)

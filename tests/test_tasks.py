@@ -145,3 +145,10 @@ def test_the_fingerprint_does_not_depend_on_line_endings_or_a_bom(tmp_path):
         keys = ParamsSource(str(tmp_path / f"{name}.csv")).fingerprint(digest)
         prints[name] = (digest.hexdigest(), keys.tolist())
     assert prints["lf"] == prints["crlf"] != prints["other"]
+
+
+def test_count_keys_are_splitmix64_of_the_id_and_distinct():
+    import hashlib
+    keys = CountSource(1 << 21).fingerprint(hashlib.sha256())   # two blocks of count_keys
+    assert keys[0] == 0xE220A8397B1DCDAF and keys[1] == 0x910A2DEC89025CC1   # splitmix64 of 0, 1
+    assert len(set(keys.tolist())) == len(keys)
