@@ -343,7 +343,10 @@ def test_executors_one_after_another_on_every_rank():
         assert got == [None, None, None]
     assert not any(t.name == "mtcmpi-executor" for t in threading.enumerate())
     comm.Barrier()   # nothing of those Executors is left for the next (two probes: see worker.py)
-    assert not (comm.iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG) or comm.iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG))
+    status = MPI.Status()
+    left = comm.iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status) or comm.iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+    comm.Barrier()   # and no rank starts the next test's messages before every rank looked
+    assert not left, f"rank {comm.rank}: a message from rank {status.source}, tag {status.tag}"
 
 
 def test_executor_on_a_serving_rank_is_refused():
