@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 import types
 from contextlib import contextmanager
 from typing import Iterator
 
 from mpi4py import MPI
 
-from .futures import MAIN_ALIAS, _live, _served, serve, stop_workers
+from .errors import describe
+from .futures import MAIN_ALIAS, drive_workers, work_for_executors
 from .world import World
 
 
@@ -31,10 +31,10 @@ def run_script(path: str, argv: list[str], comm: MPI.Comm | None = None) -> int:
     world.agree(None if os.path.isfile(path) else f"no such script: {path}")
     with script_environment(path, argv):
         if world.rank == 0:
-            status = drive(path, world.comm)
+            status = drive_workers(world.comm, lambda: run_main(path))
         else:
             import_on_worker(path, world.rank)
-            serve(world.comm)
+            work_for_executors(world.comm)
             status = None
     return world.comm.bcast(status, root=0)
 
@@ -54,18 +54,6 @@ def script_environment(path: str, argv: list[str]) -> Iterator[None]:
             sys.modules[MAIN_ALIAS] = saved[3]
 
 
-def drive(path: str, comm: MPI.Comm) -> int:
-    """Rank 0 of run_script: the script, then its Executor's end, then the workers' end."""
-    key = comm.py2f()
-    _served.add(key)
-    status = run_main(path)
-    if key in _live:   # left running by the script: finish it, or drop its queue if it failed
-        _live[key].shutdown(wait=True, cancel_futures=status != 0)
-    _served.discard(key)
-    stop_workers(comm)
-    return status
-
-
 def run_main(path: str) -> int:
     """Run the script; its exit status as `python path` would give it."""
     try:
@@ -73,11 +61,8 @@ def run_main(path: str) -> int:
         return 0
     except SystemExit as exc:
         return exit_status(exc)
-    except BaseException as exc:
-        tb = exc.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-            tb = tb.tb_next   # the script's frames only, as `python script.py` shows them
-        traceback.print_exception(type(exc), exc, tb)
+    except BaseException as exc:   # the script's frames only, as `python script.py` shows them
+        print(describe(exc).traceback, end="", file=sys.stderr)
         return 1
     finally:
         sys.stdout.flush()
@@ -89,11 +74,11 @@ def import_on_worker(path: str, rank: int) -> None:
     not every rank; the tasks that need the script's functions will fail and say so too)."""
     try:
         load_main(path, MAIN_ALIAS)
-    except BaseException:
+    except BaseException as exc:
         if rank == 1:
             print(f"mtcmpi exec: rank {rank} could not import {path} as {MAIN_ALIAS} (keep "
                   "the driver code under `if __name__ == '__main__':`); tasks that need its "
-                  f"functions will fail:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+                  f"functions will fail:\n{describe(exc).traceback}", file=sys.stderr, flush=True)
 
 
 def load_main(path: str, name: str) -> None:

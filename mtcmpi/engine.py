@@ -7,6 +7,7 @@ One rank runs everything in-process. Every path ends with this rank's TaskLog.
 """
 from __future__ import annotations
 
+import logging
 import time
 from itertools import islice
 from typing import Any, Callable, Iterator, Sequence
@@ -23,6 +24,7 @@ from .tasklog import FAILED_STATES, TaskLog
 from .tasks import Source, Task
 from .world import World
 
+logger = logging.getLogger(__name__)
 clock = time.time  # epoch seconds: task records from different ranks share one time axis
 
 
@@ -47,10 +49,10 @@ def execute(world: World, invoke: Callable[[Any], Any], source: Source, ids: Seq
     outcome = None
     if world.rank == 0:
         order = longest_first(ids, costs) if policy.by_cost else ids
-        outcome = serve(world, tasks_of(source, order), len(ids), policy, stop, Retries(retries),
+        outcome = run_master(world, tasks_of(source, order), len(ids), policy, stop, Retries(retries),
                         progress)
     else:
-        work(world, log, invoke, policy, stop, retries > 0)
+        run_worker(world, log, invoke, policy, stop, retries > 0)
     return world.comm.bcast(outcome, root=0) if retries else {}
 
 
@@ -96,7 +98,7 @@ def watched(tasks: Iterator[Task], log: TaskLog, progress: Progress) -> Iterator
         yield task
 
 
-def serve(world: World, tasks: Iterator[Task], n: int, policy: Dynamic, stop: Stop,
+def run_master(world: World, tasks: Iterator[Task], n: int, policy: Dynamic, stop: Stop,
           retries: Retries, progress: Progress | None = None) -> dict[int, tuple[int, int]]:
     """The master: scatter a first chunk to every worker, then answer every request with the
     next chunk (retries first), or an empty one when none is left or stop says no more; tell
@@ -119,6 +121,9 @@ def serve(world: World, tasks: Iterator[Task], n: int, policy: Dynamic, stop: St
         first.append(chunk)
     handed = n - remaining
     comm.scatter([(chunk, remaining > far) for chunk in first], root=0)
+    debug = logger.isEnabledFor(logging.DEBUG)   # once: the loop below runs per request
+    if debug:
+        logger.debug("scattered %d tasks to %d workers, %d left", handed, workers, remaining)
     idle = {w for w, chunk in enumerate(first) if w and not chunk}   # last answer was empty
     answered = workers
     expected = workers * max(1, policy.prefetch) + workers - len(idle)   # one more per chunk
@@ -127,6 +132,8 @@ def serve(world: World, tasks: Iterator[Task], n: int, policy: Dynamic, stop: St
         worker = status.Get_source()
         if status.Get_tag() == protocol.RETRY:
             retries.failed(comm.recv(source=worker, tag=protocol.RETRY), worker)
+            if debug:
+                logger.debug("rank %d handed back failed tasks to retry", worker)
             expected += 1   # a worker asks once more for every RETRY it sends
             continue
         recv(message, worker, protocol.REQUEST)
@@ -144,6 +151,9 @@ def serve(world: World, tasks: Iterator[Task], n: int, policy: Dynamic, stop: St
             remaining -= len(fresh)
             chunk += fresh
         send((chunk, remaining > far), worker, protocol.WORK)
+        if debug:
+            logger.debug("rank %d asked: sent %d tasks (%d left, ask ahead %s)", worker,
+                         len(chunk), remaining, remaining > far)
         answered += 1
         handed += len(chunk)
         if progress:
@@ -157,7 +167,7 @@ def serve(world: World, tasks: Iterator[Task], n: int, policy: Dynamic, stop: St
     return retries.outcome()
 
 
-def work(world: World, log: TaskLog, invoke: Callable[[Any], Any], policy: Dynamic, stop: Stop,
+def run_worker(world: World, log: TaskLog, invoke: Callable[[Any], Any], policy: Dynamic, stop: Stop,
          retry: bool) -> None:
     """A worker: take its first chunk from the master's scatter and ask max(1, prefetch) - 1
     more times up front, then once per chunk, before running it (asking ahead) or after; hand

@@ -66,18 +66,15 @@ from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from typing import Any, Callable, NamedTuple, NoReturn
 
+from .errors import RemoteError, describe, user_frames
 from .faults import SIGNALS as STOP_SIGNALS
-from .tasklog import PACKAGE_DIR, TaskCrashed, TaskTimeout
+from .tasklog import TaskCrashed, TaskTimeout
 from .tasks import CALL_ONE, invoker, resolve
 
 PEEK = 1.0   # seconds between checks that the child still lives, while its socket stays open
 CRASH_SIGNALS = (signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGSEGV)
 PR_SET_PDEATHSIG = 1
 PRCTL = getattr(ctypes.CDLL(None), "prctl", None) if sys.platform.startswith("linux") else None
-
-
-class RemoteError(Exception):
-    """A task's exception that could not travel back as itself; subclasses bear its name."""
 
 
 class UnpicklableResult(TypeError):
@@ -224,7 +221,7 @@ def child_main(conn: Connection, invoke: Callable[[Any], Any], parent: int) -> N
     code = 1
     try:
         become_child(parent)
-        serve(conn, invoke)
+        child_loop(conn, invoke)
         code = 0
     except BaseException:
         traceback.print_exc()
@@ -281,8 +278,8 @@ def ignore(signum: int, frame: Any) -> None:
     """A signal handler that does nothing."""
 
 
-def serve(conn: Connection, invoke: Callable[[Any], Any]) -> None:
-    """Answer each payload with its result or a Raised, until the parent closes the socket."""
+def child_loop(conn: Connection, invoke: Callable[[Any], Any]) -> None:
+    """The isolated child's loop: answer each payload with its result or a Raised, until the parent closes the socket."""
     while True:
         try:
             payload = conn.recv()
@@ -310,13 +307,10 @@ def answer(conn: Connection, invoke: Callable[[Any], Any], payload: Any) -> None
 def raised(exc: BaseException) -> Raised:
     """An exception as the child reports it, with its traceback without mtcmpi's own frames;
     no text when there are no other frames and the exception travels as itself (with its notes)."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(PACKAGE_DIR):
-        tb = tb.tb_next
     itself = travelling(exc)
-    text = "" if tb is None and itself is not None else \
-        "".join(traceback.format_exception(type(exc), exc, tb))
-    return Raised(itself, type(exc).__name__, str(exc), text)
+    described = describe(exc)
+    text = "" if user_frames(exc.__traceback__) is None and itself is not None else described.traceback
+    return Raised(itself, described.type, described.message, text)
 
 
 def travelling(exc: BaseException) -> BaseException | None:

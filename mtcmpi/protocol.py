@@ -1,4 +1,6 @@
-"""The master/worker messages of self-scheduling.
+"""Every MPI message mtcmpi sends: its tag and what it carries.
+
+The engine (master/worker self-scheduling, tags 1-3).
 
 A worker sends REQUEST: a fixed buffer of four doubles (tasks run, failed, busy seconds since
 its last request; 1 if it had to stop, e.g. its journal cannot be written), received straight into a preallocated array with no pickling. The master
@@ -13,12 +15,27 @@ as tags (MPI only promises tags up to 32767). Every request gets exactly
 one answer, and a worker asks max(1, prefetch) times up front, then exactly once per chunk
 it receives and once per RETRY it sends (--retries), so both sides know it is finished when
 all its requests are answered.
+
+The Executor (tags 11-12; futures/dispatch.py on rank 0, futures/worker.py on the others).
+Rank 0 sends ORDERS, each a pickled tuple whose first item is its kind, all on one tag so a
+worker reads them in the order sent: START (an Executor begins: its number, initializer,
+initargs, isolate), TASKS (a list of (task id, pickled call)), CANCEL (task ids the worker must
+skip if it has not started them), END (the Executor ends: drop what is left, answer ENDED),
+STOP (leave the worker loop). A worker sends REPLIES, a pickled tuple (Executor number, kind,
+data): READY or BROKEN (its initializer, or its loop, failed: data says why) once per START;
+RESULTS (codes, values: one code byte and one value per task, in the order the tasks came);
+ENDED once per END. Results come in the order the tasks were sent, so they carry no ids.
 """
 from array import array
 
 REQUEST = 1
 WORK = 2
 RETRY = 3   # a worker hands failed tasks back: a pickled list of (task id, payload)
+ORDERS = 11    # rank 0 -> an Executor's worker
+REPLIES = 12   # an Executor's worker -> rank 0
+START, TASKS, CANCEL, END, STOP = range(5)              # kinds of ORDERS
+READY, BROKEN, RESULTS, ENDED = range(4)                # kinds of REPLIES
+RAW, PICKLED, FAILED_CALL, SKIPPED = b"r"[0], b"p"[0], b"f"[0], b"s"[0]   # codes of RESULTS
 DONE, FAILED, BUSY, HALT = 0, 1, 2, 3   # fields of a request; HALT 1: the worker had to stop
 FAR = 2   # ask ahead freely while more than FAR x workers tasks remain (any, with costs)
 

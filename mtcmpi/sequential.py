@@ -142,11 +142,8 @@ def schedule(fn: F) -> F:
         if world is None:     # sequential, or a schedule inside a schedule (same executor)
             return resolved(fn(*args, **kwargs))
         from . import futures
-        key = world.comm.py2f()
-        if world.rank == 0 and key in futures._served:   # the driver of `exec`, or in executor()
-            if key in futures._live:
-                return unpack(inside(futures._live[key], fn, args, kwargs))
-            with futures.Executor(world.comm) as ex:
+        if world.rank == 0 and futures.workers_serve(world.comm):   # `exec`'s driver, or in executor()
+            with futures.executor_where_served(world.comm) as ex:
                 outcome = inside(ex, fn, args, kwargs)
             return unpack(outcome)
         with futures.executor(world.comm) as ex:          # SPMD: every rank is here
@@ -160,7 +157,7 @@ def parallel_world() -> Any:
     """COMM_WORLD's World when calls can go to other ranks; None without mpi4py, with one rank,
     or inside a task (then everything runs in order)."""
     from . import futures
-    if futures.MPI is None or futures._in_worker:
+    if not futures.distributing():
         return None
     from .world import World
     world = World.of()

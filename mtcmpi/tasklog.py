@@ -6,19 +6,15 @@ and the per-task bookkeeping costs well under a microsecond.
 from __future__ import annotations
 
 import enum
-import os
-import traceback
 from array import array
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from .errors import describe
 from .faults import CHECK_EVERY
 
 if TYPE_CHECKING:
     from .faults import Stop
-
-PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-
 
 class TaskStatus(enum.IntEnum):
     """A task's status; the values are the codes of the results file's status enum."""
@@ -145,9 +141,5 @@ class TaskLog:
 
     def failure(self, tid: int, exc: BaseException) -> Failure:
         """An exception as data, its traceback headed with where it happened."""
-        head = f"task {tid} failed on rank {self.rank}, host {self.host}, pid {self.pid}:\n"
-        tb = exc.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename.startswith(PACKAGE_DIR):
-            tb = tb.tb_next   # the user's frames only, not mtcmpi's own call of the task
-        return Failure(type(exc).__name__, str(exc),
-                       head + "".join(traceback.format_exception(type(exc), exc, tb)))
+        return Failure(*describe(exc, f"task {tid} failed on rank {self.rank}, host {self.host}, "
+                                      f"pid {self.pid}:\n"))

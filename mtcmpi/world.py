@@ -5,7 +5,9 @@ import os
 import socket
 import sys
 import time
+import warnings
 from dataclasses import dataclass
+from functools import cache
 from typing import Callable, TypeVar
 
 from mpi4py import MPI
@@ -15,7 +17,63 @@ from .errors import UsageError, exception_line
 
 T = TypeVar("T")
 SPIN = 1e-3        # how long a waiting rank probes before it starts to sleep (seconds)
-MAX_PAUSE = 2e-4   # longest sleep between probes of a waiting rank (seconds)
+MAX_PAUSE = 2e-4   # longest sleep between probes of the engine's master and workers (seconds)
+QUIET_PAUSE = 1e-2   # longest sleep where latency is free: the end of a run, an idle Executor worker
+FIRST_PAUSE = 1e-5   # every backoff starts here and doubles
+BACKOFF_ENV = "MTCMPI_BACKOFF"   # seconds: overrides every cap above (as MPI4PY_FUTURES_BACKOFF)
+
+
+@cache
+def longest_pause(default: float) -> float:
+    """The cap on a backoff's sleeps: $MTCMPI_BACKOFF seconds if set, else default (the
+    constant measured for that wait). A value that is not a number >= 0 is ignored, with a
+    warning: it is read in the middle of a run, where raising would leave other ranks waiting."""
+    value = os.environ.get(BACKOFF_ENV)
+    if value is None:
+        return default
+    try:
+        pause = float(value)
+    except ValueError:
+        pause = -1.0
+    if not 0 <= pause < float("inf"):
+        warnings.warn(f"{BACKOFF_ENV}={value!r} ignored: give the longest pause between polls in "
+                      "seconds, a number >= 0", stacklevel=2)
+        return default
+    return pause
+
+
+class Backoff:
+    """Pauses between polls that double from 10 us to a cap, so a waiting rank leaves the CPU
+    without adding much latency to a message that comes soon. The one backoff of mtcmpi."""
+
+    __slots__ = ("cap", "pause")
+
+    def __init__(self, cap: float):
+        self.cap = longest_pause(cap)
+        self.pause = FIRST_PAUSE
+
+    def next(self) -> float:
+        """The pause to take now; the next one doubles."""
+        pause = self.pause
+        self.pause = min(2 * pause, self.cap)
+        return pause
+
+    def reset(self) -> None:
+        """Something came: the next wait starts short again."""
+        self.pause = FIRST_PAUSE
+
+    def sleep(self) -> None:
+        time.sleep(self.next())
+
+
+def poll_until(probe: Callable[[], T | None], cap: float) -> T:
+    """Call probe until it returns something other than None, backing off up to cap between."""
+    if (found := probe()) is not None:
+        return found
+    backoff = Backoff(cap)
+    while (found := probe()) is None:
+        backoff.sleep()
+    return found
 
 
 @dataclass(frozen=True)
@@ -83,17 +141,11 @@ class World:
         while time.perf_counter() < until:
             if iprobe(source, tag, status):
                 return
-        pause = 1e-5
-        while not iprobe(source, tag, status):
-            time.sleep(pause)
-            pause = min(pause * 2, max_pause)
+        poll_until(lambda: iprobe(source, tag, status) or None, max_pause)
 
     def wait_quietly(self, request: MPI.Request) -> None:
         """Wait for a non-blocking collective, sleeping with backoff so idle ranks leave the CPU."""
-        pause = 1e-5
-        while not request.Test():
-            time.sleep(pause)
-            pause = min(pause * 2, 0.01)   # only the end of a run waits here: latency is free
+        poll_until(lambda: request.Test() or None, QUIET_PAUSE)   # only the end of a run waits here
 
     def barrier(self) -> None:
         """A barrier that does not busy-poll (MPI_Barrier may spin in some MPI libraries)."""

@@ -3,8 +3,9 @@
     python scaling/throughput.py [--quick] [--ranks N]
 
 Configurations: 1 master + 1 worker and 1 master + all other ranks, unchunked (chunk 1) and
-automatic chunking, and mtcmpi.Executor.map (chunksize 1, one Future per task); the peer is
-MPIPoolExecutor.map with chunksize 1 and its best chunksize.
+automatic chunking, mtcmpi.Executor.map (chunksize 1) and Executor.submit in a loop (one Future
+per task, then waiting for all); the peer is MPIPoolExecutor.map with chunksize 1 and its best
+chunksize.
 Each figure is engine time only (tasks handed out until all are back), with MPI start-up
 excluded for both tools. The last line is the RESULT line.
 """
@@ -53,7 +54,7 @@ def child_futures(n: int, chunksize: int) -> None:
 
 
 def child_executor(n: int) -> None:
-    """Under mpiexec: mtcmpi.Executor.map over n no-op tasks, chunksize 1, one Future each."""
+    """Under mpiexec: mtcmpi.Executor.map over n no-op tasks, chunksize 1."""
     from mtcmpi.futures import executor
 
     with executor() as ex:
@@ -61,13 +62,28 @@ def child_executor(n: int) -> None:
             print(json.dumps({"tps": timed_map(ex, n, 1)}))
 
 
+def child_submit(n: int) -> None:
+    """Under mpiexec: n calls of mtcmpi.Executor.submit in a loop, then wait for all."""
+    from concurrent.futures import wait
+
+    from kernels.noop import none
+    from mtcmpi.futures import executor
+
+    with executor() as ex:
+        if ex is not None:
+            ex.submit(none).result()
+            t0 = time.perf_counter()
+            wait([ex.submit(none, i) for i in range(n)])
+            print(json.dumps({"tps": n / (time.perf_counter() - t0)}))
+
+
 def measure(ranks: int, tool: str, n: int, chunk: int | None) -> float:
     """Tasks per second of one configuration, from a fresh mpiexec."""
     here = os.path.abspath(__file__)
     if tool == "mtcmpi":
         args = [here, "--child", "mtcmpi", "-n", str(n)] + (["--chunk", str(chunk)] if chunk else [])
-    elif tool == "executor":
-        args = [here, "--child", "executor", "-n", str(n)]
+    elif tool in ("executor", "submit"):
+        args = [here, "--child", tool, "-n", str(n)]
     else:
         args = ["-m", "mpi4py.futures", here, "--child", "futures", "-n", str(n), "--chunk", str(chunk)]
     return last_json(mpirun(ranks, args).stdout)["tps"]
@@ -78,7 +94,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer tasks (finishes in < 40 s)")
     parser.add_argument("--ranks", type=int, default=4,
                         help="ranks for the '1 master + all other ranks' runs (default 4: oversubscribed on 2 cores)")
-    parser.add_argument("--child", choices=["mtcmpi", "futures", "executor"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["mtcmpi", "futures", "executor", "submit"], help=argparse.SUPPRESS)
     parser.add_argument("-n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--chunk", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -88,6 +104,8 @@ def main() -> None:
         return child_futures(args.n, args.chunk)
     if args.child == "executor":
         return child_executor(args.n)
+    if args.child == "submit":
+        return child_submit(args.n)
 
     scale = 1 if args.quick else 4
     rows = []
@@ -95,6 +113,7 @@ def main() -> None:
         rows.append((ranks, "mtcmpi", 1, measure(ranks, "mtcmpi", 100_000 * scale, 1)))
         rows.append((ranks, "mtcmpi", "auto", measure(ranks, "mtcmpi", 1_000_000 * scale, None)))
         rows.append((ranks, "mtcmpi.Executor", 1, measure(ranks, "executor", 50_000 * scale, 1)))
+    rows.append((2, "Executor.submit", 1, measure(2, "submit", 20_000 * scale, 1)))
     for chunk in (1, 10, 100, 1000):
         rows.append((2, "mpi4py.futures", chunk, measure(2, "futures", min(2000 * chunk, 100_000) * scale, chunk)))
     print(f"{'ranks':>5} {'tool':<16} {'chunk':>6} {'tasks/s':>12}")
@@ -103,10 +122,12 @@ def main() -> None:
     pick = {(r, t, c): v for r, t, c, v in rows}
     mtcmpi_tps, chunked = pick[(2, "mtcmpi", 1)], pick[(2, "mtcmpi", "auto")]
     futures_tps, executor_tps = pick[(2, "mpi4py.futures", 1)], pick[(2, "mtcmpi.Executor", 1)]
+    submit_tps = pick[(2, "Executor.submit", 1)]
     best = max(v for (r, t, c), v in pick.items() if t == "mpi4py.futures")
     print(f"mpi4py.futures best chunksize: {best:,.0f} tasks/s; mtcmpi auto-chunk is {chunked / best:.1f}x that")
     print(f"RESULT mtcmpi_tps={mtcmpi_tps:.0f} futures_tps={futures_tps:.0f} "
-          f"ratio={mtcmpi_tps / futures_tps:.1f} chunked_tps={chunked:.0f} executor_tps={executor_tps:.0f}")
+          f"ratio={mtcmpi_tps / futures_tps:.1f} chunked_tps={chunked:.0f} executor_tps={executor_tps:.0f} "
+          f"submit_tps={submit_tps:.0f}")
 
 
 if __name__ == "__main__":

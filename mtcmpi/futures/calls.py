@@ -1,0 +1,108 @@
+"""What travels between the Executor's rank 0 and its workers: pickled calls, results encoded
+one by one, failures as data, and the exception rebuilt from them on rank 0."""
+from __future__ import annotations
+
+import pickle
+from functools import partial
+from itertools import islice
+from typing import Any, Callable, Iterator
+
+from ..errors import Described, RemoteError, RemoteTraceback, describe
+from ..protocol import PICKLED, RAW
+
+DUMPS = partial(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL)
+# Results of these exact types travel inside the message as they are: they always unpickle.
+# Any other result is pickled on its own, so one that does not unpickle fails its task only.
+PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
+def pickled_call(fn: Callable, args: tuple, kwargs: dict) -> bytes:
+    """fn(*args, **kwargs) as bytes, or a PicklingError that names what does not pickle."""
+    try:
+        return DUMPS((fn, args, kwargs))
+    except Exception as exc:
+        name = getattr(fn, "__qualname__", None) or repr(fn)
+        try:
+            DUMPS(fn)
+        except Exception:
+            raise pickle.PicklingError(
+                f"cannot send function {name!r} to other ranks: it does not pickle ({exc}). "
+                "Functions travel by reference: define it at module level (lambdas, closures "
+                "and nested functions do not pickle)") from exc
+        raise pickle.PicklingError(f"cannot send the arguments of a call of {name!r} to other "
+                                   f"ranks: they do not pickle ({exc})") from exc
+
+
+def call(payload: bytes) -> Any:
+    """Run a pickled call."""
+    fn, args, kwargs = pickle.loads(payload)
+    return fn(*args, **kwargs)
+
+
+def encoded(value: Any) -> tuple[int, Any]:
+    """A result as (code, what travels): RAW and the value, or PICKLED and its bytes; a
+    PicklingError saying so if it does not pickle (whatever its pickling raised)."""
+    if type(value) in PLAIN:
+        return RAW, value
+    try:
+        return PICKLED, DUMPS(value)
+    except BaseException as exc:   # a __reduce__ may raise anything, SystemExit included
+        raise pickle.PicklingError(f"the result (a {type(value).__name__}) cannot be sent back "
+                                   f"to rank 0: it does not pickle: {describe(exc).message}") from None
+
+
+def call_encoded(payload: bytes) -> tuple[int, Any]:
+    """Run a pickled call and encode its result: what an isolated child returns."""
+    return encoded(call(payload))
+
+
+def failure(exc: BaseException, head: str) -> tuple[Described, bytes | None]:
+    """An exception as data: described, headed with where it happened, and itself pickled if it
+    pickles (rebuilt() makes it an exception again on rank 0)."""
+    return describe(exc, head), pickled_or_none(exc)
+
+
+def pickled_or_none(exc: BaseException) -> bytes | None:
+    """The exception pickled, or None if it does not pickle (it then travels as text only)."""
+    try:
+        return DUMPS(exc)
+    except BaseException:
+        return None
+
+
+def rebuilt(described: Described, blob: bytes | None) -> BaseException:
+    """The exception to raise for a failed call: the original type if it unpickles, else
+    RemoteError; either way with the remote traceback as __cause__."""
+    try:
+        exc = pickle.loads(blob) if blob is not None else None
+    except BaseException:
+        exc = None
+    if not isinstance(exc, BaseException):
+        exc = RemoteError(f"{described.type}: {described.message}")
+    exc.__cause__ = RemoteTraceback(described.traceback)
+    return exc
+
+
+def decoded(code: int, data: Any) -> tuple[bool, Any]:
+    """(True, value) or (False, the exception to raise) for one result as it travelled; never
+    raises (a result whose unpickling raises, SystemExit included, fails its own call)."""
+    if code == RAW:
+        return True, data
+    if code != PICKLED:
+        return False, rebuilt(*data)
+    try:
+        return True, pickle.loads(data)
+    except BaseException as exc:
+        return False, RemoteError(f"the result does not unpickle on rank 0: {describe(exc).type}: "
+                                  f"{describe(exc).message}")
+
+
+def call_chunk(fn: Callable, chunk: list[tuple]) -> list:
+    """One task of a chunked map: fn over a list of argument tuples."""
+    return [fn(*args) for args in chunk]
+
+
+def chunked(items: Iterator, size: int) -> Iterator[list]:
+    """Lists of `size` consecutive items (the last may be shorter)."""
+    while chunk := list(islice(items, size)):
+        yield chunk
