@@ -279,8 +279,10 @@ class Dispatcher:
             if initializer is not None:
                 initializer(*initargs)
         except BaseException as exc:
-            error = cf.BrokenExecutor("mtcmpi.Executor: its initializer failed")
-            error.__cause__ = RemoteTraceback(failure(exc, "the initializer " + head)[0].traceback)
+            described = failure(exc, "the initializer " + head)[0]   # as a worker's would read
+            error = cf.BrokenExecutor(f"mtcmpi.Executor: its initializer failed: {described.type}: "
+                                      f"{described.message}")
+            error.__cause__ = RemoteTraceback(described.traceback)
             return self.break_all(error)
         isolated = None
         if isolate:
