@@ -10,7 +10,7 @@ import os
 import sys
 import traceback
 
-from . import __version__
+from . import __version__, startup   # startup first: it marks when Python was up
 from .errors import EXIT_INTERNAL, EXIT_USAGE, UsageError
 from .jobscript import add_command as add_jobscript
 
@@ -144,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     shown.add_argument("--progress-interval", type=float, default=30.0, metavar="S", help="in a "
                        "batch log (stderr not a terminal): one status line every S seconds "
                        "(default 30); on a terminal a live bar instead")
+    begin = run.add_argument_group("start-up")
+    begin.add_argument("--profile-startup", action="store_true", help="print where start-up went "
+                       "(Python, imports, MPI init, checks, results file, first task; median and max "
+                       "over ranks); the results file keeps it as startup_* attributes either way")
+    begin.add_argument("--import-broadcast", action="store_true", help="rank 0 reads the run's "
+                       "pure-Python modules (mtcmpi's, the task module, numpy's...) and broadcasts "
+                       "them; the other ranks import from memory, sparing a shared filesystem "
+                       "(for big jobs; also MTCMPI_IMPORT_BROADCAST=1)")
     run.set_defaults(handler=command_run)
 
     exe = commands.add_parser("exec", help="run a driver script on rank 0; the other ranks run the "
@@ -286,6 +294,10 @@ def command_run(args: argparse.Namespace) -> int:
     from .faults import Stop, catch_early, deadline, ignore_late
 
     catch_early()   # before MPI starts, which can take seconds on thousands of ranks
+    comm = startup.init_mpi()
+    if startup.broadcast_wanted(args.import_broadcast):
+        startup.share_imports(comm, ["mtcmpi.job", "mtcmpi.costs", "mtcmpi.policies", "mtcmpi.progress"]
+                              + (["mtcmpi.output"] if args.out else []), args.target)
     from .costs import CostSpec
     from .job import run_job
     from .policies import parse_schedule
@@ -313,6 +325,8 @@ def command_run(args: argparse.Namespace) -> int:
         print("\n".join(outcome.summary.lines()), flush=True)
         if output:
             print(f"  results: {output.path} (written in {outcome.summary.store:.2f} s)", flush=True)
+        if args.profile_startup:
+            print("\n".join(startup.table(outcome.summary.startup_phases, outcome.summary.ranks)), flush=True)
     return outcome.exit_code
 
 

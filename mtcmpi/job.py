@@ -16,7 +16,7 @@ import numpy as np
 
 from mpi4py import MPI
 
-from . import engine, report
+from . import engine, report, startup
 from .commands import CommandRunner
 from .consistency import check_same_code
 from .costs import CostSpec
@@ -28,25 +28,11 @@ from .progress import Progress
 from .tasklog import TaskLog
 from .results import Normalizer
 from .tasks import Source, check_call, first_task, invoker, resolve
+from .startup import process_start
 from .world import World
 
 if TYPE_CHECKING:   # h5py comes with it: a run without --out does not import it (~40 ms a rank)
     from .output import Output
-
-_IMPORTED = time.time()
-
-
-def process_start() -> float:
-    """When this process started (epoch seconds), from /proc; else when mtcmpi was imported."""
-    try:
-        with open("/proc/self/stat") as f:
-            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return _IMPORTED
-
 
 def launch_time(world: World) -> float:
     """The job's launch: MTCMPI_LAUNCH_TIME if the launcher set it, else the first rank's start."""
@@ -74,7 +60,9 @@ def prepare(world: World, target: str | Callable, source: Source, fingerprint: b
     except UsageError as exc:
         error = str(exc)
     world.agree(error)
+    startup.mark("resolved")
     check_same_code(world, fn)
+    startup.mark("same_code")
     n, digest, keys, estimate = 0, hashlib.sha256(name_of(target).encode()), None, None
     if world.rank == 0:
         try:
@@ -90,6 +78,7 @@ def prepare(world: World, target: str | Callable, source: Source, fingerprint: b
         except UsageError as exc:
             error = str(exc)
     world.agree(error)
+    startup.mark("tasks")
     return Prepared(fn, world.comm.bcast(n, root=0), digest.hexdigest(), keys, estimate)
 
 
@@ -133,6 +122,7 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
             normalizer = Normalizer(output.pickled)
             invoke = stored(invoke, normalizer)
             flusher = output.journal(log) if len(ids) else None
+            startup.mark("results_file")
         world.barrier()
         started = time.time()
         stop.begin()
@@ -151,10 +141,13 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
         if output and flusher:
             flusher.stop()
         finished = written = time.time()   # this rank's tasks are done and journalled
+        profile = world.comm.gather(startup.phases(launched, started, log.starts[0] if log.starts else None))
+        profile = startup.summarise(profile) if world.rank == 0 else {}
         if output:
             output.finish(world, log, n, {"ranks": world.size, "policy": describe(policy),
                                           "target": name_of(target), "n_tasks": n,
-                                          "start_time": started, "fingerprint": fingerprint},
+                                          "start_time": started, "fingerprint": fingerprint,
+                                          **startup.attributes(profile)},
                           normalizer.pickled_keys, retried if retries else None, keys)
             written = time.time()
         retried = retried if retries else None
@@ -168,7 +161,8 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
             workers = report.working_ranks(world.size, describe(policy))
             summary = report.Summary(n, world.size, workers, describe(policy), started - launched,
                                      time.time() - started, total, n - len(ids),
-                                     output.earlier_failures(ids) if output else 0, stored_in)
+                                     output.earlier_failures(ids) if output else 0, stored_in,
+                                     profile)
             if progress:   # static: the display counted rank 0's own share
                 mine = workers == world.size
                 progress.close(len(log.ids) if mine else total.ran,

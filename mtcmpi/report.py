@@ -93,6 +93,7 @@ class Summary:
     earlier: int = 0          # tasks done by an earlier run of the same --out, not run now
     earlier_failed: int = 0   # of those, failed ones (they count for the exit status)
     store: float = 0.0        # seconds spent writing the results file (part of engine)
+    startup_phases: dict[str, tuple[float, float]] = field(default_factory=dict)   # startup.summarise
 
     def exit_code(self) -> int:
         """EXIT_STOPPED if a signal or the walltime stopped the run before every task ran, else
