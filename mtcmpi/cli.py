@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import traceback
 
 from . import __version__, startup   # startup first: it marks when Python was up
 from .errors import EXIT_INTERNAL, EXIT_USAGE, UsageError
@@ -240,7 +239,6 @@ def command_report(args: argparse.Namespace) -> int:
 
 def task_list(args: argparse.Namespace) -> tuple:
     """(target, source) from the run options: a function with --count/--params, or commands."""
-    from .commands import command_tasks
     from .tasks import CountSource, ParamsSource
 
     commands = (args.command, args.files, args.args_file, args.taskfile, args.skip_existing, args.output_dir)
@@ -248,6 +246,8 @@ def task_list(args: argparse.Namespace) -> tuple:
         if all(value is None for value in commands):
             raise UsageError("give a target (package.module:function) with --count or --params, "
                              "or --command with --files/--args, or --taskfile")
+        from .commands import command_tasks
+
         source, runner = command_tasks(*commands, timeout=args.timeout)
         return runner, source
     if any(value is not None for value in commands):
@@ -296,9 +296,9 @@ def command_run(args: argparse.Namespace) -> int:
     catch_early()   # before MPI starts, which can take seconds on thousands of ranks
     comm = startup.init_mpi()
     if startup.broadcast_wanted(args.import_broadcast):
-        startup.share_imports(comm, ["mtcmpi.job", "mtcmpi.costs", "mtcmpi.policies", "mtcmpi.progress"]
+        startup.share_imports(comm, ["mtcmpi.job", "mtcmpi.policies", "mtcmpi.progress"]
+                              + (["mtcmpi.costs"] if args.cost or args.costs_from else [])
                               + (["mtcmpi.output"] if args.out else []), args.target)
-    from .costs import CostSpec
     from .job import run_job
     from .policies import parse_schedule
     from .progress import Progress
@@ -308,6 +308,8 @@ def command_run(args: argparse.Namespace) -> int:
     error, costs = None, None
     try:   # agreed, since some checks (creating --output-dir) can fail on one node only
         if args.cost or args.costs_from:
+            from .costs import CostSpec   # numpy: imported only with costs
+
             costs = CostSpec(args.cost, args.costs_from)
         policy = parse_schedule(args.schedule, args.chunk, args.prefetch, costs is not None)
         target, source = task_list(args)
@@ -343,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as exc:
+        import traceback   # only here: one module fewer for every rank to read at start-up
+
         from .world import World
         world = World.of()
         detail = traceback.format_exc() if world.rank == 0 else f"{type(exc).__name__}: {exc}\n"

@@ -16,16 +16,16 @@ being stored). Only while Python itself starts does a stop signal still kill a r
 """
 from __future__ import annotations
 
-import datetime as dt
 from collections import deque
 import os
-import shutil
 import signal
-import subprocess
 import time
-from typing import Callable
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing on every rank
 
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    from typing import Callable
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 REPEAT = 1.0   # seconds within which the same signal arriving again is one signal
@@ -144,6 +144,10 @@ def parse_walltime(text: str) -> float:
 
 def batch_deadline() -> float | None:
     """The job's end time (epoch seconds) when the batch system tells it: Slurm does."""
+    import datetime as dt   # here: only rank 0 of a Slurm job asks, every rank imports this module
+    import shutil
+    import subprocess
+
     job = os.environ.get("SLURM_JOB_ID")
     if not job or not shutil.which("squeue"):
         return None

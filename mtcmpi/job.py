@@ -12,27 +12,26 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
-import numpy as np
-
 from mpi4py import MPI
 
 from . import engine, report, startup
-from .commands import CommandRunner
 from .consistency import check_same_code
-from .costs import CostSpec
 from .errors import EXIT_STOPPED, UsageError
 from .faults import GraceExpired, Stop
-from .isolate import Isolated
 from .policies import Policy, Static
 from .progress import Progress
 from .tasklog import TaskLog
-from .results import Normalizer
 from .tasks import Source, check_call, first_task, invoker, resolve
 from .startup import process_start
 from .world import World
 
-if TYPE_CHECKING:   # h5py comes with it: a run without --out does not import it (~40 ms a rank)
+if TYPE_CHECKING:   # imported where used: a rank imports no more than its run needs (startup.py)
+    import numpy as np
+
+    from .costs import CostSpec
+    from .isolate import Isolated
     from .output import Output
+    from .results import Normalizer
 
 def launch_time(world: World) -> float:
     """The job's launch: MTCMPI_LAUNCH_TIME if the launcher set it, else the first rank's start."""
@@ -119,6 +118,8 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
         log = TaskLog(world.rank, world.host, world.pid)
         if output:
             ids = output.begin(world, n, fingerprint)
+            from .results import Normalizer
+
             normalizer = Normalizer(output.pickled)
             invoke = stored(invoke, normalizer)
             flusher = output.journal(log) if len(ids) else None
@@ -178,7 +179,12 @@ def task_invoker(world: World, fn: Callable, call: str, policy: Policy, timeout:
     """This rank's invoke: fn, or fn in a child process under --timeout/--isolate. Not for
     command tasks (their shells run apart and take --timeout themselves) nor on a master."""
     runs_tasks = world.size == 1 or isinstance(policy, Static) or world.rank != 0
-    if (timeout is None and not isolate) or isinstance(fn, CommandRunner) or not runs_tasks:
+    if timeout is None and not isolate or not runs_tasks:
+        return invoker(fn, call), None
+    from .commands import CommandRunner
+    from .isolate import Isolated
+
+    if isinstance(fn, CommandRunner):
         return invoker(fn, call), None
     isolated = Isolated(fn, call, timeout)
     return isolated, isolated

@@ -12,16 +12,18 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
 from mpi4py import MPI
 
-from . import __version__, journal, resume, store
+from . import __version__, journal
 from .errors import UsageError
 from .tasklog import FAILED_STATES, TaskLog
 from .world import World
+
+if TYPE_CHECKING:   # h5py (resume, store) only where the file is read or written
+    from . import resume
 
 
 @dataclass
@@ -41,6 +43,8 @@ class Output:
 
     def check(self) -> None:
         """Refuse at once what cannot work: h5py without MPI, a missing or read-only directory."""
+        import h5py
+
         if not h5py.get_config().mpi and not self.serial_io:
             raise UsageError("this h5py was built without MPI, so the ranks cannot write one file "
                              "together: rebuild it with MPI (scripts/setup does) or pass --serial-io")
@@ -71,6 +75,8 @@ class Output:
                 if os.path.exists(stale):
                     os.remove(stale)
             shutil.rmtree(journal.directory(self.path), ignore_errors=True)
+        from . import resume
+
         self.prior = resume.load(self.path, n)
         if self.prior.fingerprint not in (None, fingerprint):
             raise UsageError(f"--out {self.path} holds results of a different task list (target or "
@@ -105,6 +111,8 @@ class Output:
         task keys (rank 0), then rename."""
         if not self.rewrite:
             return
+        from . import store
+
         rows = store.Rows.of(log, self.attempts, retried)
         if world.rank == 0:
             rows = self.prior.rows.without(rows.ids).merged(rows) if self.prior else rows

@@ -6,19 +6,18 @@ never sit in memory at once.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import importlib
 import inspect
 import itertools
-import json
 import os
 import sys
-from typing import Any, Callable, Iterable, Iterator
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from .errors import UsageError
+
+if TYPE_CHECKING:   # numpy is imported only to fingerprint tasks (--out)
+    import numpy as np
 
 Task = tuple  # (task id, payload)
 
@@ -120,7 +119,7 @@ class Source:
             text = repr(payload).encode()
             digest.update(b"%d:" % tid + text)
             keys.append(task_key(text))
-        return np.array(keys, dtype=np.uint64)
+        return key_array(keys)
 
 
 class CountSource(Source):
@@ -144,7 +143,7 @@ class CountSource(Source):
 
     def fingerprint(self, digest: "hashlib._Hash") -> np.ndarray:
         digest.update(f"count {self.n}".encode())
-        return np.array([task_key(repr(i).encode()) for i in range(self.n)], dtype=np.uint64)
+        return key_array([task_key(repr(i).encode()) for i in range(self.n)])
 
 
 class ItemsSource(Source):
@@ -219,6 +218,8 @@ class ParamsSource(Source):
                     yield i, self._object(row, f"item {i}")
 
     def _csv_rows(self, f) -> Iterator[tuple[int, dict]]:
+        import csv   # csv and json only where a params file is read (rank 0 mostly)
+
         reader = csv.reader(f)
         header = next(reader, None)
         if not header or not any(h.strip() for h in header):
@@ -233,6 +234,8 @@ class ParamsSource(Source):
             yield reader.line_num, {k: parse_value(v) for k, v in zip(header, row)}
 
     def _json(self, text: str, where: str):
+        import json
+
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
@@ -272,7 +275,14 @@ class ParamsSource(Source):
                 text = line.strip()
                 if text and (lineno or self.kind == ".jsonl"):
                     keys.append(task_key(text))
-        return np.array(keys, dtype=np.uint64) if self.kind != ".json" else None
+        return key_array(keys) if self.kind != ".json" else None
+
+
+def key_array(keys: list[int]) -> np.ndarray:
+    """Task keys as the uint64 array the results file stores (numpy only when fingerprinting)."""
+    import numpy as np
+
+    return np.array(keys, dtype=np.uint64)
 
 
 def task_key(text: bytes) -> int:

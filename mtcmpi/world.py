@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ class World:
     @classmethod
     def of(cls, comm: MPI.Comm | None = None) -> "World":
         comm = MPI.COMM_WORLD if comm is None else comm
-        return cls(comm, comm.Get_rank(), comm.Get_size(), socket.gethostname(), os.getpid())
+        return cls(comm, comm.Get_rank(), comm.Get_size(), os.uname().nodename, os.getpid())
 
     def agree(self, error: str | None) -> None:
         """Collective: raise UsageError on every rank if any rank has an error (lowest rank's wins).
