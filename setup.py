@@ -16,6 +16,7 @@ setup(
         "plot": ["matplotlib"],
         "test": ["pytest", "pytest-mpi", "pytest-timeout"],
         "study": ["matplotlib", "nbclient", "nbformat", "ipykernel"],   # scaling/weak_scaling.ipynb
+        "peers": ["ipyparallel", "celery[redis]", "distributed", "dask-mpi"],   # weak.py --peers
     },
     data_files=[("share/mtcmpi/jobscripts", glob("jobscripts/*"))],   # mtcmpi jobscript's templates
     entry_points={"console_scripts": ["mtcmpi = mtcmpi.cli:main"]},
