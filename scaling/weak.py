@@ -39,15 +39,21 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _mpirun import ROOT, last_json, mpirun  # noqa: E402
-from peers import PEERS, ROWS, run_peer  # noqa: E402
 
 PAPER = os.path.join(ROOT, "scaling", "reference", "lunacek2013_weak_scaling.csv")  # the paper's figures
 MTCMPI_POLICIES = ("static", "dynamic", "guided", "cost")
 POLICIES = MTCMPI_POLICIES + ("futures",)
-PEER_ROWS = ("futures",) + tuple(r for p in PEERS for r in ROWS[p])   # every peer's rows
 COLUMNS = ("ranks", "workers", "policy", "tasks", "time_scale", "seed", "mean_task_s", "ideal_s",
            "startup_s", "engine_s", "wrap_s", "store_s", "eff_paper", "eff_engine", "results_file",
            "error")
+
+
+def peer_rows() -> tuple[str, ...]:
+    """futures and the rows of the other peers (scaling/peers.py: imported by the harness only,
+    not by the ranks it starts)."""
+    from peers import PEERS, ROWS
+
+    return ("futures",) + tuple(r for p in PEERS for r in ROWS[p])
 
 
 def items(workers: int, per_worker: int, scale: float, seed: int) -> list[tuple]:
@@ -144,6 +150,8 @@ def measure(ranks: int, policies: list[str], args: argparse.Namespace) -> list[d
         out = mpirun(ranks, ["-m", "mpi4py.futures", here, "--child", "futures", *common, ""],
                      timeout=900).stdout
         runs.append(last_json(out))
+    from peers import run_peer
+
     for peer in args.peer_list:
         runs += run_peer(peer, ranks - 1, ["weak", *common])
     return [row(ranks, run, args.tasks_per_worker, args.time_scale, args.seed) for run in runs]
@@ -174,7 +182,7 @@ def plot(rows: list[dict], outdir: str) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for policy in POLICIES + PEER_ROWS[1:]:
+    for policy in POLICIES + peer_rows()[1:]:
         mine = sorted((r["ranks"], r["eff_engine"], r["eff_paper"]) for r in rows if r["policy"] == policy)
         if mine:
             line, = ax.plot([m[0] for m in mine], [m[1] for m in mine], "o-", label=f"{policy} (engine)")
@@ -207,11 +215,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--peers", default="", help="the paper's peers beside mtcmpi, of "
-                        f"futures,{','.join(PEERS)} (needs the 'peers' extra)")
+                        "futures,ipyparallel,celery,dask (needs the 'peers' extra)")
     parser.add_argument("--outdir", default=os.path.join(ROOT, "scaling", "out", "weak"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
-    if args.child:
+    if args.child:   # under mpiexec: nothing of the harness imported
         per_worker, scale, seed = int(rest[0]), float(rest[1]), int(rest[2])
         if args.child == "futures":
             return child_futures(per_worker, scale, seed)
@@ -220,6 +228,8 @@ def main() -> None:
     unknown = set(policies) - set(POLICIES)
     if unknown:
         parser.error(f"unknown policies {sorted(unknown)}; choose from {','.join(POLICIES)}")
+    from peers import PEERS
+
     peers = [p for p in args.peers.split(",") if p]
     if set(peers) - {"futures", *PEERS}:
         parser.error(f"unknown peers {sorted(set(peers) - {'futures', *PEERS})}; choose from "
@@ -253,7 +263,7 @@ def verdict(rows: list[dict]) -> tuple[list[str], str]:
     """The issue's targets at one rank count (lines), and the RESULT fields startup_ratio,
     eff_wall_cost and best_peer_eff_wall. A peer that failed to start counts as beaten."""
     by = {r["policy"]: r for r in rows if not r["error"]}
-    peers = [by[p] for p in PEER_ROWS if p in by]
+    peers = [by[p] for p in peer_rows() if p in by]
     nan, lines = float("nan"), []
     ours = next((by[p] for p in MTCMPI_POLICIES if p in by), None)
     ratio = ours["startup_s"] / by["futures"]["startup_s"] if ours and "futures" in by else nan
