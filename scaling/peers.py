@@ -1,7 +1,7 @@
 """The paper's peers, run on the same seeded tasks as mtcmpi: IPython parallel, Celery, Dask.
 
     python scaling/peers.py PEER WORKERS weak PER_WORKER TIME_SCALE SEED
-    python scaling/peers.py PEER WORKERS noop N
+    python scaling/peers.py PEER WORKERS noop SECONDS
 
 Each peer starts the way its users start it on a cluster and prints one JSON line per run:
 ipyparallel: a controller on 127.0.0.1 and WORKERS engines started by mpiexec; a direct view
@@ -11,11 +11,14 @@ started here and stopped after, WORKERS solo workers taking one task at a time (
 late acks). dask: dask-mpi under mpiexec (scheduler on rank 0, WORKERS one-thread workers)
 and a Client.map. Start-up = MTCMPI_LAUNCH_TIME (set by the harness just before it starts this
 script) until the peer reports all workers ready; engine = tasks submitted until the last result
-is back. A peer that cannot start prints {"error": ...} and exits 1; the harness goes on.
+is back. noop: tasks/s of no-op tasks, the count growing 4x until one map takes SECONDS
+(a peer that sends a whole map in one message is not held to a count sized for the slow
+ones). A peer that cannot start prints {"error": ...} and exits 1; the harness goes on.
 Needs `pip install 'mtcmpi[peers]'` (and apt-get install redis-server for celery).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -36,6 +39,14 @@ from _mpirun import environment  # noqa: E402
 PEERS = ("ipyparallel", "celery", "dask")
 ROWS = {"ipyparallel": ("ipp_direct", "ipp_lb"), "celery": ("celery",), "dask": ("dask",)}
 READY_TIMEOUT = 300.0
+STARTED: list[subprocess.Popen] = []   # every process group this script started, stopped at exit
+
+
+def start(cmd: list[str], **kwargs: Any) -> subprocess.Popen:
+    """Popen in a new session, remembered so that main() stops it however the peer ends."""
+    proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
+    STARTED.append(proc)
+    return proc
 
 
 def wait_until(ready: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -59,19 +70,14 @@ def free_port() -> int:
 def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
     """SIGTERM a process group started with start_new_session, SIGKILL it after grace."""
     if proc.poll() is None:
-        with _gone():
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(grace)
         except subprocess.TimeoutExpired:
-            with _gone():
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(grace)
-
-
-def _gone():
-    import contextlib
-    return contextlib.suppress(ProcessLookupError)
 
 
 class IPyParallel:
@@ -83,8 +89,12 @@ class IPyParallel:
         self.cluster = ipp.Cluster(n=workers, engines="mpi", controller_ip="127.0.0.1",
                                    profile_dir=os.path.join(tmp, "profile"), cluster_id="mtcmpi",
                                    log_level=40)
-        self.client = self.cluster.start_and_connect_sync(activate=False)
-        self.client.wait_for_engines(workers, timeout=READY_TIMEOUT)
+        try:
+            self.client = self.cluster.start_and_connect_sync(activate=False)
+            self.client.wait_for_engines(workers, timeout=READY_TIMEOUT)
+        except BaseException:
+            self.cluster.stop_cluster_sync()
+            raise
 
     def maps(self) -> dict[str, Callable]:
         direct, balanced = self.client[:], self.client.load_balanced_view()
@@ -128,22 +138,23 @@ class CeleryPeer:
         if not server:
             raise RuntimeError("redis-server not found (apt-get install redis-server)")
         port = free_port()
-        self.procs = [subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1",
-                                        "--save", "", "--appendonly", "no", "--dir", tmp],
-                                       stdout=subprocess.DEVNULL, start_new_session=True)]
+        start([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+               "no", "--dir", tmp], stdout=subprocess.DEVNULL)
         os.environ["MTCMPI_PEER_BROKER"] = f"redis://127.0.0.1:{port}/0"
         import redis
         wait_until(lambda: _pings(redis.Redis(port=port)), 30, "redis-server")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, HERE, os.environ.get("PYTHONPATH", "")]))
-        log = open(os.path.join(tmp, "celery.log"), "w")
-        for i in range(workers):
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "peers:app", "worker", "-P", "solo",
-                 "-n", f"w{i}@%h", "--without-gossip", "--without-mingle", "-l", "WARNING"],
-                env=env, cwd=tmp, stdout=log, stderr=log, start_new_session=True))
+        log = os.path.join(tmp, "celery.log")
+        with open(log, "w") as out:
+            for i in range(workers):
+                start([sys.executable, "-m", "celery", "-A", "peers:app", "worker", "-P", "solo",
+                       "-n", f"w{i}@%h", "--without-gossip", "--without-mingle", "-l", "WARNING"],
+                      env=env, cwd=tmp, stdout=out, stderr=out)
         self.app = celery_app()
-        wait_until(lambda: len(self.app.control.ping(timeout=0.5)) >= workers, READY_TIMEOUT,
-                   f"{workers} celery workers")
+        wait_until(lambda: len(self.app.control.ping(timeout=0.5)) >= workers or failure(log),
+                   READY_TIMEOUT, f"{workers} celery workers")
+        if failure(log):
+            raise RuntimeError(f"a celery worker: {failure(log)}")
 
     def maps(self) -> dict[str, Callable]:
         def run(fn: Callable, *args: list) -> list:
@@ -153,8 +164,16 @@ class CeleryPeer:
         return {"celery": run}
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):   # the workers, then the broker
-            stop_group(proc)
+        """main() stops the workers and the broker."""
+
+
+def failure(log: str) -> str:
+    """The last error line of a peer's log once it has a traceback, else ''."""
+    with open(log, errors="replace") as f:
+        text = f.read()
+    if "Traceback" not in text:
+        return ""
+    return next((line for line in reversed(text.splitlines()) if "Error" in line), "failed")[:300]
 
 
 def _pings(client: Any) -> bool:
@@ -172,15 +191,17 @@ class DaskMPI:
 
         scheduler = os.path.join(tmp, "scheduler.json")
         cmd = ["mpiexec", "-n", str(workers + 1), sys.executable, "-m", "dask_mpi.cli",
-               "--scheduler-file", scheduler, "--nthreads", "1", "--no-dashboard",
+               "--scheduler-file", scheduler, "--scheduler-port", str(free_port()),
+               "--nthreads", "1", "--no-dashboard",
                "--worker-class", "distributed.Worker", "--local-directory", tmp,
                "--interface", "lo"]
-        self.log = open(os.path.join(tmp, "dask.log"), "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, start_new_session=True)
-        wait_until(lambda: os.path.exists(scheduler) or self.proc.poll() is not None, READY_TIMEOUT,
-                   "the dask scheduler")
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"dask-mpi exited {self.proc.returncode}")
+        log = os.path.join(tmp, "dask.log")
+        with open(log, "w") as out:
+            self.proc = start(cmd, stdout=out, stderr=out)
+        wait_until(lambda: os.path.exists(scheduler) or self.proc.poll() is not None
+                   or failure(log), READY_TIMEOUT, "the dask scheduler")
+        if not os.path.exists(scheduler):   # its workers would wait for it forever
+            raise RuntimeError(f"dask-mpi: {failure(log) or f'exited {self.proc.returncode}'}")
         self.client = Client(scheduler_file=scheduler, timeout=READY_TIMEOUT)
         self.client.wait_for_workers(workers, timeout=READY_TIMEOUT)
 
@@ -190,10 +211,7 @@ class DaskMPI:
         return {"dask": run}
 
     def stop(self) -> None:
-        try:
-            self.client.shutdown()
-        finally:
-            stop_group(self.proc)
+        self.client.shutdown()   # main() then stops mpiexec, had shutdown not ended it
 
 
 STARTERS = {"ipyparallel": IPyParallel, "celery": CeleryPeer, "dask": DaskMPI}
@@ -219,11 +237,14 @@ def main(argv: list[str]) -> int:
                                   "results_file": "", "ok": len(done)}), flush=True)
             else:
                 from kernels.noop import none
-                n = int(rest[0])
                 run(none, [None])   # warm up: the workers have the function
-                t0 = time.time()
-                run(none, [None] * n)
-                print(json.dumps({"tool": name, "tps": n / (time.time() - t0)}), flush=True)
+                n, took = 25, 0.0
+                while took < float(rest[0]) and n < 1_000_000:
+                    n *= 4
+                    t0 = time.time()
+                    run(none, [None] * n)
+                    took = time.time() - t0
+                print(json.dumps({"tool": name, "tps": n / took, "tasks": n}), flush=True)
         return 0
     except Exception as exc:   # noqa: BLE001 - reported as the peer's result, the study goes on
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300],
@@ -235,6 +256,8 @@ def main(argv: list[str]) -> int:
                 started.stop()
             except Exception as exc:   # noqa: BLE001
                 print(f"stopping {peer}: {exc}", file=sys.stderr)
+        for proc in reversed(STARTED):   # workers before the broker or scheduler they talk to
+            stop_group(proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -11,7 +11,9 @@ excluded for both tools. The last line is the RESULT line.
 --peers ipyparallel,celery,dask adds the paper's other peers (scaling/peers.py), one worker
 each, on the same no-op task: ipp_direct (a direct view's map: one message per engine),
 ipp_lb (load-balanced, one task at a time), celery (Redis broker) and dask (client.map); the
-RESULT line then adds best_peer_tps and peer_ratio (mtcmpi automatic chunking over it).
+RESULT line then adds best_peer_tps and peer_ratio (mtcmpi unchunked over the fastest peer
+that hands out one task at a time) and bulk_ratio (mtcmpi automatic chunking over ipp_direct,
+which sends a whole map in one message per engine).
 --csv FILE keeps the table (ranks, tool, chunk, tps, error) for the study notebook.
 """
 from __future__ import annotations
@@ -105,7 +107,7 @@ def main() -> None:
         rows.append((ranks, "mtcmpi.Executor", 1, measure(ranks, "executor", 50_000 * scale, 1)))
     for chunk in (1, 10, 100, 1000):
         rows.append((2, "mpi4py.futures", chunk, measure(2, "futures", min(2000 * chunk, 100_000) * scale, chunk)))
-    errors = peer_rows(args.peers, 500 * scale, rows)
+    errors = peer_rows(args.peers, 0.5 * scale, rows)
     print(f"{'ranks':>5} {'tool':<16} {'chunk':>6} {'tasks/s':>12}")
     for ranks, tool, chunk, tps in rows:
         print(f"{ranks:>5} {tool:<16} {chunk!s:>6} {tps:>12,.0f}")
@@ -120,22 +122,22 @@ def main() -> None:
     print(f"mpi4py.futures best chunksize: {best:,.0f} tasks/s; mtcmpi auto-chunk is {chunked / best:.1f}x that")
     print(f"RESULT mtcmpi_tps={mtcmpi_tps:.0f} futures_tps={futures_tps:.0f} "
           f"ratio={mtcmpi_tps / futures_tps:.1f} chunked_tps={chunked:.0f} executor_tps={executor_tps:.0f}"
-          + peer_fields(rows, chunked))
+          + peer_fields(rows, mtcmpi_tps, chunked))
 
 
-PEER_TOOLS = ("ipp_direct", "ipp_lb", "celery", "dask")
+ONE_AT_A_TIME = ("ipp_lb", "celery", "dask")   # peers' dynamic dispatch; ipp_direct is bulk
 
 
-def peer_rows(peers: str, n: int, rows: list) -> dict[str, str]:
-    """Append (2, tool, '-', tasks/s) for each peer's no-op run with one worker; {tool: error}
-    for those that failed to start."""
+def peer_rows(peers: str, seconds: float, rows: list) -> dict[str, str]:
+    """Append (2, tool, '-', tasks/s) for each peer's no-op run with one worker (tasks enough
+    for a map of `seconds`); {tool: error} for those that failed to start."""
     if not peers:
         return {}
     from peers import run_peer
 
     errors = {}
     for peer in peers.split(","):
-        for got in run_peer(peer, 1, ["noop", str(n)]):
+        for got in run_peer(peer, 1, ["noop", str(seconds)]):
             if "error" in got:
                 errors[got["tool"]] = got["error"]
             else:
@@ -143,11 +145,12 @@ def peer_rows(peers: str, n: int, rows: list) -> dict[str, str]:
     return errors
 
 
-def peer_fields(rows: list, chunked: float) -> str:
-    """' best_peer_tps=... peer_ratio=...' when peers ran (mtcmpi automatic chunking over the
-    fastest peer), else ''."""
-    best = max((v for _, t, _, v in rows if t in PEER_TOOLS), default=None)
-    return f" best_peer_tps={best:.0f} peer_ratio={chunked / best:.1f}" if best else ""
+def peer_fields(rows: list, unchunked: float, chunked: float) -> str:
+    """' best_peer_tps=... peer_ratio=... bulk_ratio=...' for the peers that ran, else ''."""
+    best = max((v for _, t, _, v in rows if t in ONE_AT_A_TIME), default=None)
+    bulk = next((v for _, t, _, v in rows if t == "ipp_direct"), None)
+    return ((f" best_peer_tps={best:.0f} peer_ratio={unchunked / best:.1f}" if best else "")
+            + (f" bulk_ratio={chunked / bulk:.2f}" if bulk else ""))
 
 
 def save_csv(path: str, rows: list, errors: dict[str, str]) -> None:
