@@ -144,12 +144,14 @@ def parse_walltime(text: str) -> float:
 
 def batch_deadline() -> float | None:
     """The job's end time (epoch seconds) when the batch system tells it: Slurm does."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
     import datetime as dt   # here: only rank 0 of a Slurm job asks, every rank imports this module
     import shutil
     import subprocess
 
-    job = os.environ.get("SLURM_JOB_ID")
-    if not job or not shutil.which("squeue"):
+    if not shutil.which("squeue"):
         return None
     try:
         end = subprocess.run(["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True,

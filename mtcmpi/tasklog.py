@@ -6,7 +6,6 @@ and the per-task bookkeeping costs well under a microsecond.
 from __future__ import annotations
 
 import os
-import traceback
 from array import array
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -118,6 +117,8 @@ class TaskLog:
 
     def failure(self, tid: int, exc: BaseException) -> Failure:
         """An exception as data, its traceback headed with where it happened."""
+        import traceback   # here: a run without failures never needs it (start-up: startup.py)
+
         head = f"task {tid} failed on rank {self.rank}, host {self.host}, pid {self.pid}:\n"
         tb = exc.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename.startswith(PACKAGE_DIR):
