@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from mpi4py import MPI
 
 from . import __version__, journal
@@ -22,7 +21,9 @@ from .errors import UsageError
 from .tasklog import FAILED_STATES, TaskLog
 from .world import World
 
-if TYPE_CHECKING:   # h5py (resume, store) only where the file is read or written
+if TYPE_CHECKING:   # numpy and h5py (resume, store) only where used: not at a rank's start-up
+    import numpy as np
+
     from . import resume
 
 
@@ -54,7 +55,7 @@ class Output:
         if not os.access(parent, os.W_OK):
             raise UsageError(f"--out {self.path}: directory {parent} is not writable")
 
-    def begin(self, world: World, n: int, fingerprint: str) -> np.ndarray:
+    def begin(self, world: World, n: int, fingerprint: str) -> np.ndarray | range:
         """Collective: the ids this run must run (all of them, or what an earlier run left)."""
         error, todo = None, None
         if world.rank == 0:
@@ -65,7 +66,8 @@ class Output:
         world.agree(error)
         self.run_id, self.attempts, self.rewrite = world.comm.bcast(
             (self.run_id, self.attempts, self.rewrite), root=0)
-        return world.comm.bcast(todo, root=0)
+        everything = todo is not None and len(todo) == n   # ids are unique: all of 0..n-1
+        return world.comm.bcast(range(n) if everything else todo, root=0)   # a range needs no numpy
 
     def load(self, n: int, fingerprint: str) -> np.ndarray:
         """Rank 0: clear or read the earlier state, check it is of this task list, start the journal."""
@@ -93,6 +95,8 @@ class Output:
         """Rank 0: tasks that failed in an earlier run and were not run again now."""
         if self.prior is None:
             return 0
+        import numpy as np
+
         failed = np.isin(self.prior.status, FAILED_STATES)
         failed[np.asarray(ran, dtype=np.int64)] = False
         return int(failed.sum())

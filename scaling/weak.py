@@ -67,7 +67,6 @@ def child_mtcmpi(policies: list[str], per_worker: int, scale: float, seed: int, 
 
     size, startup, phases = init_mpi().Get_size(), None, None   # MPI_Init timed as `mtcmpi run` does
     from kernels.sleep import task
-    from mtcmpi.costs import CostSpec
     from mtcmpi.job import run_job
     from mtcmpi.output import Output
     from mtcmpi.policies import parse_schedule
@@ -76,6 +75,8 @@ def child_mtcmpi(policies: list[str], per_worker: int, scale: float, seed: int, 
 
     for name in policies:
         by_cost = name == "cost"
+        if by_cost:
+            from mtcmpi.costs import CostSpec   # numpy: only for this policy, as `mtcmpi run`
         policy = parse_schedule("dynamic" if by_cost else name, by_cost=by_cost)
         workers = size if name == "static" else size - 1
         results = os.path.join("runs", f"{name}-{size}.h5")

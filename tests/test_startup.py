@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import sys
 
-import h5py
 import pytest
 
 from mtcmpi import startup
@@ -16,6 +15,19 @@ pytestmark = pytest.mark.timeout(120)
 def from_memory(i: int) -> int:
     """A task: 1 if this rank imported this module from rank 0's broadcast, else 0."""
     return int(startup.loaded_from_memory(sys.modules[__name__]))
+
+
+def heavy_modules(i: int) -> int:
+    """A task: how many of numpy and h5py this rank had imported when the task started."""
+    return sum(name in sys.modules for name in ("numpy", "h5py"))
+
+
+def read(path) -> dict[int, int]:
+    """{rank: value} of a results file whose tasks each ran on a different rank."""
+    import h5py   # here, not at the top: the ranks import this module as their task module
+
+    with h5py.File(path) as f:
+        return dict(zip(f["tasks"]["rank"].tolist(), f["results"]["value"][:].tolist()))
 
 
 def test_phases_add_up_to_launch_until_the_first_task(monkeypatch):
@@ -47,6 +59,8 @@ def test_profile_startup_prints_every_phase_and_the_file_keeps_it(tmp_path):
     assert "start-up on 2 ranks (seconds, median / max over ranks):" in proc.stdout
     for name, _ in startup.PHASES:
         assert f"    {name} " in proc.stdout, name
+    import h5py
+
     with h5py.File(out) as f:
         assert 0 < f.attrs["startup_mpi_init_max"] < 60 and "startup_first_task_median" in f.attrs
 
@@ -60,6 +74,37 @@ def test_import_broadcast_serves_the_task_module_from_memory_to_the_other_ranks(
     proc = mtcmpi(["run", "tests.test_startup:from_memory", "--count", "4", "--schedule", "static",
                    "--quiet", "--out", str(out)] + (["--import-broadcast"] if broadcast else []), ranks=2)
     assert proc.returncode == 0, proc.stderr
-    with h5py.File(out) as f:
-        by_rank = dict(zip(f["tasks"]["rank"].tolist(), f["results"]["value"][:].tolist()))
-    assert by_rank == {0: 0, 1: int(broadcast)}
+    assert read(out) == {0: 0, 1: int(broadcast)}
+
+
+@pytest.mark.e2e
+def test_a_worker_starts_its_first_task_without_numpy_or_h5py(tmp_path):
+    """--out needs numpy for results and h5py for the file, but not before the first result:
+    rank 1 starts its first task without either (rank 0 read the earlier state with h5py)."""
+    out = tmp_path / "r.h5"
+    proc = mtcmpi(["run", "tests.test_startup:heavy_modules", "--count", "2", "--schedule", "static",
+                   "--quiet", "--out", str(out)], ranks=2)
+    assert proc.returncode == 0, proc.stderr
+    assert read(out)[1] == 0
+
+
+@pytest.mark.e2e
+def test_startup_benchmark_times_and_counts_each_tool():
+    """scaling/startup.py at 2 ranks, one turn: a start-up per tool, file operations when
+    strace is there, and the RESULT line last."""
+    import shutil
+    import subprocess
+
+    from tests.helpers import ROOT
+
+    proc = subprocess.run([sys.executable, "scaling/startup.py", "--ranks", "2", "--repeat", "1",
+                           "--tools", "mpi4py,futures,mtcmpi_bcast", "--strace-ranks", "2"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT, start_new_session=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    got = dict(pair.split("=") for pair in last.split()[1:])
+    assert last.startswith("RESULT ") and got["ranks"] == "2"
+    assert all(0 < float(got[f"startup_{t}"]) < 120 for t in ("mpi4py", "futures", "mtcmpi_bcast"))
+    assert 0 < float(got["startup_ratio_broadcast"])
+    if shutil.which("strace"):
+        assert int(got["fileops_mpi4py"]) > 0 and 0 < float(got["fileops_ratio_broadcast"]) < 5
