@@ -64,6 +64,15 @@ def init_mpi() -> Any:
     return MPI.COMM_WORLD
 
 
+def wait_quietly(request: Any) -> None:
+    """Wait for a non-blocking MPI call, sleeping with backoff (10 us to 10 ms) so a waiting rank
+    leaves the CPU to the ranks still working: a blocked MPI call may spin a core."""
+    pause = 1e-5
+    while not request.Test():
+        time.sleep(pause)
+        pause = min(pause * 2, 0.01)
+
+
 def phases(launched: float, ready: float, first_task: float | None) -> list[float]:
     """This rank's phase durations in PHASES order (seconds; NaN where this rank has none)."""
     m = dict(_marks)
@@ -168,6 +177,7 @@ def share_imports(comm: Any, modules: list[str], target: str | None) -> int:
                 if code is not None:
                     shared[name] = (spec.origin, spec.submodule_search_locations is not None,
                                     marshal.dumps(code))
+    wait_quietly(comm.Ibarrier())   # the others sleep while rank 0 imports
     shared, version = comm.bcast((shared, sys.version) if comm.Get_rank() == 0 else None, root=0)
     if comm.Get_rank() != 0 and version == sys.version and shared:   # else: the check tells
         sys.meta_path.insert(0, MemoryImporter(shared))

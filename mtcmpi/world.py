@@ -4,11 +4,13 @@ from __future__ import annotations
 import os
 import sys
 import time
+from array import array
 from dataclasses import dataclass
 
 from mpi4py import MPI
 
 from .errors import UsageError
+from .startup import wait_quietly
 
 
 SPIN = 1e-3        # how long a waiting rank probes before it starts to sleep (seconds)
@@ -34,10 +36,13 @@ class World:
         """Collective: raise UsageError on every rank if any rank has an error (lowest rank's wins).
 
         Two small collectives instead of an allgather of strings, so it stays cheap at 12k ranks.
+        The ranks reach it at different times at start-up (imports, rank 0's checks): the first
+        waits quietly, so early ranks leave the CPU to the ones still working.
         """
-        first = self.comm.allreduce(self.rank if error else self.size, op=MPI.MIN)
-        if first < self.size:
-            raise UsageError(self.comm.bcast(error, root=first))
+        mine, first = array("q", [self.rank if error else self.size]), array("q", [0])
+        self.wait_quietly(self.comm.Iallreduce(mine, first, op=MPI.MIN))
+        if first[0] < self.size:
+            raise UsageError(self.comm.bcast(error, root=first[0]))
 
     def poll(self, source: int, tag: int, status: MPI.Status | None = None) -> None:
         """Return once a message from source with tag is waiting, without spinning for long.
@@ -64,10 +69,7 @@ class World:
 
     def wait_quietly(self, request: MPI.Request) -> None:
         """Wait for a non-blocking collective, sleeping with backoff so idle ranks leave the CPU."""
-        pause = 1e-5
-        while not request.Test():
-            time.sleep(pause)
-            pause = min(pause * 2, 0.01)   # only the end of a run waits here: latency is free
+        wait_quietly(request)
 
     def barrier(self) -> None:
         """A barrier that does not busy-poll (MPI_Barrier may spin in some MPI libraries)."""
