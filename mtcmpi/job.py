@@ -58,8 +58,8 @@ def prepare(world: World, target: str | Callable, source: Source, fingerprint: b
         fn = resolve(target) if isinstance(target, str) else target
     except UsageError as exc:
         error = str(exc)
-    world.agree(error)
     startup.mark("resolved")
+    world.agree(error)
     check_same_code(world, fn)
     startup.mark("same_code")
     n, digest, keys, estimate = 0, hashlib.sha256(name_of(target).encode()), None, None

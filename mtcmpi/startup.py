@@ -25,9 +25,9 @@ BROADCAST_VARIABLE = "MTCMPI_IMPORT_BROADCAST"
 PHASES = (   # (name, what it covers), in order; their sum is launch until the first task
     ("launch", "mpiexec until this process started"),
     ("python", "the interpreter, site and mtcmpi's command line"),
-    ("imports", "mtcmpi's modules and the task module"),
+    ("imports", "mtcmpi's modules, the task module, the CLI's checks agreed"),
     ("mpi_init", "import mpi4py.MPI (MPI_Init)"),
-    ("same_code", "the same-code check"),
+    ("same_code", "the same-code check, once every rank has the task"),
     ("tasks", "counting and checking the tasks (rank 0; the others wait)"),
     ("results_file", "opening the results file (--out)"),
     ("wait_all", "waiting for the slowest rank"),
