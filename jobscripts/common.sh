@@ -14,6 +14,10 @@ max=$${MTCMPI_MAX_RESUBMIT:-${max_resubmit}}
 ${modules}
 source "$$venv/bin/activate" || { say "cannot activate $$venv: is it on a filesystem this node sees?"; exit 2; }
 set -uo pipefail
+# Open MPI: a batch system that ends the job (scancel, the walltime) also signals mpirun, which
+# then SIGTERMs the ranks and SIGKILLs them this many seconds later (1 by default), before the
+# batch system's own kill delay (Slurm's KillWait, 30 s): give the ranks that long to store.
+export OMPI_MCA_odls_base_sigkill_timeout=$${OMPI_MCA_odls_base_sigkill_timeout:-30}
 version=$$("$$python" -m mtcmpi --version 2>&1) || { say "$$python -m mtcmpi fails: $$version"; exit 2; }
 command=("$${mpirun[@]}" -n "$$ranks" "$${hosts[@]}" "$$python" -m mtcmpi run "$${run[@]}")
 say "$$scheduler job $$job_id on $$(hostname): $$ranks ranks, $$version, resubmission $$count (at most $$max)"

@@ -1,7 +1,8 @@
 """mtcmpi: many-task computing on MPI — a master/worker engine with static and dynamic scheduling."""
 __version__ = "0.1.0"
 
-__all__ = ["run", "TasksFailed", "Executor", "executor", "map", "load_pickled", "__version__"]
+__all__ = ["run", "RunOptions", "TasksFailed", "Executor", "executor", "map", "load_pickled", "connect",
+           "DependencyError", "functional", "schedule", "__version__"]
 _FUTURES = {"Executor": "Executor", "executor": "executor", "map": "parallel_map"}
 
 
@@ -10,9 +11,21 @@ def __getattr__(name: str):
     if name in ("run", "TasksFailed"):
         from . import api
         return getattr(api, name)
+    if name == "RunOptions":
+        from .options import RunOptions
+        return RunOptions
     if name == "load_pickled":
-        from .store import load_pickled
+        from .output.hdf5 import load_pickled
         return load_pickled
+    if name == "connect":   # pools a notebook drives: no MPI in this process
+        from .pool.session import connect
+        return connect
+    if name in ("functional", "schedule"):   # Pydron-style sequential code, parallel calls
+        from . import sequential
+        return getattr(sequential, name)
+    if name == "DependencyError":
+        from .graph import DependencyError
+        return DependencyError
     if name in _FUTURES:
         from . import futures
         return getattr(futures, _FUTURES[name])

@@ -12,6 +12,9 @@ import sys
 from . import __version__, startup   # startup first: it marks when Python was up
 from .errors import EXIT_INTERNAL, EXIT_USAGE, UsageError
 from .jobscript import add_command as add_jobscript
+from .run_args import HELP, add_run_arguments
+from .pool.commands import add_commands as add_pool
+from .pipeline.command import add_command as add_pipeline
 
 RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
 
@@ -29,31 +32,6 @@ class Parser(argparse.ArgumentParser):
             super()._print_message(message, file)
 
 
-RUN_EXAMPLES = """\
-examples:
-  mpirun -n 64 python -m mtcmpi run mymodel:simulate --params scan.csv --schedule dynamic
-  mpirun -n 64 python -m mtcmpi run kernels.sleep:task --count 640 --schedule static
-  mpirun -n 8  python -m mtcmpi run mymodel:simulate --params scan.jsonl --chunk 10
-  mpirun -n 8  python -m mtcmpi run mymodel:simulate --params scan.csv --schedule guided:4
-  mpirun -n 64 python -m mtcmpi run mymodel:simulate --params scan.csv --cost n_steps
-  mpirun -n 64 python -m mtcmpi run mymodel:simulate --params scan2.csv --costs-from scan1.h5
-  mpirun -n 8  python -m mtcmpi run --command 'python runner.py {}' --files 'data/*.inp'
-  mpirun -n 8  python -m mtcmpi run --command 'touch {.}.out' --files 'data/*.inp' --skip-existing '{.}.out'
-  mpirun -n 8  python -m mtcmpi run --taskfile tasks.txt --output-dir logs
-
-schedules:
-  static         contiguous blocks of tasks, one per rank (rank 0 works too); no messages
-  static:cyclic  task i on rank i mod ranks; no messages
-  dynamic        rank 0 hands out chunks on request (self-scheduling); the default
-  guided[:K]     dynamic with chunks of remaining/(K x workers), K=2 by default
-  with --cost or --costs-from: dynamic and guided hand out the longest tasks first; static
-  gives every rank the same total cost (longest first into the least-loaded rank, LPT)
-
-exit status: 0 all tasks ok, 1 some tasks failed, 2 bad input, 3 internal error (job aborted),
-  75 stopped early by a signal or the walltime: run the same command again to resume
-"""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="mtcmpi", description="Many-task computing on MPI: run thousands to "
                     "millions of independent tasks over the ranks of one mpirun.",
@@ -63,94 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mtcmpi {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = commands.add_parser("run", help="run a function once per task over all ranks",
-                              description="Run TARGET once per task. A task is a call of "
-                              "TARGET with one argument list; rank 0 checks the input and "
-                              "prints a summary at the end.",
-                              epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("target", nargs="?", help="the task function, as package.module:function")
-    source = run.add_argument_group("task arguments for a function target (one of)")
-    source.add_argument("--count", type=int, metavar="N", help="N tasks; task i is called with i")
-    source.add_argument("--params", metavar="FILE", help="one task per row of a .csv (with header), "
-                        ".jsonl or .json list; columns become keyword arguments, numbers are parsed")
-    shell = run.add_argument_group("command tasks (instead of a target)")
-    shell.add_argument("--command", metavar="TEMPLATE", help="shell command per task: {} value, "
-                       "{.} without extension, {/} basename, {/.} basename without extension, "
-                       "{#} task number (id+1); values are shell-quoted; no placeholder: ' {}' "
-                       "is appended")
-    shell.add_argument("--files", nargs="+", metavar="PATTERN", help="one task per file; quote "
-                       "globs ('data/*.inp'); matches are sorted, so task ids are stable")
-    shell.add_argument("--args", dest="args_file", metavar="FILE",
-                       help="one task per non-blank line of FILE; the line is {}")
-    shell.add_argument("--taskfile", metavar="FILE", help="one shell command per line; blank "
-                       "lines and # comments are skipped; ids count the command lines")
-    shell.add_argument("--skip-existing", metavar="TEMPLATE", help="skip a task whose output "
-                       "(e.g. '{.}.out') exists and is not older than its input (make-like); "
-                       "with --args/--taskfile, skip if it exists")
-    shell.add_argument("--output-dir", metavar="DIR", help="keep each command's whole stdout and "
-                       "stderr as DIR/<id>.out and DIR/<id>.err (the task log keeps the last lines)")
-    run.add_argument("--schedule", default="dynamic", metavar="POLICY",
-                     help="static, static:cyclic, dynamic (default) or guided[:K]")
-    run.add_argument("--chunk", type=int, metavar="K", help="tasks per message for dynamic/guided "
-                     "(default: automatic, from measured task time; guided: the smallest chunk)")
-    run.add_argument("--prefetch", default="auto", metavar="P", help="chunks a worker asks for "
-                     "ahead of the one it runs, hiding the round trip (0 to disable); default "
-                     "auto: one ahead while chunks run shorter than 10 ms")
-    cost = run.add_argument_group("task costs: longest first (dynamic, guided) or equal-cost "
-                                  "shares (static)")
-    cost.add_argument("--cost", metavar="COLUMN|MODULE:FUNCTION", help="each task's expected run "
-                      "time (any unit): a numeric column of --params, or a function called with "
-                      "the task's arguments that returns a number")
-    cost.add_argument("--costs-from", metavar="FILE.h5", help="the durations measured by an "
-                      "earlier run's --out file, matched by task id (same task list) or by arguments")
-    store = run.add_argument_group("results file")
-    store.add_argument("--out", metavar="FILE.h5", help="write results and the per-task log to one "
-                       "HDF5 file (parallel HDF5, written by all ranks); run the same command again "
-                       "to resume: tasks already done are skipped")
-    store.add_argument("--restart", action="store_true", help="with --out: discard what an "
-                       "earlier run of this output did and start over")
-    store.add_argument("--retry-failed", action="store_true", help="with --out: run again the "
-                       "tasks that failed in an earlier run")
-    store.add_argument("--serial-io", action="store_true", help="rank 0 writes the whole file "
-                       "(for an h5py without MPI; results then travel to rank 0)")
-    store.add_argument("--pickle-results", action="store_true", help="store return values that are "
-                       "not numbers, arrays or strings as pickles (read back with mtcmpi.load_pickled)")
-    store.add_argument("--flush-interval", type=float, default=2.0, metavar="S", help="seconds "
-                       "between journal flushes: a kill loses at most the tasks finished in the "
-                       "last S seconds (default 2)")
-    faults = run.add_argument_group("stopping early (a stopped run resumes when run again)")
-    faults.add_argument("--walltime", metavar="HH:MM:SS", help="start no task that would not finish "
-                        "before this much time from now, less --grace (default: the job's end time "
-                        "when the batch system tells it, as Slurm does)")
-    faults.add_argument("--grace", type=float, default=20.0, metavar="S", help="after SIGTERM, "
-                        "SIGUSR1 or SIGINT, let running tasks finish for S seconds, then end the job "
-                        "(a second Ctrl-C ends it at once); default 20")
-    faults.add_argument("--max-failures", type=int, metavar="N", help="stop handing out work after "
-                        "N failed tasks; the run stores everything and exits 1")
-    faults.add_argument("--fail-fast", action="store_true", help="the same as --max-failures 1")
-    faults.add_argument("--timeout", type=float, metavar="S", help="kill a task still running after "
-                        "S seconds (status timeout); function tasks then run in a child process "
-                        "of their rank, as with --isolate")
-    faults.add_argument("--isolate", action="store_true", help="run function tasks in a child "
-                        "process of each rank, so a task that segfaults or is killed (say by the "
-                        "OOM killer) fails alone (status crashed); about 25 us more per task")
-    faults.add_argument("--retries", type=int, default=0, metavar="K", help="try a failed task again "
-                        "up to K times, on another rank where possible (static: on the same rank); "
-                        "the file's attempts field counts the tries")
-    shown = run.add_argument_group("progress (rank 0, on stderr)")
-    shown.add_argument("--quiet", action="store_true", help="no progress display (the summary "
-                       "is still printed)")
-    shown.add_argument("--progress-interval", type=float, default=30.0, metavar="S", help="in a "
-                       "batch log (stderr not a terminal): one status line every S seconds "
-                       "(default 30); on a terminal a live bar instead")
-    begin = run.add_argument_group("start-up")
-    begin.add_argument("--profile-startup", action="store_true", help="print where start-up went "
-                       "(Python, imports, MPI init, checks, results file, first task; median and max "
-                       "over ranks); the results file keeps it as startup_* attributes either way")
-    begin.add_argument("--import-broadcast", action="store_true", help="rank 0 reads the run's "
-                       "pure-Python modules (mtcmpi's, the task module, numpy's...) and broadcasts "
-                       "them; the other ranks import from memory, sparing a shared filesystem "
-                       "(for big jobs; also MTCMPI_IMPORT_BROADCAST=1)")
+    run = commands.add_parser("run", **HELP)
+    add_run_arguments(run)
     run.set_defaults(handler=command_run)
 
     exe = commands.add_parser("exec", help="run a driver script on rank 0; the other ranks run the "
@@ -203,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print the same numbers as JSON")
     report.set_defaults(handler=command_report)
     add_jobscript(commands)
+    add_pool(commands)
+    add_pipeline(commands)
     return parser
 
 
@@ -258,76 +152,32 @@ def task_list(args: argparse.Namespace) -> tuple:
     return args.target, CountSource(args.count) if args.count is not None else ParamsSource(args.params)
 
 
-def results_file(args: argparse.Namespace):
-    """The --out options as an Output, or None without --out (and then h5py is not imported)."""
-    if args.out is None:
-        if args.restart or args.retry_failed or args.serial_io or args.pickle_results:
-            raise UsageError("--restart, --retry-failed, --serial-io and --pickle-results go with --out")
-        return None
-    from .output import Output
-
-    if args.flush_interval <= 0:
-        raise UsageError(f"--flush-interval must be > 0, not {args.flush_interval}")
-    return Output(args.out, args.restart, args.retry_failed, args.serial_io, args.pickle_results,
-                  args.flush_interval)
-
-
-def check_limits(args: argparse.Namespace) -> None:
-    """The stopping options, checked alike on every rank."""
-    from .faults import parse_walltime
-
-    if args.walltime is not None:
-        parse_walltime(args.walltime)
-    if args.grace < 0:
-        raise UsageError(f"--grace must be >= 0, not {args.grace}")
-    if args.timeout is not None and not args.timeout > 0:
-        raise UsageError(f"--timeout must be > 0, not {args.timeout}")
-    if args.retries < 0:
-        raise UsageError(f"--retries must be >= 0, not {args.retries}")
-    if args.max_failures is not None and args.max_failures < 1:
-        raise UsageError(f"--max-failures must be >= 1, not {args.max_failures}")
-    if not args.progress_interval > 0:
-        raise UsageError(f"--progress-interval must be > 0, not {args.progress_interval}")
-
-
 def command_run(args: argparse.Namespace) -> int:
-    from .faults import Stop, catch_early, deadline, ignore_late
+    from .faults import catch_early, ignore_late
 
-    catch_early()   # before MPI starts, which can take seconds on thousands of ranks
+    catch_early(args.grace)   # before MPI starts, which can take seconds on thousands of ranks
     comm = startup.init_mpi()
     if startup.broadcast_wanted(args.import_broadcast):
-        startup.share_imports(comm, ["mtcmpi.job", "mtcmpi.policies", "mtcmpi.progress"]
+        startup.share_imports(comm, ["mtcmpi.job", "mtcmpi.options", "mtcmpi.policies", "mtcmpi.progress"]
                               + (["mtcmpi.costs"] if args.cost or args.costs_from else [])
-                              + (["mtcmpi.output"] if args.out else []), args.target)
+                              + (["mtcmpi.output.results_file"] if args.out else []), args.target)
     from .job import run_job
-    from .policies import parse_schedule
-    from .progress import Progress
+    from .options import RunOptions
     from .world import World
 
     world = World.of()
-    error, costs = None, None
+    error = options = target = source = None
     try:   # agreed, since some checks (creating --output-dir) can fail on one node only
-        if args.cost or args.costs_from:
-            from .costs import CostSpec   # numpy: imported only with costs
-
-            costs = CostSpec(args.cost, args.costs_from)
-        policy = parse_schedule(args.schedule, args.chunk, args.prefetch, costs is not None)
+        options = RunOptions.from_args(args)
         target, source = task_list(args)
-        output = results_file(args)
-        check_limits(args)
     except UsageError as exc:
         error = str(exc)
     world.agree(error)
-    end = world.comm.bcast(deadline(args.walltime, args.grace) if world.rank == 0 else None, root=0)
-    stop = Stop(end, 1 if args.fail_fast else args.max_failures, args.grace)
-    outcome = run_job(world, target, source, policy, output, stop, args.retries, args.timeout,
-                      args.isolate, costs, Progress(args.quiet, args.progress_interval))
+    outcome = run_job(world, target, source, options)
     ignore_late()   # everything is stored: a late warning must not kill a rank in MPI_Finalize
     if outcome.summary is not None:
         print("\n".join(outcome.summary.lines()), flush=True)
-        if output:
-            print(f"  results: {output.path} (written in {outcome.summary.store:.2f} s)", flush=True)
-        if args.profile_startup:
+        if options.profile_startup:
             print("\n".join(startup.table(outcome.summary.startup_phases, outcome.summary.ranks)), flush=True)
     return outcome.exit_code
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import UsageError
-from .tasks import CALL_KEYWORDS, Source, invoker, resolve
+from .tasks import Source, invoker, resolve
 
 
 @dataclass(frozen=True)
@@ -48,12 +48,12 @@ class CostSpec:
 
 
 def from_column(source: Source, column: str) -> np.ndarray:
-    """The values of one params-file column."""
-    if source.call != CALL_KEYWORDS:
-        raise UsageError(f"--cost {column}: a column name needs --params; give a function "
-                         "as module:function instead")
+    """The values of one params-file column (or key of the API's dict items)."""
     costs = []
     for tid, row in source.tasks():
+        if not isinstance(row, dict):
+            raise UsageError(f"--cost {column}: a column name needs --params; give a function "
+                             "as module:function instead")
         value = row.get(column)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UsageError(f"--cost {column}: {source.describe(tid)} has "

@@ -141,6 +141,8 @@ def serve(world: World, tasks: Iterator[Task], n: int, policy: Dynamic, stop: St
         t0 = time.perf_counter()
         policy.observe(req[protocol.DONE], req[protocol.BUSY])
         stop.observe(req[protocol.DONE], req[protocol.FAILED], req[protocol.BUSY])
+        if req[protocol.HALT]:
+            stop.halt(f"rank {worker} had to stop (its journal cannot be written)")
         chunk = []
         if not stop.before_task(clock()):
             k = policy.chunk_size(remaining, workers)
@@ -188,6 +190,7 @@ def work(world: World, log: TaskLog, invoke: Callable[[Any], Any], policy: Dynam
                 comm.Send(message, 0, protocol.REQUEST)   # reports the previous chunk
             ran, failed, last = log.run(chunk, invoke, clock, stop)
             req[protocol.DONE], req[protocol.FAILED], req[protocol.BUSY] = ran, failed, last
+            req[protocol.HALT] = again[protocol.HALT] = stop.halted
             if retry and failed:   # before the request this chunk owes, so the master sees it first
                 comm.send([task for task, s in zip(chunk, log.status[-ran:]) if s in FAILED_STATES],
                           0, protocol.RETRY)

@@ -10,3 +10,10 @@ EXIT_STOPPED = 75       # stopped early by a signal or the walltime: run the sam
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line on rank 0, every rank exits EXIT_USAGE."""
+
+
+def exception_line(exc: BaseException) -> str:
+    """'Type: message' of an exception, even one whose __str__ raises."""
+    import traceback   # here: a run without errors never needs it
+
+    return traceback.format_exception_only(type(exc), exc)[-1].strip()

@@ -38,6 +38,7 @@ from functools import partial
 from itertools import count, islice
 from typing import Any, Callable, Iterable, Iterator
 
+from . import graph
 from .tasklog import Failure, TaskLog
 
 try:
@@ -222,6 +223,7 @@ class Executor(StandardExecutor):
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
         """Schedule fn(*args, **kwargs) on a worker rank; returns its Future at once."""
+        if graph.in_call(args, kwargs): return graph.submit(self, fn, args, kwargs)  # noqa: E701
         payload = pickled_call(fn, args, kwargs)
         future: Future = Future()
         with self._wake:
@@ -242,6 +244,7 @@ class Executor(StandardExecutor):
         """
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1")
+        if graph.holds_future(iterables := graph.listed(iterables)): return graph.map_calls(self, fn, iterables, timeout)  # noqa: E701
         if chunksize == 1:
             return self._map(fn, zip(*iterables), timeout)
         results = self._map(partial(call_chunk, fn), ((c,) for c in chunked(zip(*iterables), chunksize)),
@@ -264,6 +267,7 @@ class Executor(StandardExecutor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No new tasks; cancel the queued ones if asked; wait for the rest if asked."""
+        graph.drain(self, cancel_futures)   # calls waiting for inputs are submitted (or cancelled) first
         with self._wake:
             self._closed = True
             while cancel_futures and self._queue:

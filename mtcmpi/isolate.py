@@ -154,7 +154,7 @@ class Isolated:
         try:
             reply = self.receive()
         except BaseException:
-            self.close()   # interrupted (GraceExpired, KeyboardInterrupt): abandon the task
+            self.close()   # interrupted (KeyboardInterrupt): abandon the task
             raise
         if isinstance(reply, Raised):
             raise rebuilt(reply, self.pid)
@@ -245,10 +245,36 @@ def become_child(parent: int) -> None:
         signal.signal(signum, ignore)   # handler, unlike SIG_IGN, is not inherited across exec
     if faulthandler.is_enabled():
         faulthandler.enable()      # the user asked for Python tracebacks of crashes: keep them
+    forbid_mpi()
     if PRCTL is not None:
         PRCTL(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL))
     if os.getppid() != parent:     # the parent died before prctl took effect
         os._exit(1)
+
+
+class NoMPI:
+    """Stands for MPI.COMM_WORLD / COMM_SELF in a forked child: its rank and size still
+    answer, any communication raises (in the child it would hang or corrupt its rank's MPI)."""
+
+    LOCAL = ("rank", "size", "Get_rank", "Get_size", "name", "Get_name")
+
+    def __init__(self, name: str, comm: Any):
+        self._name = name
+        for attr in self.LOCAL:
+            setattr(self, attr, getattr(comm, attr))
+
+    def __getattr__(self, attr: str) -> NoReturn:
+        raise RuntimeError(f"MPI.{self._name}.{attr}: a task under --timeout or --isolate runs "
+                           "in a child process of its rank, which must not use MPI; the other "
+                           "ranks are busy with their own tasks in any case")
+
+
+def forbid_mpi() -> None:
+    """In a forked child, make the usual way into MPI (MPI.COMM_WORLD, MPI.COMM_SELF) raise."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None:
+        for name in ("COMM_WORLD", "COMM_SELF"):
+            setattr(mpi, name, NoMPI(name, getattr(mpi, name)))
 
 
 def ignore(signum: int, frame: Any) -> None:

@@ -17,9 +17,8 @@ from mpi4py import MPI
 from . import engine, report, startup
 from .consistency import check_same_code
 from .errors import EXIT_STOPPED, UsageError
-from .faults import GraceExpired, Stop
+from .options import RunOptions
 from .policies import Policy, Static
-from .progress import Progress
 from .tasklog import TaskLog
 from .tasks import Source, check_call, first_task, invoker, resolve
 from .startup import process_start
@@ -30,8 +29,7 @@ if TYPE_CHECKING:   # imported where used: a rank imports no more than its run n
 
     from .costs import CostSpec
     from .isolate import Isolated
-    from .output import Output
-    from .results import Normalizer
+
 
 def launch_time(world: World) -> float:
     """The job's launch: MTCMPI_LAUNCH_TIME if the launcher set it, else the first rank's start."""
@@ -53,30 +51,29 @@ def prepare(world: World, target: str | Callable, source: Source, fingerprint: b
             costs: CostSpec | None = None) -> Prepared:
     """Resolve the target on every rank and check that all run the same code; count and check
     the tasks on rank 0, fingerprint them for --out and estimate their costs; agree on errors."""
-    fn, error = None, None
-    try:
+    def resolved() -> Callable:
         fn = resolve(target) if isinstance(target, str) else target
-    except UsageError as exc:
-        error = str(exc)
-    startup.mark("resolved")
-    world.agree(error)
+        startup.mark("resolved")   # the wait for the other ranks counts as the same-code check
+        return fn
+
+    fn = world.agree_on(resolved)
     check_same_code(world, fn)
     startup.mark("same_code")
-    n, digest, keys, estimate = 0, hashlib.sha256(name_of(target).encode()), None, None
-    if world.rank == 0:
-        try:
-            n = source.count()
-            first = first_task(source)
-            if first is not None:
-                check_call(fn, source.call, first[1], source.describe(first[0]))
-            if fingerprint or (costs and costs.previous):
-                keys = source.fingerprint(digest)
-                keys = keys if keys is not None and len(keys) == n else None
-            if costs:
-                estimate = costs.estimate(source, n, digest.hexdigest(), keys)
-        except UsageError as exc:
-            error = str(exc)
-    world.agree(error)
+    digest = hashlib.sha256(name_of(target).encode())
+
+    def check_tasks() -> tuple[int, np.ndarray | None, np.ndarray | None]:
+        n, keys, estimate = source.count(), None, None
+        first = first_task(source)
+        if first is not None:
+            check_call(fn, source.call, first[1], source.describe(first[0]))
+        if fingerprint or (costs and costs.previous):
+            keys = source.fingerprint(digest)
+            keys = keys if keys is not None and len(keys) == n else None
+        if costs:
+            estimate = costs.estimate(source, n, digest.hexdigest(), keys)
+        return n, keys, estimate
+
+    n, keys, estimate = world.agree_on(check_tasks if world.rank == 0 else None) or (0, None, None)
     startup.mark("tasks")
     return Prepared(fn, world.comm.bcast(n, root=0), digest.hexdigest(), keys, estimate)
 
@@ -99,48 +96,57 @@ class Outcome:
     exit_code: int
 
 
-def run_job(world: World, target: str | Callable, source: Source, policy: Policy,
-            output: Output | None = None, stop: Stop | None = None, retries: int = 0,
-            timeout: float | None = None, isolate: bool = False,
-            costs: CostSpec | None = None, progress: Progress | None = None) -> Outcome:
-    """Check, run and summarise one task list on every rank of `world` (collective).
+def run_job(world: World, target: str | Callable, source: Source,
+            options: RunOptions | None = None) -> Outcome:
+    """Check, run and summarise one task list on every rank of `world` (collective), as
+    `options` say (the CLI's and the API's alike).
 
-    stop carries the limits (walltime, failures) and catches the batch system's signals for
-    the length of the call; a run it stops ends like any other, with everything stored.
-    progress, if given, is shown by rank 0 alone."""
-    launched = launch_time(world)
-    stop = stop or Stop()
+    The stop limits (walltime, failures) and the batch system's signals are caught for the
+    length of the call; a run they stop ends like any other, with everything stored. Progress
+    is shown by rank 0 alone."""
+    options = options or RunOptions()
+    options.configure_logging(world.rank)
+    error = policy = output = costs = None
+    try:
+        costs, policy, output = options.costs(), options.policy(), options.output()
+    except UsageError as exc:
+        error = str(exc)
+    world.agree(error)
+    retries, progress = options.retries, options.progress()
+    stop = options.stop(world)
+    isolated = None
+
+    def end_now(why: str) -> None:
+        """--grace is over or a second Ctrl-C came (from any thread): keep what finished, end the job."""
+        if output:
+            output.close()
+        world.abort(f"mtcmpi: rank {world.rank}: {why}; "
+                    + ("finished tasks are in the journal: " if output else "")
+                    + "run the same command again to resume", EXIT_STOPPED)
+
+    stop.expired = end_now
     stop.install()   # from start-up on: a stop signal before the first task ends the run at once
     try:
+        launched = launch_time(world)
         fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs)
         ids: Sequence[int] = range(n)
-        invoke, isolated = task_invoker(world, fn, source.call, policy, timeout, isolate)
+        invoke, isolated = task_invoker(world, fn, source.call, policy, options.timeout, options.isolate)
         log = TaskLog(world.rank, world.host, world.pid)
         if output:
             ids = output.begin(world, n, fingerprint)
-            from .results import Normalizer
-
-            normalizer = Normalizer(output.pickled)
-            invoke = stored(invoke, normalizer)
-            flusher = output.journal(log) if len(ids) else None
+            invoke = output.wrap(invoke, log, stop, len(ids))   # journalled as they finish
             startup.mark("results_file")
         world.barrier()
         started = time.time()
-        stop.begin()
         try:
             retried = engine.execute(world, invoke, source, ids, policy, log, stop, retries, estimate,
                                      progress if world.rank == 0 else None)
-        except GraceExpired as exc:   # a task outlasted --grace: keep what finished, end the job now
-            if output and flusher:
-                flusher.stop()
-            world.abort(f"mtcmpi: rank {world.rank}: {exc}; finished tasks are in the journal: run "
-                        "the same command again to resume", EXIT_STOPPED)
         finally:
-            stop.quiet()   # no grace timer while storing; later stop signals change nothing
+            stop.quiet()   # no grace any more while storing; later stop signals change nothing
             if isolated:
                 isolated.close()
-        if output and flusher:
-            flusher.stop()
+        if output:
+            output.close()
         finished = written = time.time()   # this rank's tasks are done and journalled
         profile = world.comm.gather(startup.phases(launched, started, log.starts[0] if log.starts else None))
         profile = startup.summarise(profile) if world.rank == 0 else {}
@@ -149,21 +155,23 @@ def run_job(world: World, target: str | Callable, source: Source, policy: Policy
                                           "target": name_of(target), "n_tasks": n,
                                           "start_time": started, "fingerprint": fingerprint,
                                           **startup.attributes(profile)},
-                          normalizer.pickled_keys, retried if retries else None, keys)
+                          retried if retries else None, keys)
             written = time.time()
         retried = retried if retries else None
-        parts = world.comm.gather((report.condense(log, stop.reason, retried), finished), root=0)
+        parts = world.comm.gather((report.condense(log, stop.reason, retried, stop.kind), finished), root=0)
         summary = None
         if world.rank == 0:
             total = report.merge([part for part, _ in parts])
             # writing the file starts when the last rank is done (no barrier: it costs ~50 ms
-            # on 128 oversubscribed ranks), so that is where the store time starts too
-            stored_in = max(0.0, written - max(done for _, done in parts)) if output else 0.0
-            workers = report.working_ranks(world.size, describe(policy))
+            # on 128 oversubscribed ranks), so that is where the engine time ends and the store
+            # time starts
+            done = max(done for _, done in parts)
+            workers = policy.kind.working_ranks(world.size)
             summary = report.Summary(n, world.size, workers, describe(policy), started - launched,
-                                     time.time() - started, total, n - len(ids),
-                                     output.earlier_failures(ids) if output else 0, stored_in,
-                                     profile)
+                                     done - started, total, n - len(ids),
+                                     output.earlier_failures(ids) if output else 0,
+                                     max(0.0, written - done) if output else 0.0,
+                                     output.path if output else None, profile)
             if progress:   # static: the display counted rank 0's own share
                 mine = workers == world.size
                 progress.close(len(log.ids) if mine else total.ran,
@@ -188,11 +196,6 @@ def task_invoker(world: World, fn: Callable, call: str, policy: Policy, timeout:
         return invoker(fn, call), None
     isolated = Isolated(fn, call, timeout)
     return isolated, isolated
-
-
-def stored(invoke: Callable[[Any], Any], normalize: Normalizer) -> Callable[[Any], Any]:
-    """invoke, with its result checked and turned into arrays inside the task (see results.py)."""
-    return lambda payload: normalize(invoke(payload))
 
 
 def describe(policy: Policy) -> str:

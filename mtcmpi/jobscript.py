@@ -11,8 +11,6 @@ own parser (so a typo fails now, not in the queue) and shell-quoted.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import re
 import sys
@@ -22,6 +20,8 @@ TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing on every
 from . import __version__
 from .errors import UsageError
 from .faults import parse_walltime
+from .options import RunOptions
+from .run_args import parse_run
 
 if TYPE_CHECKING:   # shlex, string, typing: imported when a script is rendered, not by every rank
     from typing import Sequence
@@ -183,7 +183,7 @@ def run_arguments(run_args: list[str], warning: int, stop_after: str | None = No
         run_args = [*run_args, "--grace", str(max(1, warning // 2))]
     if stop_after and "--walltime" not in given:
         run_args = [*run_args, "--walltime", stop_after]
-    options = parse_run(run_args)
+    options = RunOptions.from_args(parse_run(run_args))
     if options.out is None:
         raise UsageError("the run arguments need --out FILE.h5: a job stopped at the walltime "
                          "resumes from that file when the script submits itself again")
@@ -191,19 +191,6 @@ def run_arguments(run_args: list[str], warning: int, stop_after: str | None = No
         raise UsageError(f"--grace {options.grace:g} must be shorter than --warning {warning}: "
                          "the results are written after the grace, before the job is killed")
     return run_args, options.out
-
-
-def parse_run(run_args: list[str]) -> argparse.Namespace:
-    """run_args as `mtcmpi run` parses them; its complaint becomes a UsageError."""
-    from .cli import build_parser   # here, since cli imports this module
-
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            return build_parser().parse_args(["run", *run_args])
-    except SystemExit:
-        lines = err.getvalue().strip().splitlines() or ["--help is not a run argument"]
-        raise UsageError(f"run arguments after --: {lines[-1].split('error: ')[-1]}") from None
 
 
 def whole_seconds(walltime: str) -> int:

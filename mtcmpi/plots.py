@@ -18,11 +18,14 @@ import h5py
 import numpy as np
 
 from .errors import UsageError
-from .report import working_ranks
+from .policies import Kind
+from .report import efficiency as task_efficiency
 from .tasklog import CRASHED, FAILED, OK, SKIPPED, TIMEOUT
 
 STYLES = {OK: ("ok", "tab:blue"), FAILED: ("failed", "tab:red"),
           TIMEOUT: ("timeout", "tab:orange"), CRASHED: ("crashed", "black")}
+STAGE_COLOURS = ("tab:blue", "tab:green", "tab:purple", "tab:cyan", "tab:olive", "tab:brown",
+                 "tab:pink", "tab:gray")   # no red or orange: those are failed and timeout
 WIDTH, DPI = 12.0, 100           # inches, dots per inch
 MIN_BAR_PX = 1.0                 # a task is never drawn thinner than this
 UTILIZATION_BINS = 1000          # the busy curve is averaged over this many bins (about a pixel)
@@ -42,6 +45,8 @@ class Run:
     start: np.ndarray
     end: np.ndarray
     status: np.ndarray
+    stage: np.ndarray | None = None    # a pipeline record: each task's stage, an index into stages
+    stages: tuple = ()
 
 
 def load(path: str) -> Run:
@@ -50,17 +55,21 @@ def load(path: str) -> Run:
         with h5py.File(path, "r") as f:
             tasks = f["tasks"]   # a table (one field per column) or a group of column datasets
             rank, start, end, status = (tasks[c][()] for c in ("rank", "start", "end", "status"))
+            fields = tasks.dtype.names if isinstance(tasks, h5py.Dataset) else tasks
+            stage = tasks["stage"][()] if "stage" in fields else None
             attrs = dict(f.attrs)
     except (OSError, KeyError) as exc:
         raise UsageError(f"{path} is not a readable mtcmpi results file ({exc})") from None
     ran = (rank >= 0) & np.isfinite(start) & np.isfinite(end)
     rank, start, end, status = rank[ran], start[ran], end[ran], status[ran]
+    stage = None if stage is None else stage[ran]
     t0 = float(np.fmin(attrs.get("start_time", np.nan), start.min(initial=np.inf)))   # fmin skips NaN
     t0 = t0 if np.isfinite(t0) else 0.0
     ranks = max(int(attrs.get("ranks", 0)), int(rank.max()) + 1 if len(rank) else 1)
     policy = attrs.get("policy", "?")
     return Run(os.path.basename(path), ranks, policy if isinstance(policy, str) else policy.decode(),
-               int(attrs.get("n_tasks", len(ran))), t0, rank, start - t0, end - t0, status)
+               int(attrs.get("n_tasks", len(ran))), t0, rank, start - t0, end - t0, status,
+               stage, tuple(str(n) for n in attrs.get("stages", ())))
 
 
 def busy_curve(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,11 +101,14 @@ def binned(times: np.ndarray, counts: np.ndarray, edges: np.ndarray) -> np.ndarr
 
 
 def efficiency(run: Run) -> float:
-    """Total task time / (working ranks x (last end - first start)), as the summary and
-    `mtcmpi report` compute it; 1.0 means no working rank ever idled."""
-    span = run.end.max() - run.start.min() if len(run.start) else 0.0
-    workers = working_ranks(run.ranks, run.policy)
-    return float((run.end - run.start).sum() / (workers * span)) if span > 0 else 0.0
+    """report.efficiency of the run, as the summary and `mtcmpi report` show it."""
+    return task_efficiency(float((run.end - run.start).sum()), Kind.of(run.policy).working_ranks(run.ranks),
+                           wall(run))
+
+
+def wall(run: Run) -> float:
+    """First task start to last task end."""
+    return float(run.end.max() - run.start.min()) if len(run.start) else 0.0
 
 
 def merge_bars(rank: np.ndarray, start: np.ndarray, end: np.ndarray,
@@ -153,8 +165,11 @@ def matplotlib_parts():
 def add_bars(ax, run: Run, pixel: float, height: float, Patch, PolyCollection) -> list:
     """One PolyCollection per status drawn on `ax`; returns the legend handles, counts included."""
     handles = []
-    for code, (label, colour) in STYLES.items():   # ok first: failures are drawn over it
-        mine = run.status == code
+    groups = [(run.status == code, label, colour) for code, (label, colour) in STYLES.items()]
+    if run.stage is not None:   # a pipeline: ok tasks coloured by stage
+        groups[:1] = [((run.status == OK) & (run.stage == i), name, STAGE_COLOURS[i % len(STAGE_COLOURS)])
+                      for i, name in enumerate(run.stages)]
+    for mine, label, colour in groups:   # ok first: failures are drawn over it
         if not mine.any():
             continue
         edged = np.median(run.end[mine] - run.start[mine]) >= EDGED_BAR_PX * pixel
@@ -201,7 +216,7 @@ def draw_utilization(run: Run, png: str) -> None:
     busy = binned(times, counts, edges)
     ax.stairs(busy, edges / scale, fill=True, color="tab:blue", alpha=0.3)
     ax.stairs(busy, edges / scale, color="tab:blue", linewidth=1, label="busy ranks")
-    workers = working_ranks(run.ranks, run.policy)
+    workers = Kind.of(run.policy).working_ranks(run.ranks)
     ax.axhline(workers, color="black", linestyle="--", linewidth=1, label=f"working ranks ({workers})")
     if workers != run.ranks:
         ax.axhline(run.ranks, color="grey", linestyle=":", linewidth=1,
@@ -212,9 +227,8 @@ def draw_utilization(run: Run, png: str) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel("busy ranks")
     work = float((run.end - run.start).sum())
-    wall = float(run.end.max() - run.start.min()) if len(run.start) else 0.0
     ax.set_title(f"{run.name}: busy ranks over time, efficiency {efficiency(run):.1%} "
-                 f"(task time {seconds(work)} / ({workers} working ranks x {seconds(wall)}))")
+                 f"(task time {seconds(work)} / ({workers} working ranks x {seconds(wall(run))}))")
     fig.legend(loc="outside lower center", ncols=3, frameon=False)
     Canvas(fig).print_png(png)
 

@@ -10,10 +10,31 @@ static gives each rank a share of equal cost (LPT) instead of an equal count.
 """
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, field
 
 from .errors import UsageError
+
+
+class Kind(enum.Enum):
+    """The family of a policy, which decides whether rank 0 runs tasks or hands them out."""
+
+    STATIC = "static"
+    DYNAMIC = "dynamic"
+    GUIDED = "guided"
+
+    @classmethod
+    def of(cls, name: str) -> Kind:
+        """The kind of a policy as named, e.g. in a results file: 'guided:4, chunk auto, ...'
+        (a name it does not know, as from a file without a policy, counts as static)."""
+        word = name.split(",")[0].split(":")[0].strip()
+        return cls(word) if word in cls._value2member_map_ else cls.STATIC
+
+    def working_ranks(self, ranks: int) -> int:
+        """Ranks that run tasks: all of them, but for a self-scheduled run on more than one rank,
+        whose rank 0 only hands out work. Every efficiency mtcmpi shows divides by this."""
+        return ranks - 1 if ranks > 1 and self is not Kind.STATIC else ranks
 
 
 @dataclass
@@ -23,6 +44,7 @@ class Static:
     cyclic: bool = False
     name: str = "static"
     by_cost: bool = False
+    kind = Kind.STATIC
 
     def share(self, rank: int, size: int, n: int) -> range:
         """The task ids of one rank: blocks differ in length by at most one."""
@@ -47,6 +69,7 @@ class Dynamic:
     by_cost: bool = False
     prefetch_below: float = 0.01  # auto prefetch: ask ahead only while chunks run shorter (s)
     name: str = "dynamic"
+    kind = Kind.DYNAMIC
     master_load: float = 0.1
     max_chunk: int = 10000
     _busy: float = field(default=0.0, repr=False)
@@ -79,6 +102,7 @@ class Guided(Dynamic):
 
     k: int = 2
     name: str = "guided"
+    kind = Kind.GUIDED
 
     def chunk_size(self, remaining: int, workers: int) -> int:
         return max(self.chunk or 1, math.ceil(remaining / (self.k * workers)))
@@ -87,6 +111,7 @@ class Guided(Dynamic):
 Policy = Static | Dynamic
 
 SCHEDULES = "static, static:cyclic, dynamic, guided, guided:K"
+MAX_PREFETCH = 1000   # requests a worker sends up front; more only floods the master
 
 
 def parse_schedule(text: str, chunk: int | None = None, prefetch: int | str = "auto",
@@ -101,10 +126,11 @@ def parse_schedule(text: str, chunk: int | None = None, prefetch: int | str = "a
         raise UsageError(f"--chunk must be >= 1, not {chunk}")
     if prefetch == "auto":
         ahead = dict(prefetch=1)
-    elif str(prefetch).isdigit():
+    elif str(prefetch).isdigit() and int(prefetch) <= MAX_PREFETCH:
         ahead = dict(prefetch=int(prefetch), prefetch_below=math.inf)
     else:
-        raise UsageError(f"--prefetch must be a whole number >= 0 or 'auto', not {prefetch!r}")
+        raise UsageError(f"--prefetch must be a whole number from 0 to {MAX_PREFETCH} or 'auto', "
+                         f"not {prefetch!r}")
     if kind == "static" and arg in ("", "block", "cyclic"):
         return Static(cyclic=arg == "cyclic", name=text if arg else "static", by_cost=by_cost)
     if kind == "dynamic" and not arg:

@@ -95,17 +95,26 @@ class Progress:
 
 
 def on_terminal(stream: TextIO) -> bool:
-    """Whether what is written to stream reaches a terminal. Open MPI hands a rank's stderr to
-    mpiexec through a pipe, which forwards it to its own stderr: then mpiexec's (the parent's)
-    stderr decides. Under srun or a batch job that is a file, and the answer is no."""
+    """Whether what is written to stream reaches a terminal. A launcher hands a rank's stderr to
+    mpiexec through a pipe, and mpiexec forwards it to its own stderr, which then decides: Open
+    MPI's mpiexec is the rank's parent, MPICH's its grandparent (the parent is hydra_pmi_proxy).
+    Under srun or a batch job that is a file, and the answer is no."""
     if stream.isatty():
         return True
     if stream is not sys.stderr:
         return False
     try:
-        return os.readlink(f"/proc/{os.getppid()}/fd/2").startswith(("/dev/pts/", "/dev/tty"))
-    except OSError:
+        launcher = os.getppid()
+        if read(f"/proc/{launcher}/comm").strip() == "hydra_pmi_proxy":
+            launcher = int(read(f"/proc/{launcher}/stat").rsplit(")", 1)[1].split()[1])
+        return os.readlink(f"/proc/{launcher}/fd/2").startswith(("/dev/pts/", "/dev/tty"))
+    except (OSError, ValueError, IndexError):
         return False
+
+
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
 
 
 def duration(seconds: float) -> str:

@@ -1,7 +1,7 @@
 """The master/worker messages of self-scheduling.
 
-A worker sends REQUEST: a fixed buffer of three doubles (tasks run, failed, busy seconds since
-its last request), received straight into a preallocated array with no pickling. The master
+A worker sends REQUEST: a fixed buffer of four doubles (tasks run, failed, busy seconds since
+its last request; 1 if it had to stop, e.g. its journal cannot be written), received straight into a preallocated array with no pickling. The master
 answers WORK: a pickled pair (chunk, far): chunk a list of (task id, payload), empty meaning
 stop; far True while more than FAR x workers tasks remain, so the worker may ask for its next
 chunk before running this one however long its tasks (the last tasks still go on demand to
@@ -19,10 +19,10 @@ from array import array
 REQUEST = 1
 WORK = 2
 RETRY = 3   # a worker hands failed tasks back: a pickled list of (task id, payload)
-DONE, FAILED, BUSY = 0, 1, 2   # fields of a request
+DONE, FAILED, BUSY, HALT = 0, 1, 2, 3   # fields of a request; HALT 1: the worker had to stop
 FAR = 2   # ask ahead freely while more than FAR x workers tasks remain (any, with costs)
 
 
 def request_buffer() -> array:
-    """A zeroed request: [tasks done, tasks failed, busy seconds]."""
-    return array("d", [0.0, 0.0, 0.0])
+    """A zeroed request: [tasks done, tasks failed, busy seconds, halted]."""
+    return array("d", [0.0, 0.0, 0.0, 0.0])

@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from .errors import UsageError
-from .results import fill_value
+from .output.values import only_fill, result_sets
 from .tasklog import OK
 
 OPS = ("sum", "mean", "min", "max")
@@ -74,11 +74,12 @@ def open_results(path: str) -> h5py.File:
 
 def dataset(f: h5py.File, path: str, key: str) -> h5py.Dataset:
     """/results/<key>, checked to hold numbers; UsageError naming the keys there are if not."""
-    keys = sorted(f["results"]) if "results" in f else []
+    sets = result_sets(f)
+    keys = sorted(sets)
     if key not in keys:
         there = f"its keys: {', '.join(keys)}" if keys else "it holds no results (no task returned a value)"
         raise UsageError(f"{path}: no results/{key}; {there}")
-    ds = f["results"][key]
+    ds = sets[key]
     pickled = str(f.attrs.get("pickled_results", "")).split(",")
     if ds.dtype.kind not in "biufc":
         what = "pickles" if key in pickled else "strings"
@@ -89,20 +90,13 @@ def dataset(f: h5py.File, path: str, key: str) -> h5py.Dataset:
 def ok_blocks(ds: h5py.Dataset, tasks: h5py.Dataset) -> Iterator[np.ndarray]:
     """The rows of ds whose task succeeded and that hold a value, a block at a time."""
     step = max(1, BLOCK_BYTES // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:]))))
-    fill = fill_value(ds.dtype)
     for lo in range(0, len(ds), step):
         ok = np.flatnonzero(tasks.fields("status")[lo:lo + step] == OK)
         if len(ok):
             block = ds[lo:lo + step][ok]
-            block = block[~only_fill(block, fill)]
+            block = block[~only_fill(block)]
             if len(block):
                 yield block
-
-
-def only_fill(rows: np.ndarray, fill: object) -> np.ndarray:
-    """Which rows hold nothing but the fill value, i.e. belong to tasks without this result."""
-    flat = rows.reshape(len(rows), -1)
-    return np.isnan(flat).all(axis=1) if rows.dtype.kind in "fc" else (flat == fill).all(axis=1)
 
 
 def partial(block: np.ndarray, op: str) -> np.ndarray:

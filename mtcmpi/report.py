@@ -6,11 +6,14 @@ summary of millions of tasks on thousands of ranks costs one small gather.
 from __future__ import annotations
 
 import heapq
+import math
 from itertools import repeat
 from dataclasses import dataclass, field
 from typing import Iterator
 
 from .errors import EXIT_OK, EXIT_STOPPED, EXIT_TASKS_FAILED
+from .faults import StopKind
+from .policies import Kind
 from .tasklog import FAILED_STATES, OK, SKIPPED, TaskLog
 
 SLOWEST = 5
@@ -25,7 +28,10 @@ class Part:
     failed: int = 0
     skipped: int = 0
     busy: float = 0.0
+    first: float = math.inf      # the earliest task start (epoch seconds)
+    last: float = -math.inf      # the latest task end
     stopped: str | None = None   # why the rank started no more tasks, if it stopped early
+    stop_kind: StopKind | None = None
     retried: int = 0             # tasks tried more than once (--retries), counted by their last rank
     failures: dict[str, list] = field(default_factory=dict)   # type -> [count, id, message, traceback]
     slowest: list[tuple[float, int, int]] = field(default_factory=list)  # (seconds, id, rank)
@@ -37,10 +43,12 @@ def durations(log: TaskLog) -> Iterator[float]:
 
 
 def condense(log: TaskLog, stopped: str | None = None,
-             retried: dict[int, tuple[int, int]] | None = None) -> Part:
+             retried: dict[int, tuple[int, int]] | None = None,
+             stop_kind: StopKind | None = None) -> Part:
     """This rank's Part: O(tasks) locally, O(1) to send. With retries (retried not None) a task
     counts once, by its last try, on the rank that made it; busy time counts every try."""
-    part = Part(stopped=stopped, busy=sum(durations(log)))
+    part = Part(stopped=stopped, stop_kind=stop_kind, busy=sum(durations(log)),
+                first=min(log.starts, default=math.inf), last=max(log.ends, default=-math.inf))
     status, ids = log.status, log.ids
     if retried is not None:
         pick, _ = log.finals(retried)
@@ -67,7 +75,8 @@ def merge(parts: list[Part]) -> Part:
         total.ok += p.ok
         total.failed += p.failed
         total.skipped += p.skipped
-        total.stopped = total.stopped or p.stopped
+        total.stopped, total.stop_kind = (total.stopped, total.stop_kind) if total.stopped else (p.stopped, p.stop_kind)
+        total.first, total.last = min(total.first, p.first), max(total.last, p.last)
         total.retried += p.retried
         total.busy += p.busy
         for kind, (count, tid, msg, tb) in p.failures.items():
@@ -79,6 +88,13 @@ def merge(parts: list[Part]) -> Part:
     return total
 
 
+def efficiency(task_time: float, workers: int, wall: float) -> float:
+    """Task time over (working ranks x wall time), the wall time running from the first task's
+    start to the last task's end: 1.0 means no working rank ever idled. The one definition
+    behind the run summary, `mtcmpi report` and the utilization plot."""
+    return task_time / (workers * wall) if wall > 0 and workers else 0.0
+
+
 @dataclass
 class Summary:
     """What a run did, as printed at its end."""
@@ -88,27 +104,36 @@ class Summary:
     workers: int
     policy: str
     startup: float     # launch until every rank was ready
-    engine: float      # first task handed out until every rank was done
+    engine: float      # first task handed out until every rank was done (the store not included)
     total: Part
     earlier: int = 0          # tasks done by an earlier run of the same --out, not run now
     earlier_failed: int = 0   # of those, failed ones (they count for the exit status)
-    store: float = 0.0        # seconds spent writing the results file (part of engine)
+    store: float = 0.0        # seconds spent writing the results file, after the engine
+    out: str | None = None    # the results file
     startup_phases: dict[str, tuple[float, float]] = field(default_factory=dict)   # startup.summarise
 
     def exit_code(self) -> int:
         """EXIT_STOPPED if a signal or the walltime stopped the run before every task ran, else
         EXIT_TASKS_FAILED if any task failed (now or in an earlier run), else EXIT_OK."""
         left = self.tasks - self.total.ran - self.earlier
-        if self.total.stopped and left and "--max-failures" not in self.total.stopped:
+        if self.total.stop_kind and left and self.total.stop_kind.resumable:
             return EXIT_STOPPED
         return EXIT_TASKS_FAILED if self.total.failed or self.earlier_failed else EXIT_OK
 
     @property
+    def wall(self) -> float:
+        """First task start to last task end, as `mtcmpi report` reads it from the file."""
+        return max(0.0, self.total.last - self.total.first)
+
+    @property
     def efficiency(self) -> float:
-        """Task time over (working ranks x engine time): 1.0 means no rank ever idled."""
-        return self.total.busy / (self.workers * self.engine) if self.engine > 0 and self.workers else 0.0
+        return efficiency(self.total.busy, self.workers, self.wall)
 
     def lines(self) -> list[str]:
+        return self.outcome_lines() + ([f"  results: {self.out} (written in {self.store:.2f} s)"]
+                                       if self.out else [])
+
+    def outcome_lines(self) -> list[str]:
         t = self.total
         not_run = self.tasks - t.ran - self.earlier
         if not t.ran and self.earlier == self.tasks > 0:
@@ -120,8 +145,8 @@ class Summary:
                + (f", {not_run} not run" if not_run else ""),
                f"  start-up {self.startup:.2f} s (launch until all ranks ready), "
                f"engine {self.engine:.3f} s, {t.ran / self.engine if self.engine > 0 else 0:,.0f} tasks/s",
-               f"  task time {t.busy:.2f} s on {self.workers} working ranks: "
-               f"efficiency {self.efficiency:.3f}"]
+               f"  task time {t.busy:.2f} s on {self.workers} working ranks over {self.wall:.3f} s "
+               f"(first start to last end): efficiency {self.efficiency:.3f}"]
         if t.retried:
             out.append(f"  retried: {t.retried} tasks failed and were tried again (--retries)")
         if t.stopped:
@@ -140,12 +165,6 @@ class Summary:
         return out
 
 
-def working_ranks(ranks: int, policy: str) -> int:
-    """Ranks that run tasks: all of them, but for a self-scheduled run on more than one rank,
-    whose rank 0 only hands out work. Every efficiency mtcmpi shows divides by this."""
-    return ranks - 1 if ranks > 1 and policy.startswith(("dynamic", "guided")) else ranks
-
-
 def file_report(path: str) -> dict:
     """The numbers `mtcmpi report` prints, computed from a results file's task log."""
     import h5py
@@ -159,6 +178,7 @@ def file_report(path: str) -> dict:
         kinds, messages = f["errors/type"].asstr()[:], f["errors/message"].asstr()[:]
         ranks = int(f.attrs.get("ranks", max(rank.max(initial=0) + 1, 1)))
         policy = str(f.attrs.get("policy", ""))
+        stages = list(f.attrs.get("stages", []))   # a pipeline record: a stage column too
     ran = ~np.isnan(start)
     seconds = np.where(ran, end - start, 0.0)
     wall = float(end[ran].max() - start[ran].min()) if ran.any() else 0.0
@@ -168,17 +188,29 @@ def file_report(path: str) -> dict:
         entry = failures.setdefault(kinds[tid], {"count": 0, "first_task": int(tid), "message": messages[tid]})
         entry["count"] += 1
     slow = np.argsort(-seconds)[:SLOWEST]
-    workers = working_ranks(ranks, policy)
+    workers = Kind.of(policy).working_ranks(ranks)
     fraction = (busy / wall if wall else busy)[ranks - workers:]   # the master is never busy
     return {"file": path, "tasks": len(status), "ranks": ranks, "working_ranks": workers, "policy": policy,
             "status": {name: int((status == code).sum()) for code, name in STATUS_NAMES.items()},
             "failures": failures, "wall_s": wall, "task_time_s": float(seconds.sum()),
-            "efficiency": float(seconds.sum() / (workers * wall)) if wall else 0.0,
+            "efficiency": efficiency(float(seconds.sum()), workers, wall),
             "busy_fraction": {"min": float(fraction.min()) if len(fraction) else 0.0,
                               "median": float(np.median(fraction)) if len(fraction) else 0.0,
                               "max": float(fraction.max(initial=0))},
             "slowest": [{"task": int(i), "seconds": float(seconds[i]), "rank": int(rank[i])}
-                        for i in slow if ran[i]]}
+                        for i in slow if ran[i]],
+            **({"stages": per_stage(stages, t["stage"], status, start, end, ran)} if stages else {})}
+
+
+def per_stage(names: list, stage, status, start, end, ran) -> dict:
+    """Per pipeline stage: tasks, how many ok, task time, and its span (first start to last end)."""
+    out = {}
+    for index, name in enumerate(names):
+        mine, did = stage == index, (stage == index) & ran
+        out[str(name)] = {"tasks": int(mine.sum()), "ok": int((mine & (status == 1)).sum()),
+                          "task_time_s": float((end[did] - start[did]).sum()),
+                          "span_s": float(end[did].max() - start[did].min()) if did.any() else 0.0}
+    return out
 
 
 def format_file_report(r: dict) -> list[str]:
@@ -193,4 +225,6 @@ def format_file_report(r: dict) -> list[str]:
         out.append(f"  failed: {kind} x{e['count']} (first: task {e['first_task']}: {e['message']})")
     out.append("  slowest: " + ", ".join(f"task {s['task']} {s['seconds']:.3f} s (rank {s['rank']})"
                                          for s in r["slowest"]))
+    out += [f"  stage {name}: {s['tasks']} tasks, {s['ok']} ok, task time {s['task_time_s']:.2f} s, "
+            f"span {s['span_s']:.2f} s" for name, s in r.get("stages", {}).items()]
     return out

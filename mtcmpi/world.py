@@ -6,13 +6,15 @@ import sys
 import time
 from array import array
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 from mpi4py import MPI
 
-from .errors import UsageError
+from .errors import UsageError, exception_line
 from .startup import wait_quietly
 
 
+T = TypeVar("T")
 SPIN = 1e-3        # how long a waiting rank probes before it starts to sleep (seconds)
 MAX_PAUSE = 2e-4   # longest sleep between probes of a waiting rank (seconds)
 
@@ -43,6 +45,27 @@ class World:
         self.wait_quietly(self.comm.Iallreduce(mine, first, op=MPI.MIN))
         if first[0] < self.size:
             raise UsageError(self.comm.bcast(error, root=first[0]))
+
+    def agree_on(self, step: Callable[[], T] | None) -> T | None:
+        """Collective: run step on this rank (None: nothing to do here), then agree as agree()
+        does, on any way out of it, so no rank leaves the others waiting for it: a UsageError
+        or a SystemExit, KeyboardInterrupt, ... (one line, exit 2 everywhere); an unexpected
+        exception is also re-raised on its rank, with its traceback (the CLI aborts, exit 3)."""
+        value, error, unexpected = None, None, None
+        try:
+            value = step() if step else None
+        except UsageError as exc:
+            error = str(exc)
+        except BaseException as exc:
+            error = f"rank {self.rank} on {self.host}: start-up failed: {exception_line(exc)}"
+            unexpected = exc if isinstance(exc, Exception) else None
+        try:
+            self.agree(error)
+        except UsageError:
+            if unexpected is not None:
+                raise unexpected from None
+            raise
+        return value
 
     def poll(self, source: int, tag: int, status: MPI.Status | None = None) -> None:
         """Return once a message from source with tag is waiting, without spinning for long.
@@ -76,8 +99,10 @@ class World:
         self.wait_quietly(self.comm.Ibarrier())
 
     def abort(self, message: str, code: int) -> None:
-        """Print one message and end every rank of the job now."""
+        """Print one message and end every rank of the job now: from any thread, and from a
+        signal handler in the middle of a task (sys.exit there would be the task's failure)."""
         print(message, file=sys.stderr, flush=True)
         if self.size > 1:
             self.comm.Abort(code)
-        sys.exit(code)
+        sys.stdout.flush()
+        os._exit(code)

@@ -28,14 +28,14 @@ def child(schedule: str) -> None:
 
     from kernels.sleep import work
     from mtcmpi.job import run_job
-    from mtcmpi.policies import Static, parse_schedule
+    from mtcmpi.options import RunOptions
     from mtcmpi.tasks import ItemsSource
     from mtcmpi.world import World
 
     comm = MPI.COMM_WORLD
-    policy = parse_schedule(schedule)
-    workers = comm.size if isinstance(policy, Static) else comm.size - 1
-    outcome = run_job(World.of(), work, ItemsSource([SLEEP] * (10 * workers)), policy)
+    options = RunOptions(schedule=schedule, quiet=True)
+    workers = options.policy().kind.working_ranks(comm.size)
+    outcome = run_job(World.of(), work, ItemsSource([SLEEP] * (10 * workers)), options)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = comm.gather(usage.ru_utime + usage.ru_stime)
     if outcome.summary:

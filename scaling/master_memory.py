@@ -25,11 +25,11 @@ def child(path: str) -> None:
 
     from kernels.noop import none
     from mtcmpi.job import run_job
-    from mtcmpi.policies import parse_schedule
+    from mtcmpi.options import RunOptions
     from mtcmpi.tasks import ParamsSource
     from mtcmpi.world import World
 
-    outcome = run_job(World.of(), none, ParamsSource(path), parse_schedule("dynamic"))
+    outcome = run_job(World.of(), none, ParamsSource(path), RunOptions(quiet=True))
     rss = MPI.COMM_WORLD.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if outcome.summary:
         print(json.dumps({"rss_mb": rss, "engine": outcome.summary.engine}))

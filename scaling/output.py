@@ -1,13 +1,14 @@
-"""What --out costs: the sleep benchmark with and without it, and write bandwidth.
+"""What --out costs on results of any volume: peak memory of every rank and end-to-end rate.
 
-    python scaling/output.py [--quick] [--ranks 8]
+    python scaling/output.py [--ranks 4] [--quick] [--compression gzip:1]
 
-1. The sleep benchmark (kernels.sleep:task, 10 tasks per worker, uniform(27,33) x 0.01 s),
-   dynamic, with and without --out: the overhead is the difference in engine time (first task
-   handed out until the file is in place), as a share of the run without --out.
-2. N results of 1 MiB each (float64 arrays): the time mtcmpi spends writing the results file
-   collectively, against a single process writing the same bytes with plain h5py.
-Last line: RESULT overhead_pct=<...> collective_mib_s=<...> single_mib_s=<...>
+Two workloads, dynamic, each with and without --out: (a) "big", 3,000 tasks that each return a
+1 MiB float64 array; (b) "small", 100,000 tasks that each return 8 KiB. For each run: the peak
+RSS of every rank (getrusage) and the end-to-end result rate (bytes of results over engine time,
+which includes writing the file). In the same run, a single process writes the same bytes with
+plain h5py to the same disk (made block by block, 32 MiB at a time): the baseline.
+Last line: RESULT big_rss_mb=<max> small_rss_mb=<max> big_ratio=<x> small_ratio=<x>
+(ratio: end-to-end rate with --out over the single writer's rate).
 """
 from __future__ import annotations
 
@@ -21,74 +22,93 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _mpirun import last_json, mpirun  # noqa: E402
 
-MIB_FLOATS = 1 << 17   # 1 MiB of float64
+SIZES = {"big": (3000, 1 << 17), "small": (100_000, 1 << 10)}   # tasks, float64 per result
 
 
-def megabyte(i: int):
+def big(i: int):
     """A 1 MiB result."""
     import numpy as np
-    return np.full(MIB_FLOATS, float(i))
+    return np.full(SIZES["big"][1], float(i))
 
 
-def child(kind: str, n: int, out: str | None) -> None:
-    """Under mpiexec: one run; rank 0 prints engine and store seconds."""
+def small(i: int):
+    """An 8 KiB result."""
+    import numpy as np
+    return np.full(SIZES["small"][1], float(i))
+
+
+def child(kind: str, n: int, out: str | None, compression: str | None) -> None:
+    """Under mpiexec: one run; rank 0 prints engine seconds and every rank's peak RSS (MB)."""
+    import resource
+
     from mtcmpi.job import run_job
-    from mtcmpi.output import Output
-    from mtcmpi.policies import parse_schedule
+    from mtcmpi.options import RunOptions
     from mtcmpi.tasks import CountSource
     from mtcmpi.world import World
 
-    target = "kernels.sleep:task" if kind == "sleep" else "output:megabyte"
-    outcome = run_job(World.of(), target, CountSource(n), parse_schedule("dynamic"),
-                      Output(out) if out else None)
+    world = World.of()
+    outcome = run_job(world, f"output:{kind}", CountSource(n),
+                      RunOptions(out=out, compression=compression, quiet=True))
+    rss = world.comm.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, root=0)
     if outcome.summary:
-        print(json.dumps({"engine": outcome.summary.engine, "store": outcome.summary.store}))
+        s = outcome.summary   # engine time until the file is in place: the engine, then the store
+        print(json.dumps({"engine": s.engine + s.store, "store": s.store, "rss": rss}))
 
 
-def run(ranks: int, kind: str, n: int, out: str | None) -> dict:
-    args = [os.path.abspath(__file__), "--child", kind, "-n", str(n)] + (["--out", out] if out else [])
-    return last_json(mpirun(ranks, args, env={"PYTHONPATH": os.path.dirname(os.path.abspath(__file__))}).stdout)
+def run(ranks: int, kind: str, n: int, out: str | None, compression: str | None) -> dict:
+    args = [os.path.abspath(__file__), "--child", kind, "-n", str(n)]
+    args += (["--out", out] if out else []) + (["--compression", compression] if compression else [])
+    env = {"PYTHONPATH": os.path.dirname(os.path.abspath(__file__))}
+    return last_json(mpirun(ranks, args, timeout=1800, env=env).stdout)
 
 
-def single_writer(n: int, path: str) -> float:
-    """Seconds for one process to write n x 1 MiB with plain h5py (data made beforehand)."""
+def single_writer(n: int, row: int, path: str) -> float:
+    """Seconds for one process to write n rows of `row` float64 with plain h5py, made a block
+    at a time (32 MiB) as a careful writer would, not all held at once."""
     import h5py
     import numpy as np
-    data = np.stack([megabyte(i) for i in range(n)])
+    step = max(1, (32 << 20) // (8 * row))
     t0 = time.perf_counter()
     with h5py.File(path, "w") as f:
-        f["value"] = data
+        ds = f.create_dataset("value", (n, row), dtype=np.float64)
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            ds[lo:hi] = np.repeat(np.arange(lo, hi, dtype=np.float64)[:, None], row, axis=1)
     return time.perf_counter() - t0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smaller runs")
-    parser.add_argument("--ranks", type=int, default=8)
+    parser.add_argument("--ranks", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="a tenth of the tasks")
+    parser.add_argument("--compression", help="pass --compression to the runs with --out")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("-n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.child, args.n, args.out)
-    tasks = 10 * (args.ranks - 1)
-    arrays = 64 if args.quick else 256
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "r.h5")
-        bare = min(run(args.ranks, "sleep", tasks, None)["engine"] for _ in range(2))
-        stored = []
-        for i in range(2):
-            stored.append(run(args.ranks, "sleep", tasks, out + str(i)))
-        best = min(stored, key=lambda r: r["engine"])
-        overhead = 100 * (best["engine"] - bare) / bare
-        print(f"sleep benchmark, {args.ranks} ranks, {tasks} tasks: engine {bare:.3f} s without --out, "
-              f"{best['engine']:.3f} s with (file written in {best['store']:.3f} s): overhead {overhead:.2f}%")
-        big = run(args.ranks, "megabyte", arrays, os.path.join(tmp, "big.h5"))
-        collective = arrays / big["store"]
-        single = arrays / single_writer(arrays, os.path.join(tmp, "single.h5"))
-        print(f"{arrays} results of 1 MiB: written collectively by {args.ranks} ranks in {big['store']:.3f} s "
-              f"({collective:.0f} MiB/s); one process with plain h5py: {single:.0f} MiB/s")
-    print(f"RESULT overhead_pct={overhead:.2f} collective_mib_s={collective:.0f} single_mib_s={single:.0f}")
+        return child(args.child, args.n, args.out, args.compression)
+    figures = {}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("MTCMPI_BENCH_DIR")) as tmp:
+        for kind, (n, row) in SIZES.items():
+            n = n // 10 if args.quick else n
+            mb = n * row * 8 / 1e6
+            bare = run(args.ranks, kind, n, None, None)
+            stored = run(args.ranks, kind, n, os.path.join(tmp, f"{kind}.h5"), args.compression)
+            os.remove(os.path.join(tmp, f"{kind}.h5"))
+            single = mb / single_writer(n, row, os.path.join(tmp, "single.h5"))
+            os.remove(os.path.join(tmp, "single.h5"))
+            rate = mb / stored["engine"]
+            print(f"{kind}: {n:,} tasks x {row * 8 // 1024} KiB = {mb:,.0f} MB on {args.ranks} ranks")
+            print(f"  without --out: engine {bare['engine']:.2f} s ({mb / bare['engine']:,.0f} MB/s), "
+                  f"peak RSS per rank {', '.join(f'{r:.0f}' for r in bare['rss'])} MB")
+            print(f"  with --out:    engine {stored['engine']:.2f} s ({rate:,.0f} MB/s end to end; file "
+                  f"written in {stored['store']:.2f} s), peak RSS per rank "
+                  f"{', '.join(f'{r:.0f}' for r in stored['rss'])} MB")
+            print(f"  one process, plain h5py, same bytes: {single:,.0f} MB/s; ratio {rate / single:.2f}")
+            figures[kind] = (max(stored["rss"]), rate / single)
+    print(f"RESULT big_rss_mb={figures['big'][0]:.0f} small_rss_mb={figures['small'][0]:.0f} "
+          f"big_ratio={figures['big'][1]:.2f} small_ratio={figures['small'][1]:.2f}")
 
 
 if __name__ == "__main__":

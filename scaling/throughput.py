@@ -32,11 +32,11 @@ def child_mtcmpi(n: int, chunk: int | None) -> None:
     """Under mpiexec: run n no-op tasks through the engine; rank 0 prints tasks/s."""
     from kernels.noop import none
     from mtcmpi.job import run_job
-    from mtcmpi.policies import parse_schedule
+    from mtcmpi.options import RunOptions
     from mtcmpi.tasks import CountSource
     from mtcmpi.world import World
 
-    outcome = run_job(World.of(), none, CountSource(n), parse_schedule("dynamic", chunk))
+    outcome = run_job(World.of(), none, CountSource(n), RunOptions(chunk=chunk, quiet=True))
     if outcome.summary:
         print(json.dumps({"tps": n / outcome.summary.engine}))
 

@@ -68,21 +68,18 @@ def child_mtcmpi(policies: list[str], per_worker: int, scale: float, seed: int, 
     size, startup, phases = init_mpi().Get_size(), None, None   # MPI_Init timed as `mtcmpi run` does
     from kernels.sleep import task
     from mtcmpi.job import run_job
-    from mtcmpi.output import Output
-    from mtcmpi.policies import parse_schedule
+    from mtcmpi.options import RunOptions
     from mtcmpi.tasks import ItemsSource
     from mtcmpi.world import World
 
     for name in policies:
         by_cost = name == "cost"
-        if by_cost:
-            from mtcmpi.costs import CostSpec   # numpy: only for this policy, as `mtcmpi run`
-        policy = parse_schedule("dynamic" if by_cost else name, by_cost=by_cost)
         workers = size if name == "static" else size - 1
         results = os.path.join("runs", f"{name}-{size}.h5")
         outcome = run_job(World.of(), task, ItemsSource(items(workers, per_worker, scale, seed), star=True),
-                          policy, Output(os.path.join(outdir, results), restart=True),
-                          costs=CostSpec("kernels.sleep:duration") if by_cost else None)
+                          RunOptions(schedule="dynamic" if by_cost else name, quiet=True,
+                                     out=os.path.join(outdir, results), restart=True,
+                                     cost="kernels.sleep:duration" if by_cost else None))
         s = outcome.summary
         if s:
             import h5py   # rank 0 reads the file; the ranks import h5py only to write it
@@ -92,7 +89,7 @@ def child_mtcmpi(policies: list[str], per_worker: int, scale: float, seed: int, 
             with h5py.File(os.path.join(outdir, results), "r") as f:
                 engine = float(f["tasks"]["end"].max() - f.attrs["start_time"])
             print(json.dumps({"policy": name, "workers": workers, "startup": startup,
-                              "engine": engine, "wrap": s.engine - s.store - engine,
+                              "engine": engine, "wrap": s.engine - engine,
                               "store": s.store, "results_file": results,
                               "ok": s.total.ran - s.total.failed, "startup_phases": phases}), flush=True)
 

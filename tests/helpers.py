@@ -7,13 +7,13 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scaling"))
-from _mpirun import MPI_ENV, environment  # noqa: E402  (one way to start MPI jobs, shared)
+from _mpirun import (MPI_ENV, command, env_option, environment, kill_session, launcher,  # noqa: E402,F401
+                     ranks_of, run, start)   # one way to start MPI jobs, shared with the benchmarks
 
 
 def mtcmpi(args: list[str], ranks: int | None = 2, cwd: str | None = None,
            timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run `mpiexec -n ranks python -m mtcmpi ARGS` (or without mpiexec if ranks is None)."""
-    env = environment({"PYTHONPATH": os.pathsep.join(p for p in (cwd, os.environ.get("PYTHONPATH")) if p)})
-    launcher = ["mpiexec", "-n", str(ranks)] if ranks else []
-    return subprocess.run([*launcher, sys.executable, "-m", "mtcmpi", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd or ROOT, env=env, start_new_session=True)
+    """Run `mpiexec -n ranks python -m mtcmpi ARGS` (or without mpiexec if ranks is None), with
+    cwd also on PYTHONPATH; past the timeout the whole job is killed."""
+    path = os.pathsep.join(p for p in (cwd, os.environ.get("PYTHONPATH")) if p)
+    return run(ranks, ["-m", "mtcmpi", *args], timeout, env={"PYTHONPATH": path}, cwd=cwd)

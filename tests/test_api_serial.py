@@ -1,13 +1,13 @@
 """The Python API and the engine on one rank (in-process, no mpiexec)."""
 import pytest
 
-from mtcmpi.faults import Stop
+from mtcmpi.faults import Stop, StopKind
 
 import mtcmpi
 from mtcmpi import report
 from mtcmpi.job import run_job
-from mtcmpi.policies import parse_schedule
-from mtcmpi.tasklog import FAILED, OK, TaskLog
+from mtcmpi.options import RunOptions
+from mtcmpi.tasklog import FAILED, OK, STATUS_NAMES, TaskLog, TaskStatus
 from mtcmpi.tasks import CountSource
 from mtcmpi.world import World
 from tests import tasks_for_tests as t
@@ -47,8 +47,7 @@ def test_system_exit_in_a_task_is_a_failure_not_an_exit():
 
 
 def test_summary_counts_and_groups_failures():
-    outcome = run_job(World.of(), "tests.tasks_for_tests:maybe_fail", CountSource(20),
-                      parse_schedule("dynamic"))
+    outcome = run_job(World.of(), "tests.tasks_for_tests:maybe_fail", CountSource(20))
     s = outcome.summary
     assert (outcome.n, s.total.ok, s.total.failed, outcome.exit_code) == (20, 16, 4, 1)
     text = "\n".join(s.lines())
@@ -84,7 +83,6 @@ def test_an_exception_with_its_own_status_attribute_is_a_plain_failure():
 
 @pytest.mark.parametrize("schedule", ["dynamic", "static"])
 def test_retries_on_one_rank_count_attempts_once_per_task(tmp_path, schedule):
-    from mtcmpi.output import Output
     from mtcmpi.tasks import ItemsSource
     import h5py
     seen = set()
@@ -95,8 +93,8 @@ def test_retries_on_one_rank_count_attempts_once_per_task(tmp_path, schedule):
             raise RuntimeError(f"first try of {x}")
         return x
     out = tmp_path / "r.h5"
-    outcome = run_job(World.of(), flaky, ItemsSource(range(9)), parse_schedule(schedule),
-                      Output(str(out)), retries=1)
+    outcome = run_job(World.of(), flaky, ItemsSource(range(9)),
+                      RunOptions(schedule=schedule, out=str(out), retries=1))
     assert outcome.exit_code == 0 and outcome.summary.total.ok == 9 and outcome.summary.total.failed == 0
     with h5py.File(out) as f:
         assert f["tasks"]["attempts"][:].tolist() == [2, 1, 1] * 3
@@ -104,3 +102,15 @@ def test_retries_on_one_rank_count_attempts_once_per_task(tmp_path, schedule):
         tries = f["attempts"][:]                       # every try, the failed ones too
         assert sorted(tries["task"].tolist()) == sorted(list(range(9)) + [0, 3, 6])
         assert sorted(tries["status"].tolist()) == [1] * 9 + [2] * 3
+
+
+@pytest.mark.parametrize("kind, code", [(StopKind.SIGNAL, 75), (StopKind.WALLTIME, 75),
+                                        (StopKind.MAX_FAILURES, 1)])
+def test_a_stopped_run_asks_to_be_resumed_unless_failures_stopped_it(kind, code):
+    total = report.Part(ran=5, ok=4, failed=1, stopped="why", stop_kind=kind)
+    assert report.Summary(10, 2, 1, "dynamic", 0.0, 1.0, total).exit_code() == code
+
+
+def test_task_status_keeps_the_codes_of_the_results_file():
+    assert [int(s) for s in TaskStatus] == [0, 1, 2, 3, 4, 5]
+    assert STATUS_NAMES == {0: "not-run", 1: "ok", 2: "failed", 3: "skipped", 4: "timeout", 5: "crashed"}

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.helpers import MPI_ENV, ROOT, mtcmpi
+from tests.helpers import MPI_ENV, ROOT, env_option, mtcmpi
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -174,7 +174,7 @@ def test_ranks_that_see_another_task_module_stop_the_run_with_one_message(tmp_pa
         (tmp_path / name / "mymodel.py").write_text(body)
     run = [sys.executable, "-m", "mtcmpi", "run", "mymodel:f", "--count", "4"]
     env = dict(os.environ, **MPI_ENV)
-    contexts = [["-n", "1", "-x", f"PYTHONPATH={tmp_path / d}{os.pathsep}{ROOT}", *run] for d in "ab"]
+    contexts = [["-n", "1", *env_option("PYTHONPATH", f"{tmp_path / d}{os.pathsep}{ROOT}"), *run] for d in "ab"]
     proc = subprocess.run(["mpiexec", *contexts[0], ":", *contexts[1]], capture_output=True,
                           text=True, timeout=60, cwd=str(tmp_path), env=env, start_new_session=True)
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -184,3 +184,72 @@ def test_ranks_that_see_another_task_module_stop_the_run_with_one_message(tmp_pa
     same = subprocess.run(["mpiexec", *contexts[0], ":", *contexts[0]], capture_output=True,
                           text=True, timeout=60, cwd=str(tmp_path), env=env, start_new_session=True)
     assert same.returncode == 0 and "4 ok, 0 failed" in same.stdout, same.stderr
+
+
+def one_error_line(proc) -> str:
+    """The one 'mtcmpi: error:' line of a run, with no traceback beside it."""
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("mtcmpi: error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("schedule", ["dynamic", "static"])
+@pytest.mark.parametrize("raised", ["KeyboardInterrupt", "asyncio.CancelledError", "GeneratorExit",
+                                    "type('Odd', (BaseException,), {})"])
+def test_a_task_that_raises_any_base_exception_fails_alone_and_the_run_goes_on(tmp_path, schedule, raised):
+    (tmp_path / "leaves.py").write_text(f"import asyncio\n\ndef f(i):\n    if i % 3 == 1:\n"
+                                        f"        raise {raised}()\n    return i\n")
+    proc = mtcmpi(["run", "leaves:f", "--count", "9", "--schedule", schedule], ranks=3,
+                  cwd=str(tmp_path), timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    name = raised.split("'")[1] if "'" in raised else raised.split(".")[-1]
+    assert "6 ok, 3 failed" in proc.stdout and f"{name} x3" in proc.stdout
+
+
+@pytest.mark.parametrize("leave, words", [("sys.exit('rank 1 has no licence')", "SystemExit: rank 1 has no licence"),
+                                          ("raise KeyboardInterrupt", "KeyboardInterrupt")])
+def test_one_rank_leaving_while_importing_the_task_module_is_one_line_and_exit_2_everywhere(tmp_path, leave, words):
+    (tmp_path / "picky.py").write_text(f"import sys\nfrom mpi4py import MPI\nif MPI.COMM_WORLD.rank == 1:\n"
+                                       f"    {leave}\n\ndef f(i):\n    return i\n")
+    proc = mtcmpi(["run", "picky:f", "--count", "4"], ranks=3, cwd=str(tmp_path), timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = one_error_line(proc)
+    assert "importing 'picky'" in line and words in line
+
+
+def test_a_task_that_uses_mpi_under_timeout_fails_with_a_clear_message(tmp_path):
+    (tmp_path / "collective.py").write_text("from mpi4py import MPI\n\ndef f(i):\n"
+                                            "    MPI.COMM_WORLD.Barrier()\n    return i\n")
+    proc = mtcmpi(["run", "collective:f", "--count", "4", "--timeout", "3"], ranks=3,
+                  cwd=str(tmp_path), timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "RuntimeError x4" in proc.stdout and "must not use MPI" in proc.stdout
+
+
+@pytest.mark.parametrize("name, data, words", [
+    ("latin.csv", "a\ncaf\xe9\n".encode("latin-1"), "line 2: not UTF-8"),
+    ("dup.csv", b"a,a\n1,2\n", "column 'a' appears more than once"),
+])
+def test_unreadable_params_are_one_line(tmp_path, name, data, words):
+    (tmp_path / name).write_bytes(data)
+    proc = mtcmpi(["run", "tests.tasks_for_tests:add", "--params", str(tmp_path / name)], ranks=2)
+    assert proc.returncode == 2 and words in one_error_line(proc)
+
+
+def test_a_crlf_copy_of_the_params_resumes_the_same_run(tmp_path):
+    (tmp_path / "p.csv").write_bytes(b"a,b\n1,2\n3,4\n")
+    out = str(tmp_path / "r.h5")
+    first = mtcmpi(["run", "tests.tasks_for_tests:add", "--params", str(tmp_path / "p.csv"), "--out", out])
+    assert first.returncode == 0, first.stderr
+    (tmp_path / "p.csv").write_bytes(b"\xef\xbb\xbfa,b\r\n1,2\r\n3,4\r\n")
+    again = mtcmpi(["run", "tests.tasks_for_tests:add", "--params", str(tmp_path / "p.csv"), "--out", out])
+    assert again.returncode == 0 and "all 2 tasks were done by an earlier run" in again.stdout, again.stderr
+
+
+def test_a_cost_function_that_exits_on_rank_0_is_one_line_and_exit_2_everywhere(tmp_path):
+    (tmp_path / "costly.py").write_text("import sys\n\ndef f(i):\n    return i\n\n"
+                                        "def cost(i):\n    sys.exit('no cost model here')\n")
+    proc = mtcmpi(["run", "costly:f", "--count", "4", "--cost", "costly:cost"], ranks=3,
+                  cwd=str(tmp_path), timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "SystemExit: no cost model here" in one_error_line(proc)

@@ -265,7 +265,6 @@ def test_output_dir_that_cannot_be_made(tmp_path):
 
 def test_engine_run_records_ok_failed_skipped(tmp_path):
     from mtcmpi.job import run_job
-    from mtcmpi.policies import Dynamic
     from mtcmpi.world import World
 
     make_files(tmp_path, ["a.inp", "b.inp", "c.inp"])
@@ -274,7 +273,7 @@ def test_engine_run_records_ok_failed_skipped(tmp_path):
         command="test {/.} != b || { echo {/} is bad >&2; exit 5; }; touch {.}.out",
         files=str(tmp_path / "*.inp"), skip_existing=str(tmp_path / "{/.}.out"),
         output_dir=str(tmp_path / "logs"))
-    outcome = run_job(World.of(), runner, source, Dynamic())
+    outcome = run_job(World.of(), runner, source)
     log = outcome.log
     assert (outcome.n, outcome.exit_code) == (3, 1)
     assert list(log.ids) == [0, 1, 2] and list(log.status) == [OK, FAILED, SKIPPED]

@@ -16,7 +16,7 @@ from mtcmpi.isolate import CommandDeadline, Isolated, UnpicklableResult
 from mtcmpi.tasklog import (CRASHED, FAILED, OK, SKIPPED, TIMEOUT, Skipped, TaskCrashed, TaskLog,
                             TaskTimeout)
 from mtcmpi.tasks import CALL_STAR
-from tests.helpers import MPI_ENV, ROOT
+from tests.helpers import ROOT, run
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -305,11 +305,7 @@ print(f"rank {comm.Get_rank()}: {outcomes} total {total}", flush=True)
 
 @pytest.mark.e2e
 def test_ranks_run_isolated_tasks_and_mpi_works_after_a_crash_and_a_timeout():
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OMPI_COMM_WORLD", "PMIX_", "OMPI_MCA_ess", "OMPI_MCA_orte"))}
-    env.update(MPI_ENV, PYTHONPATH=ROOT)
-    proc = subprocess.run(["mpiexec", "-n", "2", sys.executable, "-c", MPI_SCRIPT], capture_output=True,
-                          text=True, timeout=60, env=env, cwd=ROOT, start_new_session=True)
+    proc = run(2, ["-c", MPI_SCRIPT], timeout=60)
     assert proc.returncode == 0, proc.stderr
     for rank in (0, 1):
         assert f"rank {rank}: [2, 'TaskCrashed', 4, 'TaskTimeout', 6] total 24" in proc.stdout

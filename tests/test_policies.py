@@ -4,7 +4,7 @@ import math
 import pytest
 
 from mtcmpi.errors import UsageError
-from mtcmpi.policies import Dynamic, Guided, Static, parse_schedule
+from mtcmpi.policies import Dynamic, Guided, Kind, Static, parse_schedule
 
 
 @pytest.mark.parametrize("cyclic", [False, True])
@@ -65,3 +65,21 @@ def test_prefetch_values():
 def test_bad_schedules(text, chunk, prefetch, words):
     with pytest.raises(UsageError, match=words):
         parse_schedule(text, chunk, prefetch)
+
+
+@pytest.mark.parametrize("text, kind, workers", [
+    ("static", Kind.STATIC, 4), ("static:cyclic", Kind.STATIC, 4), ("dynamic", Kind.DYNAMIC, 3),
+    ("guided:3", Kind.GUIDED, 3),
+])
+def test_the_kind_of_a_policy_says_whether_rank_0_works(text, kind, workers):
+    policy = parse_schedule(text)
+    assert policy.kind is kind and kind.working_ranks(4) == workers
+    assert kind.working_ranks(1) == 1   # one rank runs everything itself
+
+
+@pytest.mark.parametrize("stored, kind", [
+    ("guided:4, chunk auto, prefetch auto", Kind.GUIDED), ("dynamic, chunk 3, prefetch 1", Kind.DYNAMIC),
+    ("static:cyclic", Kind.STATIC), ("static, equal-cost shares", Kind.STATIC), ("", Kind.STATIC),
+])
+def test_the_kind_is_read_back_from_a_results_file_policy(stored, kind):
+    assert Kind.of(stored) is kind

@@ -1,16 +1,14 @@
 """Progress display: plain lines at an interval in a log, a tqdm bar on a terminal, silence when
 quiet, and an update() cheap enough to call after every message. A fake clock: no sleeping."""
 import io
-import os
 import shlex
 import subprocess
-import sys
 import time
 
 import pytest
 
 from mtcmpi.progress import Progress, duration
-from tests.helpers import MPI_ENV, ROOT, mtcmpi
+from tests.helpers import ROOT, command, environment, mtcmpi
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -125,11 +123,9 @@ def test_quiet_run_prints_only_the_summary():
 @pytest.mark.e2e
 def test_mpiexec_at_a_terminal_shows_a_bar():
     """Open MPI pipes a rank's stderr to mpiexec: the bar must follow mpiexec's terminal."""
-    command = shlex.join(["mpiexec", "-n", "3", sys.executable, "-m", "mtcmpi", "run",
-                          "kernels.sleep:task", "--count", "12"])
-    env = dict(os.environ, **MPI_ENV, PYTHONPATH=ROOT)
-    proc = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True,
-                          timeout=60, cwd=ROOT, env=env, start_new_session=True)
+    job = shlex.join(command(3, ["-m", "mtcmpi", "run", "kernels.sleep:task", "--count", "12"]))
+    proc = subprocess.run(["script", "-qec", job, "/dev/null"], capture_output=True,
+                          timeout=60, cwd=ROOT, env=environment(), start_new_session=True)
     out = proc.stdout.decode(errors="replace")   # bytes: text mode would turn \r into \n
     assert proc.returncode == 0, out
     assert "\r" in out and "task/s" in out and "12/12" in out

@@ -8,8 +8,7 @@ from kernels import littlewood as lw
 from mtcmpi import reduce as rd
 from mtcmpi.errors import UsageError
 from mtcmpi.job import run_job
-from mtcmpi.output import Output
-from mtcmpi.policies import parse_schedule
+from mtcmpi.options import RunOptions
 from mtcmpi.tasks import ItemsSource
 from mtcmpi.world import World
 
@@ -38,7 +37,7 @@ def nan(x: int) -> float:
 
 def make(tmp_path, fn, items, name: str = "r.h5", star: bool = False) -> str:
     path = str(tmp_path / name)
-    run_job(World.of(), fn, ItemsSource(items, star), parse_schedule("dynamic"), Output(path))
+    run_job(World.of(), fn, ItemsSource(items, star), RunOptions(out=path))
     return path
 
 

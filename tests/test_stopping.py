@@ -2,39 +2,39 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import h5py
 import pytest
 
-from tests.helpers import MPI_ENV, ROOT, mtcmpi
+from mtcmpi.errors import EXIT_STOPPED
+from tests.helpers import ROOT, kill_session, launcher, mtcmpi, ranks_of, start
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
-EXIT_STOPPED = 75
-REPEAT_GAP = 1.1   # past faults.REPEAT: a signal this much later is a new one
 
 
-def start(args, ranks=3):
-    env = dict(os.environ, **MPI_ENV, PYTHONPATH=ROOT)
-    return subprocess.Popen(["mpiexec", "-n", str(ranks), sys.executable, "-m", "mtcmpi", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=ROOT, start_new_session=True)
+def start_mtcmpi(args, ranks=3, cwd=None, **env):
+    """`mpiexec -n ranks python -m mtcmpi ARGS` in a session of its own, output piped; env: extra
+    variables of the job; cwd: where it runs, also on PYTHONPATH (task modules written there)."""
+    extra = dict(env, PYTHONPATH=cwd) if cwd else env
+    return start(ranks, ["-m", "mtcmpi", *args], extra or None, cwd, stdout=subprocess.PIPE,
+                 stderr=subprocess.PIPE)
 
 
 def signal_session(sid: int, sig: int) -> None:
     """Signal every process of the job, as a batch system does (ranks have their own groups)."""
-    sys.path.insert(0, os.path.join(ROOT, "scaling"))
-    from faults import kill_session
     kill_session(sid, sig)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT])
+# MPICH's mpiexec (Hydra) dies of SIGUSR2 and takes the ranks with it (README, fault table)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT]
+                         + ([signal.SIGUSR2] if launcher() == "openmpi" else []))
 def test_a_signal_stops_handing_out_work_stores_everything_and_the_rerun_resumes(tmp_path, sig):
     out = str(tmp_path / "r.h5")
-    args = ["run", "kernels.sleep:task", "--count", "40", "--out", out]
-    job = start(args)
-    time.sleep(3.0)
+    args = ["run", "kernels.sleep:task", "--count", "40", "--out", out, "--flush-interval", "0.2"]
+    job = start_mtcmpi(args)
+    from mtcmpi.output import journal
+    wait_for(lambda: any(os.path.getsize(p) for p in journal.files(out)), 90, "a journalled task")
     signal_session(job.pid, sig)
     stdout, stderr = job.communicate(timeout=60)
     assert f"stopped early: signal {signal.Signals(sig).name}" in stdout, stdout + stderr
@@ -52,45 +52,14 @@ def test_a_warning_during_start_up_stops_before_the_first_task_and_exits_75(tmp_
     Python itself starts, a signal still kills: nothing of mtcmpi runs yet.)"""
     (tmp_path / "slowmodel.py").write_text("import time\ntime.sleep(3.0)\n\ndef f(x):\n    return x\n")
     out = str(tmp_path / "r.h5")
-    env = dict(os.environ, **MPI_ENV, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
-    job = subprocess.Popen(["mpiexec", "-n", "3", sys.executable, "-m", "mtcmpi", "run",
-                            "slowmodel:f", "--count", "6", "--out", out], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, env=env, cwd=str(tmp_path),
-                           start_new_session=True)
+    job = start_mtcmpi(["run", "slowmodel:f", "--count", "6", "--out", out],
+                       cwd=str(tmp_path))
     time.sleep(1.5)
     signal_session(job.pid, signal.SIGUSR1)
     stdout, stderr = job.communicate(timeout=60)
     assert job.returncode == EXIT_STOPPED, stdout + stderr
     assert "stopped early: signal SIGUSR1" in stdout and "0 ok" in stdout
     assert "Traceback" not in stderr and "exited on signal" not in stderr
-
-
-@pytest.mark.timeout(60, method="thread")   # the SIGALRM timer is the Stop's here
-def test_stop_phases_remember_early_signals_arm_grace_only_while_running_then_ignore():
-    from mtcmpi.faults import Stop, catch_early
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)}
-    try:
-        catch_early()
-        os.kill(os.getpid(), signal.SIGUSR2)        # before the run: remembered, not fatal
-        stop = Stop(grace=30.0)
-        stop.install()
-        assert stop.reason == "signal SIGUSR2"
-        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0   # no task runs: no grace timer
-        stop.uninstall()
-        stop = Stop(grace=30.0)
-        stop.install()
-        stop.begin()
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.reason == "signal SIGTERM" and signal.getitimer(signal.ITIMER_REAL)[0] > 29
-        stop.quiet()
-        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
-        time.sleep(REPEAT_GAP)
-        os.kill(os.getpid(), signal.SIGINT)          # a second Ctrl-C would end a running job
-        stop.uninstall()
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
 
 
 def test_walltime_starts_no_task_that_cannot_finish(tmp_path):
@@ -112,6 +81,9 @@ def test_failure_limits_stop_the_run_with_exit_1(flag):
     (["--walltime", "soon"], "--walltime 'soon' is not HH:MM:SS"),
     (["--grace", "-1"], "--grace must be >= 0"),
     (["--max-failures", "0"], "--max-failures must be >= 1"),
+    (["--grace", "nan"], "--grace must be >= 0 and finite (at most 100,000,000 s), not nan"),
+    (["--grace", "inf"], "--grace must be >= 0 and finite (at most 100,000,000 s), not inf"),
+    (["--walltime", "nan"], "--walltime 'nan' is not HH:MM:SS"),
 ])
 def test_bad_limits(args, words):
     proc = mtcmpi(["run", "tests.tasks_for_tests:square", "--count", "3", *args], ranks=2)
@@ -142,3 +114,180 @@ def test_walltime_is_read_from_slurm_when_it_tells(tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     proc = mtcmpi(["run", "kernels.sleep:task", "--count", "60", "--grace", "1"], ranks=3)
     assert proc.returncode == EXIT_STOPPED and "stopped early: walltime" in proc.stdout
+
+
+STALLING = """
+import os, signal, time
+
+def f(i):
+    \"\"\"Tasks below QUICK take 50 ms; the others, while the flag file exists, STALL s.\"\"\"
+    {setup}
+    time.sleep({stall} if i >= {quick} and os.path.exists({flag!r}) else 0.05)
+    with open({log!r}, "a") as f:
+        f.write(f"{{i}}\\n")
+    return i
+"""
+
+
+class Stalling:
+    """A task module in tmp_path: quick tasks, then (while its flag exists) stalled ones; every
+    finished task appends its id to a log, so a test sees what finished, and how often."""
+
+    def __init__(self, tmp_path, quick=4, stall=60, setup="pass"):
+        self.dir, self.flag, self.log = tmp_path, tmp_path / "stall", tmp_path / "finished.log"
+        self.flag.touch()
+        (tmp_path / "stalling.py").write_text(STALLING.format(
+            quick=quick, stall=stall, flag=str(self.flag), log=str(self.log), setup=setup))
+        self.out = str(tmp_path / "r.h5")
+
+    def finished(self) -> list[int]:
+        return [int(x) for x in self.log.read_text().split()] if self.log.exists() else []
+
+    def args(self, *extra, count=20):
+        return ["run", "stalling:f", "--count", str(count), "--chunk", "1", "--out", self.out,
+                "--flush-interval", "1000", *extra]
+
+    def start(self, *extra, count=20, ranks=3, **env):
+        return start_mtcmpi(self.args(*extra, count=count), ranks, str(self.dir), **env)
+
+    def journalled(self) -> set[int]:
+        from mtcmpi.output import journal
+        return {int(t) for frame in journal.read(self.out) for t in frame.ids}
+
+    def resume(self, count=20):
+        """Run again without stalls: it must finish, running nothing that finished before."""
+        before = self.finished()
+        self.flag.unlink()
+        proc = mtcmpi(self.args(count=count), ranks=3, cwd=str(self.dir), timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        after = self.finished()
+        assert sorted(after) == list(range(count)), "lost or ran twice: " + str(sorted(after))
+        assert len(before) == len(set(before))
+        return proc
+
+
+def wait_for(condition, seconds=30.0, what="the condition"):
+    """Poll condition until true; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not met within {seconds} s"
+        time.sleep(0.05)
+
+
+def signal_ranks(job, sig):
+    """Signal the ranks only (each leads its own process group), not mpiexec."""
+    pids = ranks_of(job.pid)
+    for pid in pids:
+        os.kill(pid, sig)
+    return pids
+
+
+@pytest.mark.parametrize("grace", [0, 1])
+def test_tasks_still_running_at_grace_end_the_job_with_everything_finished_journalled(tmp_path, grace):
+    """No periodic flush (--flush-interval 1000): the signal itself journals what finished."""
+    model = Stalling(tmp_path)
+    job = model.start("--grace", str(grace))
+    wait_for(lambda: len(model.finished()) == 4, what="the quick tasks")
+    signalled = time.monotonic()
+    signal_ranks(job, signal.SIGTERM)
+    stdout, stderr = job.communicate(timeout=30)
+    assert time.monotonic() - signalled < grace + 10
+    assert job.returncode == EXIT_STOPPED, stdout + stderr
+    assert f"still running {grace} s after signal SIGTERM (--grace)" in stderr
+    assert "finished tasks are in the journal" in stderr
+    assert model.journalled() == {0, 1, 2, 3}
+    assert "resumed: 4 tasks were done" in model.resume().stdout
+
+
+def test_a_second_ctrl_c_ends_the_job_at_once(tmp_path):
+    from mtcmpi.faults import REPEAT
+    model = Stalling(tmp_path)
+    job = model.start("--grace", "100")
+    wait_for(lambda: len(model.finished()) == 4, what="the quick tasks")
+    signal_ranks(job, signal.SIGINT)
+    first = time.monotonic()
+    wait_for(lambda: model.journalled() == {0, 1, 2, 3}, what="the journal")   # the first Ctrl-C wrote it
+    wait_for(lambda: time.monotonic() > first + REPEAT + 0.1, what="a second past the first Ctrl-C")
+    signal_ranks(job, signal.SIGINT)
+    stdout, stderr = job.communicate(timeout=30)
+    assert time.monotonic() - first < 30
+    assert job.returncode == EXIT_STOPPED and "a second Ctrl-C" in stderr, stdout + stderr
+    model.resume()
+
+
+def test_ctrl_c_to_mpiexec_journals_every_finished_task_though_the_ranks_are_killed(tmp_path):
+    """Open MPI's mpiexec answers SIGINT with SIGCONT to the ranks, SIGTERM a second later and
+    SIGKILL a second after that (odls_base_sigkill_timeout, 1 s by default here): no task
+    outlives it, but the SIGTERM has journalled everything that finished."""
+    model = Stalling(tmp_path)
+    job = model.start(OMPI_MCA_odls_base_sigkill_timeout="1")
+    wait_for(lambda: len(model.finished()) == 4, what="the quick tasks")
+    job.send_signal(signal.SIGINT)
+    stdout, stderr = job.communicate(timeout=30)
+    assert not os.path.exists(model.out)   # killed: no results file ...
+    assert model.journalled() == {0, 1, 2, 3}, stdout + stderr   # ... but nothing lost
+    assert "resumed: 4 tasks were done" in model.resume().stdout
+
+
+def test_ctrl_c_to_mpiexec_with_scripts_mpienv_stops_stores_and_resumes(tmp_path):
+    """With scripts/mpienv's odls_base_sigkill_timeout the ranks get SIGTERM that long after
+    the Ctrl-C and as long again to finish their tasks: the run ends as a stopped run."""
+    import re
+    with open(os.path.join(ROOT, "scripts", "mpienv")) as f:
+        delay = re.search(r"odls_base_sigkill_timeout:-(\d+)", f.read()).group(1)
+    model = Stalling(tmp_path, stall=1)
+    job = model.start(count=40, OMPI_MCA_odls_base_sigkill_timeout=delay)
+    wait_for(lambda: len(model.finished()) == 4, what="the quick tasks")
+    job.send_signal(signal.SIGINT)
+    stdout, stderr = job.communicate(timeout=60)
+    assert "stopped early: signal SIGTERM" in stdout, stdout + stderr
+    with h5py.File(model.out) as f:
+        done = int((f["tasks"]["status"][:] == 1).sum())
+    assert 4 < done < 40
+    assert f"resumed: {done} tasks were done" in model.resume(count=40).stdout
+
+
+def test_a_task_that_ignores_sigterm_does_not_turn_stopping_off(tmp_path):
+    model = Stalling(tmp_path, quick=1000, setup="signal.signal(signal.SIGTERM, signal.SIG_IGN) if i < 2 else None")
+    job = model.start(count=1000)
+    wait_for(lambda: len(model.finished()) > 60, what="1.5 s of tasks")   # mtcmpi looks once a second
+    signal_ranks(job, signal.SIGTERM)
+    stdout, stderr = job.communicate(timeout=30)
+    assert job.returncode == EXIT_STOPPED and "stopped early: signal SIGTERM" in stdout, stdout + stderr
+    assert "a task replaced the handler of SIGTERM; mtcmpi put its own back" in stderr
+
+
+def test_a_stop_signal_while_a_rank_is_frozen_in_start_up_ends_the_job_at_grace(tmp_path):
+    """One rank stopped (SIGSTOP) before it reaches the first collective: the others wait for
+    it there; a stop signal then ends the job --grace later instead of never."""
+    (tmp_path / "slow.py").write_text(f"import os, time\nopen({str(tmp_path / 'started')!r} + str(os.getpid()), 'w')"
+                                      "\ntime.sleep(2)\n\ndef f(i):\n    return i\n")
+    job = start_mtcmpi(["run", "slow:f", "--count", "4", "--grace", "1"], 3, str(tmp_path))
+    try:
+        wait_for(lambda: len(list(tmp_path.glob("started*"))) == 3, what="every rank importing")
+        frozen = int(sorted(tmp_path.glob("started*"))[-1].name[len("started"):])
+        os.kill(frozen, signal.SIGSTOP)
+        t0 = time.monotonic()
+        for pid in set(ranks_of(job.pid)) - {frozen}:
+            os.kill(pid, signal.SIGTERM)
+        stdout, stderr = job.communicate(timeout=30)
+        assert time.monotonic() - t0 < 20
+        assert job.returncode == EXIT_STOPPED, stdout + stderr
+        assert "still running 1 s after signal SIGTERM (--grace)" in stderr
+    finally:
+        kill_session(job.pid, signal.SIGKILL)
+
+
+def test_a_task_waiting_in_an_mpi_collective_ends_at_grace(tmp_path):
+    """A task that calls COMM_WORLD.Barrier waits forever (no other rank joins it): a stop
+    signal ends it --grace later, though the rank is inside MPI, where no Python handler runs."""
+    (tmp_path / "collective.py").write_text(
+        f"from mpi4py import MPI\n\ndef f(i):\n    open({str(tmp_path / 'entered')!r}, 'w').close()\n"
+        "    MPI.COMM_WORLD.Barrier()\n    return i\n")
+    job = start_mtcmpi(["run", "collective:f", "--count", "4", "--grace", "1"], 3, str(tmp_path))
+    wait_for(lambda: (tmp_path / "entered").exists(), what="a task in the Barrier")
+    t0 = time.monotonic()
+    signal_ranks(job, signal.SIGTERM)
+    stdout, stderr = job.communicate(timeout=30)
+    assert time.monotonic() - t0 < 20
+    assert job.returncode == EXIT_STOPPED and "still running 1 s after signal SIGTERM" in stderr, stdout + stderr

@@ -7,12 +7,11 @@ import pytest
 
 from mtcmpi.faults import Stop
 
-from mtcmpi import journal, resume
+from mtcmpi.output import journal, resume
 from mtcmpi.errors import UsageError
 from mtcmpi.job import run_job
-from mtcmpi.output import Output
-from mtcmpi.policies import parse_schedule
-from mtcmpi.results import Normalizer, ResultMismatch, UnstorableResult, merge_schemas
+from mtcmpi.options import RunOptions
+from mtcmpi.output.values import Normalizer, Schema, UnstorableResult, fits
 from mtcmpi.tasklog import FAILED, OK, TaskLog
 from mtcmpi.tasks import CountSource, ItemsSource
 from mtcmpi.world import World
@@ -39,41 +38,42 @@ def test_normalizer_rejects_what_cannot_be_stored():
     assert pickled({1, 2})["value"].dtype.kind == "S" and pickled.pickled_keys == {"value"}
 
 
-def test_normalizer_rejects_a_change_of_shape_or_kind():
-    norm = Normalizer()
-    norm(np.zeros(2))
-    with pytest.raises(ResultMismatch, match="shape \\(3,\\)"):
-        norm(np.zeros(3))
-    with pytest.raises(ResultMismatch):
-        norm("text")
-    assert norm(np.ones(2, dtype=np.int8))["value"].dtype == np.int8   # numbers may change type
-
-
-def test_merge_schemas_promotes_numbers_and_refuses_shapes():
-    merged = merge_schemas([{"v": ("<i8", ())}, {"v": ("<f8", ())}, {"s": ("|S3", ())}, {"s": ("|S7", ())}])
-    assert merged["v"][0] == np.float64 and merged["s"][0] == np.dtype("S7")
-    with pytest.raises(UsageError, match="differ between tasks"):
-        merge_schemas([{"v": ("<f8", (2,))}, {"v": ("<f8", (3,))}])
+def test_schema_rule_is_the_lowest_task_id_and_promotes_numbers():
+    a, b = Schema(), Schema()
+    a.add("v", np.dtype("<i8"), (), 5)
+    b.add("v", np.dtype("<f8"), (), 2)
+    b.add("v", np.dtype("<f8"), (3,), 0)          # task 0 returned another shape: it wins
+    a.add("s", np.dtype("S3"), (), 1)
+    b.add("s", np.dtype("S7"), (), 4)
+    a.add("u", np.dtype("<u8"), (), 3)
+    b.add("u", np.dtype("<i8"), (), 1)            # uint64 beside int64 is not float64
+    a.merge(b)
+    cols = a.columns()
+    assert cols["v"].shape == (3,) and cols["v"].first == 0
+    assert not fits(cols["v"], np.dtype("<i8"), ())
+    assert cols["s"].dtype == np.dtype("S7")
+    assert cols["u"].dtype == np.int64 and not fits(cols["u"], np.dtype("<u8"), ())
 
 
 def test_journal_survives_a_torn_last_frame(tmp_path):
     out = str(tmp_path / "r.h5")
     os.makedirs(journal.directory(out))
     log = TaskLog(0, "host", 1)
-    j = journal.Journal(out, log, "run")
-    log.run([(0, 1), (1, 2)], lambda x: x, lambda: 1.0, Stop())
+    j = journal.Journal(out, log, "run", "fp")
+    log.run([(0, 1), (1, 2)], Normalizer(), lambda: 1.0, Stop())
     j.flush()
-    log.run([(2, 3)], lambda x: x, lambda: 2.0, Stop())
+    log.run([(2, 3)], Normalizer(), lambda: 2.0, Stop())
     j.flush()
     j.close()
     with open(j.path, "r+b") as f:          # cut the second frame short, as a kill would
         f.truncate(os.path.getsize(j.path) - 5)
-    frames = list(journal.read(out))
-    assert len(frames) == 1 and list(frames[0]["ids"]) == [0, 1]
+    frames = list(journal.read(out, "fp"))
+    assert len(frames) == 1 and list(frames[0].ids) == [0, 1] and not log.results
+    assert frames[0].values(np.dtype(int), (), 2, next(frames[0].groups())[4]).tolist() == [1, 2]
 
 
 def run(out, fn, items, **opts):
-    return run_job(World.of(), fn, ItemsSource(items), parse_schedule("dynamic"), Output(str(out), **opts))
+    return run_job(World.of(), fn, ItemsSource(items), RunOptions(out=str(out), **opts))
 
 
 def test_file_layout(tmp_path):
@@ -107,7 +107,9 @@ def test_failed_rows_hold_fill_values_and_the_error(tmp_path):
 def test_resume_skips_done_tasks_and_refuses_another_task_list(tmp_path):
     out = tmp_path / "r.h5"
     run(out, t.maybe_fail, range(6))
-    prior = resume.load(str(out), 6)
+    with h5py.File(out) as f:
+        fingerprint = f.attrs["fingerprint"]
+    prior = resume.load(str(out), 6, fingerprint)
     assert list(prior.todo(retry_failed=False)) == [] and list(prior.todo(retry_failed=True)) == [3]
     again = run(out, t.maybe_fail, range(6), retry_failed=True)
     assert again.summary.earlier == 5 and again.summary.total.ran == 1
@@ -120,7 +122,7 @@ def test_resume_skips_done_tasks_and_refuses_another_task_list(tmp_path):
 
 def test_pickled_results_are_marked(tmp_path):
     out = tmp_path / "r.h5"
-    run(out, lambda x: {x}, range(3), pickled=True)
+    run(out, lambda x: {x}, range(3), pickle_results=True)
     with h5py.File(out) as f:
         assert f.attrs["pickled_results"] == "value"
     import mtcmpi
@@ -148,9 +150,11 @@ def test_count_source_fingerprint_changes_with_n():
 
 
 def test_h5py_without_mpi_stops_unless_serial_io(tmp_path, monkeypatch):
+    import mtcmpi.output.results_file as rf
+
     class NoMPI:
         mpi = False
-    monkeypatch.setattr(h5py, "get_config", lambda: NoMPI())   # output.py imports h5py where used
+    monkeypatch.setattr(rf.h5py, "get_config", lambda: NoMPI())
     with pytest.raises(UsageError, match="built without MPI.*--serial-io"):
         run(tmp_path / "r.h5", t.square, range(2))
     assert run(tmp_path / "r.h5", t.square, range(2), serial_io=True).exit_code == 0

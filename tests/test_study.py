@@ -105,7 +105,9 @@ def test_without_measured_runs_the_defaults_still_predict(tmp_path):
     got = result(proc.stdout)
     assert all(0 < got[k] <= 1 for k in ("eff_static", "eff_dynamic", "eff_cost",
                                          "eff_cost_with_paper_startup"))
-    assert got["paper_dynamic"] == 0.93
+    # the model of self-scheduling at 12,288 cores meets the paper's measurement (read off its
+    # plots to +-0.01; the model leaves out the start-up, which the paper's figure spreads in)
+    assert abs(got["eff_dynamic"] - got["paper_dynamic"]) < 0.03
     rows = read_rows(tmp_path / "simulate.csv")
     assert {r["scenario"] for r in rows} >= {"cluster", "sweep", "shortest"}
     assert "here" not in {r["scenario"] for r in rows}

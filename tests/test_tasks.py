@@ -91,3 +91,64 @@ def test_check_call_catches_wrong_arguments():
     check_call(lambda a, b=0: None, CALL_KEYWORDS, {"a": 1}, "row 0")
     with pytest.raises(UsageError, match="cannot take the arguments of row 0: .*'c'"):
         check_call(lambda a, b=0: None, CALL_KEYWORDS, {"a": 1, "c": 2}, "row 0")
+
+
+@pytest.mark.parametrize("module, words", [
+    ("import sys\nsys.exit('no licence on this node')\n", "SystemExit: no licence on this node"),
+    ("raise KeyboardInterrupt\n", "KeyboardInterrupt"),
+    ("class E(BaseException):\n    def __str__(self):\n        raise ValueError\nraise E()\n",
+     "E: <exception str() failed>"),
+])
+def test_any_way_out_of_a_module_import_is_a_usage_error(tmp_path, monkeypatch, module, words):
+    (tmp_path / "leaves_at_import.py").write_text(module)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UsageError, match=f"importing 'leaves_at_import'.*{words.replace('(', '.').replace(')', '.')}"):
+        resolve("leaves_at_import:f")
+
+
+def rows_of(path):
+    source = ParamsSource(str(path))
+    source.count()
+    return [row for _, row in source.tasks()]
+
+
+@pytest.mark.parametrize("name, data, words", [
+    ("latin.csv", "a,b\n1,caf\xe9\n".encode("latin-1"), "line 2: not UTF-8 (byte 0xe9 at column 6): save it as UTF-8"),
+    ("latin.jsonl", '{"a": 1}\n{"a": "caf\xe9"}\n'.encode("latin-1"), "line 2: not UTF-8"),
+    ("latin.json", '[{"a": "caf\xe9"}]'.encode("latin-1"), "line 1: not UTF-8"),
+    ("dup.csv", b"a,b,a\n1,2,3\n", "column 'a' appears more than once in the header"),
+    ("cr.csv", b"a\n1\r2\n", "line 2: not a valid CSV row"),
+])
+def test_params_files_that_cannot_be_read_as_given_are_one_line(tmp_path, name, data, words):
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(UsageError, match=words.replace("(", r"\(").replace(")", r"\)")) as err:
+        rows_of(tmp_path / name)
+    assert name in str(err.value) and "\n" not in str(err.value)
+
+
+def test_params_with_a_bom_a_huge_cell_and_crlf_read_as_plain_utf8(tmp_path):
+    big = "x" * 300_000   # over csv's default 128 KB field limit
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbfa,b\r\n1," + big.encode() + b"\r\n")
+    assert rows_of(tmp_path / "bom.csv") == [{"a": 1, "b": big}]
+    (tmp_path / "bom.jsonl").write_bytes(b'\xef\xbb\xbf{"a": 1}\n')
+    assert rows_of(tmp_path / "bom.jsonl") == [{"a": 1}]
+
+
+def test_the_fingerprint_does_not_depend_on_line_endings_or_a_bom(tmp_path):
+    import hashlib
+    (tmp_path / "lf.csv").write_bytes(b"a,b\n1,2\n3,4\n")
+    (tmp_path / "crlf.csv").write_bytes(b"\xef\xbb\xbfa,b\r\n1,2\r\n3,4\r\n")
+    (tmp_path / "other.csv").write_bytes(b"a,b\n1,2\n3,5\n")
+    prints = {}
+    for name in ("lf", "crlf", "other"):
+        digest = hashlib.sha256()
+        keys = ParamsSource(str(tmp_path / f"{name}.csv")).fingerprint(digest)
+        prints[name] = (digest.hexdigest(), keys.tolist())
+    assert prints["lf"] == prints["crlf"] != prints["other"]
+
+
+def test_count_keys_are_splitmix64_of_the_id_and_distinct():
+    import hashlib
+    keys = CountSource(1 << 21).fingerprint(hashlib.sha256())   # two blocks of count_keys
+    assert keys[0] == 0xE220A8397B1DCDAF and keys[1] == 0x910A2DEC89025CC1   # splitmix64 of 0, 1
+    assert len(set(keys.tolist())) == len(keys)

@@ -5,8 +5,7 @@ import h5py
 import numpy as np
 import pytest
 from mtcmpi.job import run_job
-from mtcmpi.output import Output
-from mtcmpi.policies import parse_schedule
+from mtcmpi.options import RunOptions
 from mtcmpi.tasks import CountSource
 from mtcmpi.world import World
 from tests.mpi.common import comm, on_rank0, shared_tmp
@@ -26,7 +25,7 @@ def test_static_and_dynamic_write_the_same_results(tmp_path_factory, n):
     for schedule in ("static", "dynamic", "guided"):
         path = os.path.join(base, f"{schedule}.h5")
         outcome = run_job(World.of(), "tests.tasks_for_tests:vector", CountSource(n),
-                          parse_schedule(schedule), Output(path))
+                          RunOptions(schedule=schedule, out=path))
         assert outcome.exit_code == 0
         files[schedule] = path
 
@@ -45,7 +44,7 @@ def test_static_and_dynamic_write_the_same_results(tmp_path_factory, n):
 def test_failures_from_every_rank_reach_the_file(tmp_path_factory):
     path = os.path.join(shared_tmp(tmp_path_factory, "store"), "f.h5")
     outcome = run_job(World.of(), "tests.tasks_for_tests:maybe_fail", CountSource(40),
-                      parse_schedule("static:cyclic"), Output(path))
+                      RunOptions(schedule="static:cyclic", out=path))
     assert outcome.exit_code == 1
 
     def check():
@@ -59,8 +58,7 @@ def test_failures_from_every_rank_reach_the_file(tmp_path_factory):
 
 def test_serial_io_writes_the_same_file(tmp_path_factory):
     path = os.path.join(shared_tmp(tmp_path_factory, "store"), "s.h5")
-    run_job(World.of(), "tests.tasks_for_tests:square", CountSource(30), parse_schedule("dynamic"),
-            Output(path, serial_io=True))
+    run_job(World.of(), "tests.tasks_for_tests:square", CountSource(30), RunOptions(out=path, serial_io=True))
 
     def check():
         with h5py.File(path) as f:

@@ -1,0 +1,185 @@
+"""Build the results file at the end of a run from the journals, in bounded blocks.
+
+The journal is the one copy of the results written during the run; here each rank streams its
+own journal file frame by frame into the file (rank 0 alone with --serial-io, reading every
+rank's), so no rank ever holds more than a frame of results. Rank 0 first copies what earlier
+runs left (an earlier file block by block, earlier journals frame by frame) and writes the fill
+value into rows that no task filled; after a flush, this run's rows follow, so they win.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import h5py
+import numpy as np
+from mpi4py import MPI
+
+from ..tasklog import DONE, FAILED, FAILED_STATES, OK, Failure, TaskLog
+from . import hdf5, journal
+from .values import Column, ResultMismatch, fits, mismatch, result_sets
+
+Batch = tuple[np.ndarray, Callable[[], np.ndarray]]
+
+
+@dataclass
+class Sources:
+    """Where this rank's rows of the new file come from."""
+
+    fingerprint: str
+    journals: list[str]                                   # this run's, written by this rank here
+    prior_file: str | None = None                         # rank 0: an earlier results file
+    prior_journals: list[str] = field(default_factory=list)   # rank 0: earlier runs' journals
+
+    def frames(self, prior: bool) -> Iterator[journal.Frame]:
+        for path in self.prior_journals if prior else self.journals:
+            yield from journal.frames(path, self.fingerprint)
+
+
+def mismatches(frames: Iterator[journal.Frame], columns: dict[str, Column]) -> dict[int, Failure]:
+    """Tasks whose value under some key does not fit that key's column (the run-wide rule)."""
+    out: dict[int, Failure] = {}
+    for frame in frames:
+        for key, dtype, shape, ids, _ in frame.groups():
+            if not fits(columns[key], dtype, shape):
+                text = mismatch(key, columns[key], dtype, shape)
+                for t in ids.tolist():
+                    out.setdefault(t, Failure(ResultMismatch.__name__, text, f"task {t}: {ResultMismatch.__name__}: {text}\n"))
+    return out
+
+
+def mark_failed(log: TaskLog, failures: dict[int, Failure]) -> None:
+    """Record tasks whose result did not fit as failed in this rank's log (their last record)."""
+    if not failures:
+        return
+    ids = np.frombuffer(log.ids, np.int64)
+    for i in np.flatnonzero(np.isin(ids, list(failures))).tolist():
+        log.status[i] = FAILED
+    log.failures.update(failures)
+
+
+def result_batches(sources: Sources, key: str, col: Column, prior: bool) -> Iterator[Batch]:
+    """This rank's (ids ascending, load values) of key that fit its column: the earlier file's
+    rows of tasks that succeeded and earlier journals (prior), or this run's journals."""
+    if prior and sources.prior_file:
+        with h5py.File(sources.prior_file, "r") as f:
+            ds = result_sets(f).get(key)
+            if ds is not None:
+                for part in hdf5.blocks(len(ds), ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64))):
+                    ok = np.flatnonzero(f["tasks"].fields("status")[part] == OK)
+                    if len(ok):
+                        yield part.start + ok, lambda ds=ds, part=part, ok=ok: ds[part][ok]
+    for frame in sources.frames(prior):
+        for k, dtype, shape, ids, offset in frame.groups():
+            if k == key and fits(col, dtype, shape):
+                order = np.argsort(ids, kind="stable")
+                yield ids[order], lambda fr=frame, a=(dtype, shape, len(ids), offset), o=order: fr.values(*a)[o]
+
+
+def fill_batches(n: int, covered: np.ndarray | None, col: Column) -> Iterator[Batch]:
+    """Rank 0: rows no task filled, with the fill value, a block at a time."""
+    if covered is None:
+        return
+    row = max(1, col.dtype.itemsize * int(np.prod(col.shape, dtype=np.int64)))
+    for part in hdf5.blocks(n, row):
+        ids = part.start + np.flatnonzero(~covered[part])
+        if len(ids):
+            yield ids, lambda k=len(ids): np.full((k,) + col.shape, hdf5.fill_value(col.dtype))
+
+
+def coverage(comm: MPI.Comm, n: int, sources: Sources, key: str, col: Column) -> np.ndarray | None:
+    """Rank 0: which rows some task fills (None when all are: no fill needed); collective."""
+    def ids() -> Iterator[np.ndarray]:
+        for prior in (True, False):
+            for got, _ in result_batches(sources, key, col, prior):
+                yield got
+    count = comm.allreduce(sum(len(i) for i in ids()))
+    if count >= n:
+        return None
+    bits = np.zeros(n, bool)
+    for got in ids():
+        bits[got] = True
+    packed = np.packbits(bits)
+    comm.Allreduce(MPI.IN_PLACE, packed, op=MPI.BOR)
+    return np.unpackbits(packed, count=n).astype(bool) if comm.rank == 0 else None
+
+
+def prior_task_rows(sources: Sources, host_width: int, failed: dict[int, Failure]) -> Iterator[Batch]:
+    """Rank 0: /tasks rows of earlier runs: the earlier file block by block, then earlier
+    journals' records (status failed where a result did not fit)."""
+    dtype = hdf5.log_dtype(host_width)
+    if sources.prior_file:
+        with h5py.File(sources.prior_file, "r") as f:
+            tasks = f["tasks"]
+            for part in hdf5.blocks(len(tasks), tasks.dtype.itemsize):
+                yield np.arange(part.start, part.stop), lambda part=part: tasks[part].astype(dtype)
+    for frame in sources.frames(True):
+        yield journal_rows(frame, dtype, failed)
+
+
+def journal_rows(frame: journal.Frame, dtype: np.dtype, failed: dict[int, Failure]) -> Batch:
+    m, ids = frame.meta, frame.ids
+    table = np.empty(len(ids), dtype)
+    table["rank"], table["host"], table["pid"] = m["rank"], m["host"].encode(), m["pid"]
+    table["start"], table["end"] = np.frombuffer(m["starts"], np.float64), np.frombuffer(m["ends"], np.float64)
+    table["status"] = np.frombuffer(m["status"], np.int8)
+    table["status"][np.isin(ids, list(failed))] = FAILED
+    table["attempts"] = [m["attempts"].get(t, 0) + 1 for t in ids.tolist()]
+    order = np.argsort(ids, kind="stable")   # a task in a frame twice (--retries): its last record
+    last = np.r_[ids[order][1:] != ids[order][:-1], True]
+    return ids[order][last], lambda: table[order][last]
+
+
+def write(f: h5py.File, writer: hdf5.Writer, n: int, sources: Sources, columns: dict[str, Column],
+          rows: hdf5.Rows, prior_failed: dict[int, Failure], host_width: int) -> None:
+    """Every row of the file (collective): earlier runs' and fill values, flush, then this run's."""
+    comm = writer.comm
+    covered = {key: coverage(comm, n, sources, key, col) for key, col in sorted(columns.items())}
+    sets = result_sets(f)
+    if n:
+        writer.stream(f["tasks"], lambda: prior_task_rows(sources, host_width, prior_failed))
+        for key, col in sorted(columns.items()):
+            writer.stream(sets[key], lambda: fill_batches(n, covered[key], col))
+            writer.stream(sets[key], lambda: result_batches(sources, key, col, True))
+    f.flush()   # collective: what earlier runs left is on disk before this run's rows replace it
+    if n:
+        writer.stream(f["tasks"], lambda: iter([(rows.ids, lambda: rows.table)]) if len(rows.ids) else iter(()))
+        for key, col in sorted(columns.items()):
+            writer.stream(sets[key], lambda: result_batches(sources, key, col, False))
+
+
+def texts(path: str, n: int, sources: Sources, failures: dict[int, Failure],
+          prior_failed: dict[int, Failure], keys: np.ndarray | None) -> None:
+    """Rank 0, after the parallel file is closed: failure texts (earlier ones first, so this
+    run's win; cleared for tasks that succeeded since) and the task keys."""
+    with h5py.File(path, "r+") as f:
+        texted = np.zeros(n, bool)
+        if sources.prior_file:
+            with h5py.File(sources.prior_file, "r") as old:
+                for part in hdf5.blocks(n, 64):
+                    bad = np.flatnonzero(np.isin(old["tasks"].fields("status")[part], FAILED_STATES))
+                    if len(bad):
+                        got = {int(part.start + i): Failure(*(old[f"errors/{k}"].asstr()[part][i] for k in hdf5.FAILURE_TEXT)) for i in bad}
+                        hdf5.write_texts(f, got)
+                        texted[list(got)] = True
+        for frame in sources.frames(True):
+            mine = set(frame.ids.tolist())
+            got = {**frame.meta["failures"], **{t: x for t, x in prior_failed.items() if t in mine}}
+            hdf5.write_texts(f, got)
+            texted[list(got)] = True
+        hdf5.write_texts(f, failures)
+        texted[list(failures)] = True
+        for part in hdf5.blocks(n, 64):   # a task failed earlier and succeeded now: no text
+            clear = part.start + np.flatnonzero(texted[part] & np.isin(f["tasks"].fields("status")[part], DONE))
+            hdf5.write_texts(f, {int(t): Failure("", "", "") for t in clear})
+        if keys is not None:
+            f.create_dataset("task_keys", data=keys)
+
+
+def host_width(log: TaskLog, extra: int = 1) -> int:
+    return max(1, extra, len(log.host.encode()))
+
+
+def attrs_of(columns: dict[str, Column], pickled: set[str], serial: bool, attrs: dict[str, Any]) -> dict[str, Any]:
+    return dict(attrs, io_mode="serial" if serial else "collective",
+                pickled_results=",".join(sorted(pickled & set(columns))))

@@ -1,0 +1,221 @@
+"""The durable record of finished tasks while a run goes on: one append-only file per rank,
+written and read here.
+
+A frame holds the tasks a rank finished since the last flush: a header (magic, CRC of the
+metadata, lengths), the metadata (pickled: the run's fingerprint, rank, host, pid, and per task
+id, times, status, tries before, failure) and then the results as raw arrays, one block per
+(key, dtype, shape) group, so the final file can read them back without unpickling them and a
+reader that needs only the metadata seeks past them. A background thread flushes every
+`interval` seconds, at once when woken (a stop signal: mpiexec kills 1 s later), and the task
+loop flushes itself once BUFFER bytes of results wait, so a rank never holds more than that.
+After a kill the last frame may be cut short: reading stops there silently. A frame that is
+whole but damaged, or one of another task list, is an error: the journal is not this run's.
+Pickle is fine for the metadata: the journal is mtcmpi's own scratch, never the output.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import pickle
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..errors import UsageError
+from ..tasklog import TaskLog
+from .values import Schema
+
+HEAD = struct.Struct("<8sIIQ")   # magic, crc32 of the metadata, metadata bytes, result bytes
+MAGIC = b"MTCMPIJ2"
+BUFFER = 32 << 20   # results a rank holds before its task loop flushes them itself
+
+
+def directory(out: str) -> str:
+    """Where the journal of results file `out` lives."""
+    return out + ".journal"
+
+
+def files(out: str, run_id: str = "") -> list[str]:
+    """The journal files of `out` (of one run, if run_id), oldest first."""
+    found = glob.glob(os.path.join(directory(out), f"*{'-' + run_id if run_id else ''}.jnl"))
+    return sorted(found, key=lambda p: (os.path.getmtime(p), p))
+
+
+def exists(out: str) -> bool:
+    """Whether `out` has journal files (an earlier run was interrupted)."""
+    return bool(files(out))
+
+
+class Journal:
+    """This rank's journal file; flush() appends the records of `log` not yet written and
+    drops their results from the log. A write that fails (disk full) calls on_error once and
+    writes nothing more: what was flushed before stays whole."""
+
+    def __init__(self, out: str, log: TaskLog, run_id: str, fingerprint: str,
+                 attempts: dict[int, int] | None = None,
+                 on_error: Callable[[str], None] | None = None):
+        self.path = os.path.join(directory(out), f"rank{log.rank:05d}-{run_id}.jnl")
+        self.file = open(self.path, "ab", buffering=0)
+        self.log, self.fingerprint, self.attempts = log, fingerprint, attempts or {}
+        self.on_error = on_error
+        self.written = 0
+        self.pending = 0   # bytes of results in the log not yet journalled (approximate)
+        self.error: str | None = None
+        self.schema = Schema()   # of what this rank journalled
+        self.lock = threading.Lock()
+
+    def added(self, arrays: dict[str, np.ndarray] | None) -> None:
+        """A task's result is about to be recorded: flush now if BUFFER bytes wait."""
+        if arrays:
+            self.pending += sum(a.nbytes for a in arrays.values())
+            if self.pending > BUFFER:
+                self.flush()
+
+    def flush(self) -> None:
+        """Append one frame with every record completed since the last flush."""
+        with self.lock:
+            log, lo = self.log, self.written
+            flushed = time.time()   # before hi: every task recorded by now is in this frame
+            hi = len(log.ends)   # ends is appended last, so every record below hi is complete
+            if hi == lo or self.error:
+                return
+            ids = log.ids[lo:hi]
+            meta, raw = self.frame(ids, flushed)
+            meta["status"] = log.status[lo:hi].tobytes()
+            meta["starts"], meta["ends"] = log.starts[lo:hi].tobytes(), log.ends[lo:hi].tobytes()
+            data = pickle.dumps(meta, protocol=pickle.HIGHEST_PROTOCOL)
+            size = sum(len(memoryview(r).cast("B")) for r in raw)
+            at = self.file.tell()
+            try:
+                self.file.write(HEAD.pack(MAGIC, zlib.crc32(data), len(data), size) + data)
+                for block in raw:
+                    self.file.write(memoryview(block).cast("B"))
+            except OSError as exc:
+                self.fail(exc, at)
+                return
+            for key, dt, shape, gids in meta["groups"]:
+                self.schema.add(key, np.dtype(dt), shape, int(np.frombuffer(gids, np.int64).min()))
+            for t in ids:
+                log.results.pop(t, None)
+            self.written, self.pending = hi, 0
+
+    def frame(self, ids, flushed: float) -> tuple[dict, list[np.ndarray]]:
+        """The metadata and result blocks of the records ids (results grouped by key, dtype, shape)."""
+        log = self.log
+        groups: dict[tuple, list] = {}
+        for t in dict.fromkeys(ids):   # a task tried twice in one frame has one result
+            for key, a in (log.results.get(t) or {}).items():
+                groups.setdefault((key, a.dtype.str, a.shape), []).append((t, a))
+        meta = {"fingerprint": self.fingerprint, "rank": log.rank, "host": log.host, "pid": log.pid,
+                "flushed": flushed, "ids": ids.tobytes(),
+                "attempts": {t: self.attempts[t] for t in ids if t in self.attempts},
+                "failures": {t: log.failures[t] for t in ids if t in log.failures},
+                "groups": [(k, dt, shape, np.array([t for t, _ in rows], np.int64).tobytes())
+                           for (k, dt, shape), rows in groups.items()]}
+        raw = [np.ascontiguousarray(np.stack([a for _, a in rows])) for rows in groups.values()]
+        return meta, raw
+
+    def fail(self, exc: OSError, at: int) -> None:
+        try:   # leave no torn frame behind: later readers stop at one
+            self.file.truncate(at)
+        except OSError:
+            pass
+        self.error = (f"the journal cannot be written ({exc.strerror or exc}: {self.path}): "
+                      "free space there and run the same command again to resume")
+        if self.on_error:
+            self.on_error(self.error)
+
+    def close(self) -> None:
+        self.flush()
+        self.file.close()
+
+
+class Flusher(threading.Thread):
+    """Flushes a journal every `interval` seconds, at once when woken, until stopped, then once more."""
+
+    def __init__(self, journal: Journal, interval: float):
+        super().__init__(name="mtcmpi-journal", daemon=True)
+        self.journal, self.interval = journal, interval
+        self.wakeup = threading.Event()
+        self.stopping = False
+
+    def run(self) -> None:
+        while not self.stopping:
+            self.wakeup.wait(self.interval)
+            self.wakeup.clear()
+            try:
+                self.journal.flush()
+            except Exception as exc:   # a bug must not end this thread silently with tasks going on
+                self.journal.fail(OSError(str(exc)), self.journal.file.tell())
+
+    def wake(self) -> None:
+        """Flush now (a stop signal came: mpiexec may kill the ranks within a second)."""
+        self.wakeup.set()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.wakeup.set()
+        self.join()
+        self.journal.close()
+
+
+@dataclass
+class Frame:
+    """One frame read back: its metadata, and where its result blocks start in its file."""
+
+    meta: dict
+    path: str
+    offset: int
+
+    @property
+    def ids(self) -> np.ndarray:
+        return np.frombuffer(self.meta["ids"], np.int64)
+
+    def groups(self) -> Iterator[tuple[str, np.dtype, tuple, np.ndarray, int]]:
+        """(key, dtype, shape, ids, offset of its block) of every result group."""
+        offset = self.offset
+        for key, dt, shape, gids in self.meta["groups"]:
+            ids, dtype = np.frombuffer(gids, np.int64), np.dtype(dt)
+            yield key, dtype, tuple(shape), ids, offset
+            offset += len(ids) * dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+
+    def values(self, dtype: np.dtype, shape: tuple, count: int, offset: int) -> np.ndarray:
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            return np.fromfile(f, dtype=dtype, count=count * int(np.prod(shape, dtype=np.int64))).reshape((count,) + shape)
+
+
+def frames(path: str, fingerprint: str | None = None, out: str = "") -> Iterator[Frame]:
+    """The frames of one journal file, stopping silently at a torn last one; UsageError for a
+    damaged frame or one of another task list (fingerprint, when given)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        at = 0
+        while at + HEAD.size <= size:
+            magic, crc, meta_len, raw_len = HEAD.unpack(f.read(HEAD.size))
+            end = at + HEAD.size + meta_len + raw_len
+            if magic == MAGIC and end > size:
+                return   # cut short by a kill: everything before it counts
+            data = f.read(meta_len) if magic == MAGIC else b""
+            if magic != MAGIC or zlib.crc32(data) != crc:
+                raise UsageError(f"--out {out or path}: journal file {path} is damaged at byte {at} "
+                                 "(or not mtcmpi's): move it away, or pass --restart to start over")
+            meta = pickle.loads(data)
+            if fingerprint is not None and meta.get("fingerprint") != fingerprint:
+                raise UsageError(f"--out {out or path}: its journal holds results of a different task "
+                                 "list (target or arguments changed); pass --restart to start over, "
+                                 "or use another --out")
+            yield Frame(meta, path, at + HEAD.size + meta_len)
+            at = end
+            f.seek(at)
+
+
+def read(out: str, fingerprint: str | None = None) -> Iterator[Frame]:
+    """Every frame of every journal file of `out`, oldest files first."""
+    for path in files(out):
+        yield from frames(path, fingerprint, out)

@@ -1,0 +1,257 @@
+"""--out: the results file of a run, its journal while the run goes on, and resume.
+
+begin() (collective, before the engine) checks the output path, reads what an earlier run of
+the same output did and agrees which tasks remain; wrap() turns every result into arrays and
+journals them; finish() (collective, after the engine) builds the file from the journals and
+renames it into place. Every path is made absolute at start-up: a task may chdir.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import h5py
+import numpy as np
+from mpi4py import MPI
+
+from .. import __version__
+from ..errors import UsageError
+from ..tasklog import FAILED_STATES, TaskLog
+from ..world import World
+from . import assemble, hdf5, journal, resume
+from .values import Column, Normalizer, Schema
+
+CHUNK_BYTES = 1 << 20   # automatic chunk shape: about this many bytes of whole rows
+
+
+@dataclass
+class Output:
+    """The --out options of one run, and what begin() learned."""
+
+    path: str
+    restart: bool = False
+    retry_failed: bool = False
+    serial_io: bool = False
+    pickled: bool = False
+    flush_interval: float = 2.0
+    compression: str | None = None    # gzip, gzip:LEVEL or lzf
+    chunk_rows: int | None = None
+    prior: resume.Prior | None = field(default=None, repr=False)   # rank 0 only
+    attempts: dict[int, int] = field(default_factory=dict)        # tries before this run
+    run_id: str = ""
+    fingerprint: str = ""
+    rewrite: bool = True    # False when an earlier run finished everything: leave the file be
+    flusher: journal.Flusher | None = field(default=None, repr=False)
+    normalizer: Normalizer | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.path.strip():
+            raise UsageError("--out needs a file name, e.g. --out results.h5")
+        if self.path.endswith(os.sep) or os.path.isdir(self.path):
+            raise UsageError(f"--out {self.path} is a directory: give a file name, e.g. {os.path.join(self.path, 'results.h5')}")
+        self.path = os.path.abspath(self.path)
+        self.filters()   # refuse a bad --compression now
+        if self.chunk_rows is not None and self.chunk_rows < 1:
+            raise UsageError(f"--chunk-rows must be >= 1, not {self.chunk_rows}")
+
+    def filters(self) -> dict[str, Any]:
+        """create_dataset's arguments for --compression."""
+        if self.compression is None:
+            return {}
+        name, _, level = self.compression.partition(":")
+        if name == "lzf" and not level:
+            return {"compression": "lzf"}
+        if name == "gzip" and (not level or level.isdigit() and 0 <= int(level) <= 9):
+            return {"compression": "gzip", "compression_opts": int(level or 4)}
+        raise UsageError(f"--compression {self.compression!r}: use gzip, gzip:LEVEL (0-9) or lzf")
+
+    def check(self) -> None:
+        """Refuse at once what cannot work: h5py without MPI, a missing or read-only directory,
+        compression that this parallel HDF5 cannot write."""
+        if not h5py.get_config().mpi and not self.serial_io:
+            raise UsageError("this h5py was built without MPI, so the ranks cannot write one file "
+                             "together: rebuild it with MPI (scripts/setup does) or pass --serial-io")
+        if self.compression and not self.serial_io and h5py.version.hdf5_version_tuple < (1, 10, 2):
+            raise UsageError(f"--compression: parallel HDF5 {h5py.version.hdf5_version} cannot write "
+                             "compressed datasets (1.10.2 and later can): drop it or pass --serial-io")
+        parent = os.path.dirname(self.path)
+        if not os.path.isdir(parent):
+            raise UsageError(f"--out {self.path}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise UsageError(f"--out {self.path}: directory {parent} is not writable")
+        where = journal.directory(self.path)
+        if os.path.lexists(where) and not os.path.isdir(where):
+            raise UsageError(f"--out {self.path}: {where} is in the way of its journal (not a "
+                             "directory): move it away")
+
+    def begin(self, world: World, n: int, fingerprint: str) -> np.ndarray:
+        """Collective: the ids this run must run (all of them, or what an earlier run left)."""
+        error, todo = None, None
+        if world.rank == 0:
+            try:
+                todo = self.load(n, fingerprint)
+            except UsageError as exc:
+                error = str(exc)
+            except OSError as exc:
+                error = f"--out {self.path}: {exc.strerror or exc} ({exc.filename or self.path})"
+        world.agree(error)
+        self.run_id, self.attempts, self.rewrite = world.comm.bcast(
+            (self.run_id, self.attempts, self.rewrite), root=0)
+        self.fingerprint = world.comm.bcast(fingerprint, root=0)   # only rank 0 saw the task list
+        return world.comm.bcast(todo, root=0)
+
+    def load(self, n: int, fingerprint: str) -> np.ndarray:
+        """Rank 0: clear or read the earlier state, check it is of this task list, start the journal."""
+        self.check()
+        if self.restart:
+            for stale in (self.path, self.path + ".tmp"):
+                if os.path.lexists(stale):
+                    shutil.rmtree(stale) if os.path.isdir(stale) and not os.path.islink(stale) else os.remove(stale)
+            shutil.rmtree(journal.directory(self.path), ignore_errors=True)
+        self.prior = resume.load(self.path, n, fingerprint)
+        todo = self.prior.todo(self.retry_failed)
+        self.attempts = {int(t): int(self.prior.attempts[t]) for t in todo if self.prior.attempts[t]}
+        self.run_id = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+        self.rewrite = bool(len(todo)) or not os.path.exists(self.path) or journal.exists(self.path)
+        if len(todo):
+            resume.write_meta(self.path, {"fingerprint": fingerprint, "n_tasks": n})
+        return todo
+
+    def earlier_failures(self, ran: Any) -> int:
+        """Rank 0: tasks that failed in an earlier run and were not run again now."""
+        if self.prior is None:
+            return 0
+        failed = np.isin(self.prior.status, FAILED_STATES)
+        failed[np.asarray(ran, dtype=np.int64)] = False
+        return int(failed.sum())
+
+    def wrap(self, invoke: Callable[[Any], Any], log: TaskLog, stop: Any, todo: int) -> Callable[[Any], Any]:
+        """invoke with its result turned into arrays inside the task (values.Normalizer) and
+        journalled (a journal that cannot be written halts this rank through stop)."""
+        normalize = self.normalizer = Normalizer(self.pickled)
+        if not todo:
+            return lambda payload: normalize(invoke(payload))
+        jnl = journal.Journal(self.path, log, self.run_id, self.fingerprint, self.attempts, stop.halt)
+        self.flusher = journal.Flusher(jnl, self.flush_interval)
+        stop.listeners.append(self.flusher.wake)
+        self.flusher.start()
+        added = jnl.added
+
+        def stored(payload: Any) -> Any:
+            arrays = normalize(invoke(payload))
+            added(arrays)
+            return arrays
+        return stored
+
+    def close(self) -> None:
+        """The engine is done on this rank (or the job ends now): journal what is left."""
+        if self.flusher and self.flusher.is_alive():
+            self.flusher.stop()
+
+    def finish(self, world: World, log: TaskLog, n: int, attrs: dict[str, Any],
+               retried: dict[int, tuple[int, int]] | None = None,
+               keys: np.ndarray | None = None) -> None:
+        """Collective: build the file from every journal, then rename it into place."""
+        self.close()
+        jnl = self.flusher.journal if self.flusher else None
+        world.agree(jnl.error if jnl else None)
+        if not self.rewrite:
+            return
+        comm, rank = world.comm, world.rank
+        schema = Schema()
+        for part in comm.allgather(jnl.schema.seen if jnl else {}) + ([self.prior.schema.seen] if self.prior else []):
+            other = Schema()
+            other.seen = part
+            schema.merge(other)
+        columns = comm.bcast(schema.columns(), root=0)   # rank 0 alone knows the earlier runs
+        sources = assemble.Sources(self.fingerprint, [jnl.path] if jnl else [])
+        assemble.mark_failed(log, assemble.mismatches(sources.frames(False), columns))
+        prior_failed: dict = {}
+        if self.prior:
+            sources.prior_file, sources.prior_journals = self.prior.file, self.prior.journals
+            prior_failed = assemble.mismatches(sources.frames(True), columns)
+        width = comm.allreduce(assemble.host_width(log, self.prior.host_width if self.prior else 1), op=MPI.MAX)
+        rows = hdf5.Rows.of(log, width, self.attempts, retried)
+        tries = None if retried is None else hdf5.every_try(log, width)
+        pickled = set().union(*comm.allgather(self.normalizer.pickled_keys if self.normalizer else set()))
+        attrs = comm.bcast(dict(attrs, mtcmpi_version=__version__,
+                                mpi_library=MPI.Get_library_version().strip("\0\n "),
+                                command_line=command_line(), end_time=time.time()), root=0)
+        attrs = assemble.attrs_of(columns, pickled, self.serial_io, attrs)
+        if self.serial_io:
+            parts = comm.gather((rows, tries), root=0)
+            if rank == 0:
+                rows = hdf5.Rows.merged([r for r, _ in parts])
+                tries = None if tries is None else np.concatenate([t for _, t in parts])
+                sources.journals = journal.files(self.path, self.run_id)
+            failures = rows.failures
+        else:
+            failures = {t: x for part in comm.gather(rows.failures, root=0) or [] for t, x in part.items()}
+        tmp = self.path + ".tmp"
+        if not self.serial_io or rank == 0:
+            self.build(MPI.COMM_SELF if self.serial_io else comm, tmp, n, sources, columns, rows,
+                       prior_failed, width, attrs, tries)
+        error = None
+        if rank == 0:
+            try:
+                assemble.texts(tmp, n, sources, failures, prior_failed, keys)
+                os.replace(tmp, self.path)
+                shutil.rmtree(journal.directory(self.path), ignore_errors=True)
+            except OSError as exc:
+                error = self.unwritable(exc)
+        world.agree(error)
+        world.barrier()
+
+    def build(self, comm: MPI.Comm, tmp: str, n: int, sources: assemble.Sources,
+              columns: dict[str, Column], rows: hdf5.Rows, prior_failed: dict, width: int,
+              attrs: dict[str, Any], tries: np.ndarray | None) -> None:
+        """Write the parallel part of the file (collective over comm); one line on every rank
+        if it cannot be written (a full disk), the journal left in place."""
+        parallel = not self.serial_io
+        filters = self.filters()
+        writer = hdf5.Writer(comm, bool(filters) and parallel, parallel)
+        f, error = None, None
+        try:
+            f = h5py.File(tmp, "w", driver="mpio", comm=comm) if parallel else h5py.File(tmp, "w")
+            hdf5.create(f, n, width, columns, attrs, self.chunks, filters)
+            assemble.write(f, writer, n, sources, columns, rows, prior_failed, width)
+            if tries is not None:
+                hdf5.write_tries(f, writer, tries)
+        except OSError as exc:
+            error = self.unwritable(exc)
+        try:
+            if f is not None:
+                f.close()   # collective: every rank comes here, failed or not
+        except OSError as exc:
+            error = error or self.unwritable(exc)
+        if comm.allreduce(error is not None):
+            if comm.rank == 0 and os.path.exists(tmp):
+                os.remove(tmp)
+            raise UsageError(error or f"--out {self.path}: the results file cannot be written "
+                             "(see rank 0); the journal keeps every finished task")
+
+    def chunks(self, col: Column) -> tuple | None:
+        """The chunk shape of /results/<key>: --chunk-rows rows, or about CHUNK_BYTES of rows
+        when compressed; contiguous otherwise."""
+        if self.chunk_rows is None and not self.compression:
+            return None
+        row = max(1, col.dtype.itemsize * int(np.prod(col.shape, dtype=np.int64)))
+        return (self.chunk_rows or max(1, CHUNK_BYTES // row),) + col.shape
+
+    def unwritable(self, exc: OSError) -> str:
+        return (f"--out {self.path}: the results file cannot be written ({exc.strerror or exc}); "
+                "nothing is lost, the journal keeps every finished task: once there is space "
+                "(or the cause is fixed), run the same command again")
+
+
+def command_line() -> str:
+    """How this process was started, as a user would type it."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(os.path.join("mtcmpi", "__main__.py")):
+        argv[0:1] = ["python", "-m", "mtcmpi"]
+    return shlex.join(argv)

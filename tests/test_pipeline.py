@@ -1,0 +1,208 @@
+"""`mtcmpi pipeline`: the plan and its checks in-process, then end to end under mpiexec."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import pytest
+
+from mtcmpi.pipeline.stages import load
+from tests.helpers import environment, mtcmpi
+
+pytestmark = pytest.mark.timeout(120)
+
+PIPELINE = '''
+import os
+from mtcmpi.pipeline import split, transform, merge
+
+def log(name):
+    with open("ran.log", "a") as f:
+        f.write(name + "\\n")
+
+def upper(src, dst):
+    log(dst)
+    if "bad" in open(src).read() and not os.path.exists("fixed"):
+        raise ValueError(f"cannot read {src}")
+    with open(src) as f, open(dst, "w") as g:
+        g.write(f.read().upper())
+
+def cut(src, outs):
+    log("cut")
+    for i, out in enumerate(outs):
+        with open(out, "w") as f:
+            f.write(f"{open(src).read().strip()} part {i}\\n")
+
+parts = split("cut", input="all.txt", output=[f"work/part{i}.txt" for i in range(2)], run=cut)
+up = transform("upper", input=["in1.txt", "in2.txt", "in3.txt", parts], output="work/{/.}.up", run=upper)
+counts = transform("count", input=up, output="{.}.wc", command="wc -c < {} > {out}; echo {out} >> ran.log")
+total = merge("total", input=up, output="work/all.up", command="cat {in} > {out}; echo total >> ran.log")
+'''
+
+
+def project(tmp_path, text=PIPELINE, bad=False):
+    for i in (1, 2, 3):
+        (tmp_path / f"in{i}.txt").write_text("bad\n" if bad and i == 2 else f"line {i}\n")
+    (tmp_path / "all.txt").write_text("all\n")
+    (tmp_path / "pipe.py").write_text(text)
+    return tmp_path
+
+
+def ran(tmp_path) -> list[str]:
+    path = tmp_path / "ran.log"
+    lines = path.read_text().split() if path.exists() else []
+    path.unlink(missing_ok=True)
+    return lines
+
+
+def run(tmp_path, *args, ranks=3):
+    return mtcmpi(["pipeline", "pipe.py", "--out", "p.h5", *args], ranks=ranks, cwd=str(tmp_path), timeout=100)
+
+
+def test_the_plan_links_tasks_to_the_makers_of_their_inputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(project(tmp_path))
+    plan = load("pipe.py")
+    assert plan.problems == []
+    assert len(plan.tasks) == 1 + 5 + 5 + 1
+    assert plan.tasks["upper:3"].inputs == ["work/part0.txt"] and plan.tasks["upper:3"].waits == ["cut:0"]
+    assert plan.tasks["count:3"].waits == ["upper:3"] and len(plan.tasks["total:0"].waits) == 5
+    assert plan.order.index("cut:0") < plan.order.index("upper:3") < plan.order.index("total:0")
+
+
+BAD = '''
+from mtcmpi.pipeline import transform
+a = transform("a", input="work/b.out", output="work/a.out", command="cp {} {out}")
+b = transform("b", input=a, output="work/b.out", command="cp {} {out}")
+c = transform("c", input="in1.txt", output="work/a.out", command="cp {} {out}")
+d = transform("d", input="nothere.txt", output="x", command="cp {} {out}")
+e = transform("e", input="in1.txt", output="y", run="nosuchmodule:f")
+e = transform("e", input="in1.txt", output="z", command="true")
+'''
+
+
+def test_every_problem_of_a_bad_graph_is_named_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(project(tmp_path, BAD))
+    problems = "; ".join(load("pipe.py").problems)
+    for part in ("cycle: a -> b", "stages a and c both write work/a.out", "input nothere.txt is made "
+                 "by no stage", "'nosuchmodule:f'", "stage 'e' is declared 2 times"):
+        assert part in problems
+
+
+@pytest.mark.timeout(60)
+def test_a_bad_graph_is_one_line_and_exit_2_on_every_rank(tmp_path):
+    proc = run(project(tmp_path, BAD), ranks=2)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("mtcmpi: error:")]
+    assert len(lines) == 1 and "cycle" in lines[0] and "both write" in lines[0]
+    assert not (tmp_path / "work").exists() and not (tmp_path / "p.h5").exists()
+
+
+def test_runs_then_skips_what_is_up_to_date_and_redoes_what_an_edit_feeds(tmp_path):
+    project(tmp_path)
+    proc = run(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "12 ok" in proc.stdout and len(ran(tmp_path)) == 12
+    assert (tmp_path / "work/all.up").read_text().splitlines()[0] == "LINE 1"
+    with h5py.File(tmp_path / "p.h5") as f:
+        stages = list(f.attrs["stages"])
+        ids = list(f["task_ids"].asstr()[:])
+        row = ids.index("count:3")
+        assert stages[f["tasks"]["stage"][row]] == "count" and f["tasks"]["status"][row] == 1
+        assert f["waited_for"].asstr()[row] == "upper:3" and f["tasks"]["rank"][row] in (1, 2)
+    proc = run(tmp_path, "--dry-run", ranks=2)
+    assert "12 up to date" in proc.stdout and ran(tmp_path) == []
+    time.sleep(0.01)
+    (tmp_path / "in2.txt").write_text("line two\n")
+    proc = run(tmp_path, "--dry-run", ranks=2)
+    assert "9 up to date, 3 would run" in proc.stdout
+    assert run(tmp_path).returncode == 0
+    assert sorted(ran(tmp_path)) == sorted(["work/in2.up", "work/in2.wc", "total"])
+    report = mtcmpi(["report", "p.h5"], ranks=None, cwd=str(tmp_path)).stdout
+    assert "stage upper: 5 tasks, 1 ok" in report
+
+
+def test_a_failed_task_blocks_its_dependents_until_retry_failed(tmp_path):
+    project(tmp_path, bad=True)
+    proc = run(tmp_path)
+    assert proc.returncode == 1
+    with h5py.File(tmp_path / "p.h5") as f:
+        ids, messages = list(f["task_ids"].asstr()[:]), f["errors/message"].asstr()[:]
+        assert "cannot read in2.txt" in messages[ids.index("upper:1")]
+        assert messages[ids.index("count:1")] == "not run: input failed: upper:1"
+        assert messages[ids.index("total:0")] == "not run: input failed: upper:1"
+    ran(tmp_path)
+    assert run(tmp_path).returncode == 1 and ran(tmp_path) == []     # not retried by default
+    (tmp_path / "fixed").touch()
+    assert run(tmp_path, "--retry-failed").returncode == 0
+    assert sorted(ran(tmp_path)) == sorted(["work/in2.up", "work/in2.wc", "total"])
+
+
+SLOW = '''
+import time
+from mtcmpi.pipeline import transform
+
+def slow(src, dst):
+    with open("ran.log", "a") as f:
+        f.write(src + "\\n")
+    time.sleep(0.3)
+    with open(dst, "w") as f:
+        f.write(src)
+
+out = transform("slow", input=[f"x{i}.txt" for i in range(12)], output="{.}.out", run=slow)
+'''
+
+
+@pytest.mark.timeout(120)
+def test_a_kill_at_any_moment_loses_and_redoes_nothing_finished(tmp_path):
+    project(tmp_path, SLOW)
+    for i in range(12):
+        (tmp_path / f"x{i}.txt").write_text(str(i))
+    cmd = ["mpiexec", "-n", "3", sys.executable, "-m", "mtcmpi", "pipeline", "pipe.py", "--out", "p.h5"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=environment({"PYTHONPATH": str(tmp_path)}),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    journal = tmp_path / "p.h5.journal"
+    deadline = time.time() + 60
+    while time.time() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    finished = {json.loads(line)["task"] for line in journal.read_text().splitlines() if line.strip()}
+    assert 3 <= len(finished) < 13
+    first = ran(tmp_path)
+    done = run(tmp_path)
+    assert done.returncode == 0, done.stderr
+    again = ran(tmp_path)
+    inputs = {f"x{t.split(':')[1]}.txt" for t in finished}
+    assert not inputs & set(again)                       # nothing finished ran again
+    assert set(first) | set(again) >= {f"x{i}.txt" for i in range(12)}
+    assert all((tmp_path / f"x{i}.out").read_text() == f"x{i}.txt" for i in range(12))
+
+
+@pytest.mark.timeout(120)
+def test_the_littlewood_pipeline_equals_the_one_process_grid_cell_for_cell(tmp_path):
+    import numpy as np
+
+    from kernels.littlewood import orbit_hits
+    from tests.helpers import ROOT
+
+    env = environment({"LW_DEGREE": "10", "LW_SIZE": "60", "LW_TASKS": "3", "LW_DIR": str(tmp_path / "lw")})
+    proc = subprocess.run(["mpiexec", "-n", "3", sys.executable, "-m", "mtcmpi", "pipeline",
+                           os.path.join(ROOT, "examples", "lw_pipeline.py"), "--out", str(tmp_path / "lw.h5")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=100, start_new_session=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "6 ok" in proc.stdout
+    assert np.array_equal(np.load(tmp_path / "lw/grid.npy"), orbit_hits(0, 2 ** 10, 10, 60))
+    assert (tmp_path / "lw/littlewood10.png").stat().st_size > 0
+
+
+def test_a_dry_run_changes_nothing_even_with_restart(tmp_path):
+    project(tmp_path)
+    assert run(tmp_path, ranks=2).returncode == 0
+    journal = (tmp_path / "p.h5.journal").read_text()
+    proc = run(tmp_path, "--dry-run", "--restart", ranks=2)
+    assert proc.returncode == 0 and "12 would run" in proc.stdout
+    assert (tmp_path / "p.h5.journal").read_text() == journal
