@@ -18,7 +18,7 @@ setup(
         "study": ["matplotlib", "nbclient", "nbformat", "ipykernel"],   # scaling/weak_scaling.ipynb
         "pool": ["pyzmq>=22", "cloudpickle"],        # mtcmpi.connect() and `mtcmpi serve`
         # the peers the benchmarks measure against: scaling/pools.py, scaling/graphs.py
-        "peers": ["ipyparallel", "dask[distributed]"],
+        "peers": ["ipyparallel", "dask[distributed]", "dask-mpi", "celery[redis]"],   # + weak.py --peers
     },
     data_files=[("share/mtcmpi/jobscripts", glob("jobscripts/*"))],   # mtcmpi jobscript's templates
     entry_points={"console_scripts": ["mtcmpi = mtcmpi.cli:main"]},

@@ -8,14 +8,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import traceback
 
-from . import __version__
+from . import __version__, startup   # startup first: it marks when Python was up
 from .errors import EXIT_INTERNAL, EXIT_USAGE, UsageError
 from .jobscript import add_command as add_jobscript
 from .run_args import HELP, add_run_arguments
 from .pool.commands import add_commands as add_pool
-from .pipeline.run import add_command as add_pipeline
+from .pipeline.command import add_command as add_pipeline
 
 RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
 
@@ -134,7 +133,6 @@ def command_report(args: argparse.Namespace) -> int:
 
 def task_list(args: argparse.Namespace) -> tuple:
     """(target, source) from the run options: a function with --count/--params, or commands."""
-    from .commands import command_tasks
     from .tasks import CountSource, ParamsSource
 
     commands = (args.command, args.files, args.args_file, args.taskfile, args.skip_existing, args.output_dir)
@@ -142,6 +140,8 @@ def task_list(args: argparse.Namespace) -> tuple:
         if all(value is None for value in commands):
             raise UsageError("give a target (package.module:function) with --count or --params, "
                              "or --command with --files/--args, or --taskfile")
+        from .commands import command_tasks
+
         source, runner = command_tasks(*commands, timeout=args.timeout)
         return runner, source
     if any(value is not None for value in commands):
@@ -156,6 +156,11 @@ def command_run(args: argparse.Namespace) -> int:
     from .faults import catch_early, ignore_late
 
     catch_early(args.grace)   # before MPI starts, which can take seconds on thousands of ranks
+    comm = startup.init_mpi()
+    if startup.broadcast_wanted(args.import_broadcast):
+        startup.share_imports(comm, ["mtcmpi.job", "mtcmpi.options", "mtcmpi.policies", "mtcmpi.progress"]
+                              + (["mtcmpi.costs"] if args.cost or args.costs_from else [])
+                              + (["mtcmpi.output.results_file"] if args.out else []), args.target)
     from .job import run_job
     from .options import RunOptions
     from .world import World
@@ -172,6 +177,8 @@ def command_run(args: argparse.Namespace) -> int:
     ignore_late()   # everything is stored: a late warning must not kill a rank in MPI_Finalize
     if outcome.summary is not None:
         print("\n".join(outcome.summary.lines()), flush=True)
+        if options.profile_startup:
+            print("\n".join(startup.table(outcome.summary.startup_phases, outcome.summary.ranks)), flush=True)
     return outcome.exit_code
 
 
@@ -188,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as exc:
+        import traceback   # only here: one module fewer for every rank to read at start-up
+
         from .world import World
         world = World.of()
         detail = traceback.format_exc() if world.rank == 0 else f"{type(exc).__name__}: {exc}\n"

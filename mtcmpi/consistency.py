@@ -3,30 +3,43 @@
 On a cluster the nodes see the software through a shared filesystem or a module system; a
 node that mounts an older copy of the venv or of the task module would compute something else
 without a word. So at start-up rank 0 broadcasts what it sees and every rank compares (one
-broadcast and the error agreement, not a gather of 12,288 descriptions).
+broadcast and the error agreement, not a gather of 12,288 descriptions). Only rank 0 reads and
+hashes the task module: a rank that sees the same path with the same size and modification
+time takes it as the same file (one stat), and a rank that imported it from rank 0's
+broadcast (mtcmpi.startup) runs rank 0's code by construction (nothing to compare).
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from typing import Callable
 
 from . import __version__
+from .startup import loaded_from_memory
 from .world import World
 
 
-def what_runs(fn: Callable) -> dict[str, str]:
-    """What this rank would run: Python and mtcmpi versions, the task module's file and hash."""
+def what_runs(fn: Callable, hashed: bool = True) -> dict[str, str]:
+    """What this rank would run: Python and mtcmpi versions, the task module's file, its size
+    and modification time, and (if hashed) its hash."""
     seen = {"python": "%d.%d" % sys.version_info[:2], "mtcmpi": f"{__version__} ({__file__})"}
     module = sys.modules.get(getattr(fn, "__module__", None) or "")
     path = getattr(module, "__file__", None)
     if path and module.__name__.split(".")[0] != "mtcmpi":   # mtcmpi: by its version
+        key = f"task module {module.__name__}"
+        if loaded_from_memory(module):
+            seen[key] = "rank 0's"
+            return seen
         try:
-            with open(path, "rb") as f:
-                digest = hashlib.sha256(f.read()).hexdigest()[:12]
+            st = os.stat(path)
+            stamp = f"{st.st_size} bytes, mtime {st.st_mtime_ns}"
+            if hashed:
+                with open(path, "rb") as f:
+                    stamp += f", sha256 {hashlib.sha256(f.read()).hexdigest()[:12]}"
         except OSError as exc:
-            digest = f"unreadable: {exc.strerror}"
-        seen[f"task module {module.__name__}"] = f"{path} (sha256 {digest})"
+            stamp = f"unreadable: {exc.strerror}"
+        seen[key] = f"{path} ({stamp})"
     return seen
 
 
@@ -38,18 +51,33 @@ def differences(mine: dict[str, str], theirs: dict[str, str]) -> list[str]:
         if key == "mtcmpi":
             a, b = a.split(" (")[0], b.split(" (")[0]
         elif key.startswith("task module"):
-            a, b = a.rsplit(" (", 1)[-1], b.rsplit(" (", 1)[-1]   # the content, wherever it lives
+            if "rank 0's" in (a, b):   # imported from rank 0's broadcast: rank 0's code
+                continue
+            a, b = a.rsplit("sha256 ", 1)[-1], b.rsplit("sha256 ", 1)[-1]   # the content, wherever it lives
         if a != b:
             out.append(f"{key}: {mine.get(key, 'missing')} vs {theirs.get(key, 'missing')}")
     return out
+
+
+def seen_by(world: World, fn: Callable) -> tuple[dict[str, str], dict[str, str]]:
+    """(this rank's view, rank 0's): rank 0 hashes; another rank hashes only when the task
+    module's path, size or modification time differ from rank 0's."""
+    mine = what_runs(fn, hashed=world.rank == 0)
+    theirs = world.comm.bcast(mine if world.rank == 0 else None, root=0)
+    key = next((k for k in mine if k.startswith("task module")), None)
+    if world.rank and key and key in theirs and "rank 0's" not in mine[key]:
+        if theirs[key].rsplit(", sha256", 1)[0] + ")" == mine[key]:   # same path, size and mtime
+            mine[key] = theirs[key]
+        else:
+            mine = what_runs(fn)
+    return mine, theirs
 
 
 def check_same_code(world: World, fn: Callable) -> None:
     """Collective: stop every rank (exit 2) if any rank runs other code than rank 0."""
     if world.size == 1:
         return
-    mine = what_runs(fn)
-    theirs = world.comm.bcast(mine if world.rank == 0 else None, root=0)
+    mine, theirs = seen_by(world, fn)
     found = differences(mine, theirs)
     count = world.comm.allreduce(int(bool(found)))
     error = None

@@ -10,19 +10,20 @@ from __future__ import annotations
 import logging
 import time
 from itertools import islice
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-import numpy as np
 from mpi4py import MPI
 
 from . import protocol
-from .costs import longest_first, lpt
 from .faults import Retries, Stop
 from .policies import Dynamic, Policy, Static
 from .progress import Progress
 from .tasklog import FAILED_STATES, TaskLog
 from .tasks import Source, Task
 from .world import World
+
+if TYPE_CHECKING:
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 clock = time.time  # epoch seconds: task records from different ranks share one time axis
@@ -48,8 +49,11 @@ def execute(world: World, invoke: Callable[[Any], Any], source: Source, ids: Seq
         return {}
     outcome = None
     if world.rank == 0:
-        order = longest_first(ids, costs) if policy.by_cost else ids
-        outcome = run_master(world, tasks_of(source, order), len(ids), policy, stop, Retries(retries),
+        if policy.by_cost:
+            from .costs import longest_first   # numpy: imported only with costs
+
+            ids = longest_first(ids, costs)
+        outcome = run_master(world, tasks_of(source, ids), len(ids), policy, stop, Retries(retries),
                         progress)
     else:
         run_worker(world, log, invoke, policy, stop, retries > 0)
@@ -75,6 +79,8 @@ def share_of(world: World, policy: Static, ids: Sequence[int], costs: np.ndarray
     if world.size == 1:
         return ids
     if policy.by_cost:
+        from .costs import lpt
+
         return world.comm.scatter(lpt(ids, costs, world.size) if world.rank == 0 else None, root=0)
     share = policy.share(world.rank, world.size, len(ids))
     return ids[share.start:share.stop:share.step]
@@ -85,6 +91,8 @@ def tasks_of(source: Source, ids: Sequence[int]) -> Iterator[Task]:
     they reach a task."""
     if isinstance(ids, range):
         return source.take(ids)
+    import numpy as np   # ids from a results file or costs: numpy is loaded already
+
     if len(ids) > 1 and (np.diff(ids) < 0).any():
         return source.take_any([int(i) for i in ids])
     return source.take(map(int, ids))

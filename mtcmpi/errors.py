@@ -3,7 +3,6 @@ exception from another process is described and stands in for itself."""
 from __future__ import annotations
 
 import os
-import traceback
 from types import TracebackType
 from typing import Callable, NamedTuple
 
@@ -54,6 +53,8 @@ def describe(exc: BaseException, head: str = "") -> Described:
     """exc as text, its traceback trimmed to the user's frames and prefixed with head. Never
     raises: an exception whose __str__, __repr__ or traceback formatting fails is still
     described, with the failure said in its place."""
+    import traceback   # here: a run without failures never needs it (start-up, startup.py)
+
     name = safely(lambda: type(exc).__name__, "<unnamed exception>")
     message = safely(lambda: str(exc), f"<{name}: str() failed>")
     text = safely(lambda: "".join(traceback.format_exception(type(exc), exc, user_frames(exc.__traceback__))),
@@ -72,4 +73,6 @@ def safely(text: Callable[[], str], fallback: str) -> str:
 
 def exception_line(exc: BaseException) -> str:
     """'Type: message' of an exception, even one whose __str__ raises."""
+    import traceback
+
     return traceback.format_exception_only(type(exc), exc)[-1].strip()

@@ -21,20 +21,20 @@ replaces a stop signal's handler (SIG_IGN, its own) gets mtcmpi's put back withi
 """
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import math
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
 from collections import deque
-from typing import Callable
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing on every rank
 
 from .errors import EXIT_STOPPED, UsageError
+
+if TYPE_CHECKING:
+    from typing import Callable
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 REPEAT = 1.0   # seconds within which the same signal arriving again is one signal
@@ -222,7 +222,13 @@ def parse_walltime(text: str) -> float:
 def batch_deadline() -> float | None:
     """The job's end time (epoch seconds) when the batch system tells it: Slurm does."""
     job = os.environ.get("SLURM_JOB_ID")
-    if not job or not shutil.which("squeue"):
+    if not job:
+        return None
+    import datetime as dt   # here: only rank 0 of a Slurm job asks, every rank imports this module
+    import shutil
+    import subprocess
+
+    if not shutil.which("squeue"):
         return None
     try:
         end = subprocess.run(["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True,

@@ -8,39 +8,28 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
 from mpi4py import MPI
 
-from . import engine, groups, report
-from .commands import CommandRunner
+from . import engine, report, startup
 from .consistency import check_same_code
-from .costs import CostSpec
 from .errors import EXIT_STOPPED, UsageError
-from .isolate import Isolated
 from .options import RunOptions
-from .policies import Policy, Static
+from .policies import Kind, Policy, Static
 from .tasklog import TaskLog
 from .tasks import Source, check_call, first_task, invoker, resolve
+from .startup import process_start
 from .world import World
 
-_IMPORTED = time.time()
+if TYPE_CHECKING:   # imported where used: a rank imports no more than its run needs (startup.py)
+    import numpy as np
 
-
-def process_start() -> float:
-    """When this process started (epoch seconds), from /proc; else when mtcmpi was imported."""
-    try:
-        with open("/proc/self/stat") as f:
-            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return _IMPORTED
+    from .costs import CostSpec
+    from .isolate import Isolated
 
 
 def launch_time(world: World) -> float:
@@ -64,8 +53,14 @@ def prepare(world: World, target: str | Callable, source: Source, fingerprint: b
     """Resolve the target on every rank and check that all run the same code; count and check
     the tasks on rank 0 (comm: parallel tasks, called with a `comm` too), fingerprint them for
     --out and estimate their costs; agree on errors."""
-    fn = world.agree_on(lambda: resolve(target) if isinstance(target, str) else target)
+    def resolved() -> Callable:
+        fn = resolve(target) if isinstance(target, str) else target
+        startup.mark("resolved")   # the wait for the other ranks counts as the same-code check
+        return fn
+
+    fn = world.agree_on(resolved)
     check_same_code(world, fn)
+    startup.mark("same_code")
     digest = hashlib.sha256(name_of(target).encode())
 
     def check_tasks() -> tuple[int, np.ndarray | None, np.ndarray | None]:
@@ -81,6 +76,7 @@ def prepare(world: World, target: str | Callable, source: Source, fingerprint: b
         return n, keys, estimate
 
     n, keys, estimate = world.agree_on(check_tasks if world.rank == 0 else None) or (0, None, None)
+    startup.mark("tasks")
     return Prepared(fn, world.comm.bcast(n, root=0), digest.hexdigest(), keys, estimate)
 
 
@@ -134,11 +130,19 @@ def run_job(world: World, target: str | Callable, source: Source,
     stop.install()   # from start-up on: a stop signal before the first task ends the run at once
     try:
         launched = launch_time(world)
-        spec = options.group_spec()
+        sized = options.ranks_per_task is not None or options.ranks is not None
         fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs,
-                                                     spec.given)
+                                                     sized)
         ids: Sequence[int] = range(n)
-        parallel = groups.needs_groups(world, spec, fn, source)
+        # groups.py (numpy, isolation) only for runs that may have tasks on k ranks: a size
+        # option, or command tasks (loaded by then), which may ask for {mpirun}; alike everywhere
+        commands = sys.modules.get("mtcmpi.commands")
+        parallel = False
+        if sized or commands is not None and isinstance(fn, commands.CommandRunner):
+            from . import groups
+
+            spec = options.group_spec()
+            parallel = groups.needs_groups(world, spec, fn, source)
         if parallel:   # tasks on k ranks: the root's value is what is stored
             sizes = groups.plan(world, spec, fn, source, n, options.isolate, options.timeout)
             policy, invoke = groups.Packed(spec.packing), groups.root_value
@@ -149,6 +153,7 @@ def run_job(world: World, target: str | Callable, source: Source,
         if output:
             ids = output.begin(world, n, fingerprint)
             invoke = output.wrap(invoke, log, stop, len(ids))   # journalled as they finish
+            startup.mark("results_file")
         world.barrier()
         started = time.time()
         shown = progress if world.rank == 0 else None
@@ -166,10 +171,13 @@ def run_job(world: World, target: str | Callable, source: Source,
         if output:
             output.close()
         finished = written = time.time()   # this rank's tasks are done and journalled
+        profile = world.comm.gather(startup.phases(launched, started, log.starts[0] if log.starts else None))
+        profile = startup.summarise(profile) if world.rank == 0 else {}
         if output:
             output.finish(world, log, n, {"ranks": world.size, "policy": describe(policy),
                                           "target": name_of(target), "n_tasks": n,
-                                          "start_time": started, "fingerprint": fingerprint},
+                                          "start_time": started, "fingerprint": fingerprint,
+                                          **startup.attributes(profile)},
                           retried if retries else None, keys)
             written = time.time()
         retried = retried if retries else None
@@ -186,7 +194,7 @@ def run_job(world: World, target: str | Callable, source: Source,
                                      done - started, total, n - len(ids),
                                      output.earlier_failures(ids) if output else 0,
                                      max(0.0, written - done) if output else 0.0,
-                                     output.path if output else None)
+                                     output.path if output else None, profile)
             if progress:   # static: the display counted rank 0's own share
                 mine = workers == world.size
                 progress.close(len(log.ids) if mine else total.ran,
@@ -202,7 +210,12 @@ def task_invoker(world: World, fn: Callable, call: str, policy: Policy, timeout:
     """This rank's invoke: fn, or fn in a child process under --timeout/--isolate. Not for
     command tasks (their shells run apart and take --timeout themselves) nor on a master."""
     runs_tasks = world.size == 1 or isinstance(policy, Static) or world.rank != 0
-    if (timeout is None and not isolate) or isinstance(fn, CommandRunner) or not runs_tasks:
+    if timeout is None and not isolate or not runs_tasks:
+        return invoker(fn, call), None
+    from .commands import CommandRunner
+    from .isolate import Isolated
+
+    if isinstance(fn, CommandRunner):
         return invoker(fn, call), None
     isolated = Isolated(fn, call, timeout)
     return isolated, isolated
@@ -210,7 +223,7 @@ def task_invoker(world: World, fn: Callable, call: str, policy: Policy, timeout:
 
 def describe(policy: Policy) -> str:
     """A policy as the summary names it, e.g. 'dynamic, chunk auto, prefetch auto'."""
-    if isinstance(policy, (Static, groups.Packed)):
+    if isinstance(policy, Static) or policy.kind is Kind.PARALLEL:
         return policy.name + (", equal-cost shares" if policy.by_cost else "")
     ahead = "auto" if policy.prefetch_below < float("inf") else policy.prefetch
     order = ", longest first" if policy.by_cost else ""

@@ -14,11 +14,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shlex
 import sys
 from pathlib import Path
-from string import Template
-from typing import Sequence
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing on every rank
 
 from . import __version__
 from .errors import UsageError
@@ -26,6 +24,9 @@ from .faults import parse_walltime
 from .options import RunOptions
 from .pool.commands import parse_serve
 from .run_args import parse_run
+
+if TYPE_CHECKING:   # shlex, string, typing: imported when a script is rendered, not by every rank
+    from typing import Sequence
 
 # jobscripts/ of the source tree (a clone, an editable install), else where setup.py's
 # data_files put it (an installed copy)
@@ -128,6 +129,9 @@ def render(scheduler: str, cores: int, walltime: str, job_args: list[str], *, qu
            warning: int | None = None, mpirun: str = "mpirun", max_resubmit: int = 10,
            ppn: int | None = None, pe: str | None = None, script: str = "") -> str:
     """The job script as text; UsageError names the first bad value."""
+    import shlex
+    from string import Template
+
     if scheduler not in SCHEDULERS:
         raise UsageError(f"--scheduler {scheduler!r}: use one of {', '.join(SCHEDULERS)}")
     if cores < 1:
@@ -247,6 +251,8 @@ def module_line(modules: Sequence[str]) -> str:
 
 def quoted(words: Sequence[str]) -> str:
     """Words as the inside of a bash array literal, each shell-quoted."""
+    import shlex
+
     return " ".join(shlex.quote(w) for w in words)
 
 

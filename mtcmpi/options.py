@@ -7,7 +7,6 @@ in check(), and one argument in run_args.py.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -64,6 +63,9 @@ class RunOptions:
     quiet: bool = False
     progress_interval: float = 30.0
     log_level: str | None = None
+    # start-up
+    profile_startup: bool = False
+    import_broadcast: bool = False   # the CLI's: rank 0 reads the modules a run imports (startup.py)
 
     def __post_init__(self) -> None:
         self.check()
@@ -123,9 +125,11 @@ class RunOptions:
 
     def costs(self) -> CostSpec | None:
         """Where task costs come from, or None without --cost/--costs-from."""
-        from .costs import CostSpec
+        if not (self.cost or self.costs_from):
+            return None
+        from .costs import CostSpec   # numpy: imported only with costs
 
-        return CostSpec(self.cost, self.costs_from) if self.cost or self.costs_from else None
+        return CostSpec(self.cost, self.costs_from)
 
     def policy(self) -> Policy:
         """A fresh scheduling policy (it keeps measurements, so one per run)."""
@@ -165,6 +169,8 @@ class RunOptions:
     def configure_logging(self, rank: int) -> None:
         """--log-level: rank 0's "mtcmpi" logger at that level, on stderr."""
         if self.log_level is not None and rank == 0:
+            import logging   # only with --log-level: one package fewer at every rank's start-up
+
             logging.basicConfig(format="mtcmpi: %(levelname)s: %(message)s")
             logging.getLogger("mtcmpi").setLevel(self.log_level.upper())
 

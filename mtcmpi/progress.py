@@ -14,7 +14,6 @@ import math
 import os
 import sys
 import time
-from datetime import timedelta
 from typing import Callable, TextIO
 
 BAR_INTERVAL = 0.15   # seconds between redraws of the terminal bar
@@ -120,4 +119,6 @@ def read(path: str) -> str:
 
 def duration(seconds: float) -> str:
     """H:MM:SS, e.g. 0:00:21 (days as `1 day, 2:03:04`)."""
+    from datetime import timedelta   # rank 0 only, when it shows progress
+
     return str(timedelta(seconds=round(seconds)))

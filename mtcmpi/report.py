@@ -120,6 +120,7 @@ class Summary:
     earlier_failed: int = 0   # of those, failed ones (they count for the exit status)
     store: float = 0.0        # seconds spent writing the results file, after the engine
     out: str | None = None    # the results file
+    startup_phases: dict[str, tuple[float, float]] = field(default_factory=dict)   # startup.summarise
 
     def exit_code(self) -> int:
         """EXIT_STOPPED if a signal or the walltime stopped the run before every task ran, else

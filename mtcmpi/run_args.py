@@ -138,6 +138,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                        "(default 30); on a terminal a live bar instead")
     shown.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error: what "
                        "rank 0 logs on stderr (debug traces every dispatch; default: warnings)")
+    begin = parser.add_argument_group("start-up")
+    begin.add_argument("--profile-startup", action="store_true", help="print where start-up went "
+                       "(Python, imports, MPI init, checks, results file, first task; median and max "
+                       "over ranks); the results file keeps it as startup_* attributes either way")
+    begin.add_argument("--import-broadcast", action="store_true", help="rank 0 reads the run's "
+                       "pure-Python modules (mtcmpi's, the task module, numpy's...) and broadcasts "
+                       "them; the other ranks import from memory, sparing a shared filesystem "
+                       "(for big jobs; also MTCMPI_IMPORT_BROADCAST=1)")
 
 
 def parse_run(run_args: list[str]) -> argparse.Namespace:

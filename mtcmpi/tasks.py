@@ -7,19 +7,18 @@ never sit in memory at once.
 from __future__ import annotations
 
 import codecs
-import csv
 import hashlib
 import importlib
 import inspect
 import itertools
-import json
 import os
 import sys
-from typing import Any, Callable, Iterable, Iterator
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from .errors import UsageError, exception_line
+
+if TYPE_CHECKING:   # numpy is imported only to fingerprint tasks (--out)
+    import numpy as np
 
 Task = tuple  # (task id, payload)
 
@@ -124,7 +123,7 @@ class Source:
             text = repr(payload).encode()
             digest.update(b"%d:" % tid + text)
             keys.append(task_key(text))
-        return np.array(keys, dtype=np.uint64)
+        return key_array(keys)
 
 
 class CountSource(Source):
@@ -154,6 +153,8 @@ class CountSource(Source):
 def count_keys(n: int) -> np.ndarray:
     """Task i's key under --count: splitmix64(i), a block at a time in numpy (a blake2b per
     task, as task_key does for rows, took 75 s on rank 0 before 10^8 tasks could start)."""
+    import numpy as np   # only to fingerprint tasks (--out)
+
     keys = np.empty(n, dtype=np.uint64)
     block = 1 << 20
     for lo in range(0, n, block):
@@ -246,6 +247,8 @@ class ParamsSource(Source):
                 yield i, self._object(row, f"item {i}")
 
     def _csv_rows(self, lines: Iterator[str]) -> Iterator[tuple[int, dict]]:
+        import csv   # csv and json only where a params file is read (rank 0 mostly)
+
         csv.field_size_limit(CELL_LIMIT)   # a long cell is a value, not an error
         reader = csv.reader(lines)
         try:
@@ -269,6 +272,8 @@ class ParamsSource(Source):
                              f"({exc})") from None
 
     def _json(self, text: str, where: str):
+        import json
+
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
@@ -312,7 +317,14 @@ class ParamsSource(Source):
                 text = line.strip()
                 if text and (lineno or self.kind == ".jsonl"):
                     keys.append(task_key(text))
-        return np.array(keys, dtype=np.uint64) if self.kind != ".json" else None
+        return key_array(keys) if self.kind != ".json" else None
+
+
+def key_array(keys: list[int]) -> np.ndarray:
+    """Task keys as the uint64 array the results file stores (numpy only when fingerprinting)."""
+    import numpy as np
+
+    return np.array(keys, dtype=np.uint64)
 
 
 def task_key(text: bytes) -> int:

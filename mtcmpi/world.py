@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 import warnings
+from array import array
 from dataclasses import dataclass
 from functools import cache
 from typing import Callable, TypeVar
@@ -89,16 +89,19 @@ class World:
     @classmethod
     def of(cls, comm: MPI.Comm | None = None) -> "World":
         comm = MPI.COMM_WORLD if comm is None else comm
-        return cls(comm, comm.Get_rank(), comm.Get_size(), socket.gethostname(), os.getpid())
+        return cls(comm, comm.Get_rank(), comm.Get_size(), os.uname().nodename, os.getpid())
 
     def agree(self, error: str | None) -> None:
         """Collective: raise UsageError on every rank if any rank has an error (lowest rank's wins).
 
         Two small collectives instead of an allgather of strings, so it stays cheap at 12k ranks.
+        The ranks reach it at different times at start-up (imports, rank 0's checks): the first
+        waits quietly, so early ranks leave the CPU to the ones still working.
         """
-        first = self.comm.allreduce(self.rank if error else self.size, op=MPI.MIN)
-        if first < self.size:
-            raise UsageError(self.comm.bcast(error, root=first))
+        mine, first = array("q", [self.rank if error else self.size]), array("q", [0])
+        self.wait_quietly(self.comm.Iallreduce(mine, first, op=MPI.MIN))
+        if first[0] < self.size:
+            raise UsageError(self.comm.bcast(error, root=first[0]))
 
     def agree_on(self, step: Callable[[], T] | None) -> T | None:
         """Collective: run step on this rank (None: nothing to do here), then agree as agree()
@@ -145,7 +148,7 @@ class World:
 
     def wait_quietly(self, request: MPI.Request) -> None:
         """Wait for a non-blocking collective, sleeping with backoff so idle ranks leave the CPU."""
-        poll_until(lambda: request.Test() or None, QUIET_PAUSE)   # only the end of a run waits here
+        poll_until(lambda: request.Test() or None, QUIET_PAUSE)   # latency is free where this waits
 
     def barrier(self) -> None:
         """A barrier that does not busy-poll (MPI_Barrier may spin in some MPI libraries)."""

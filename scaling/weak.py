@@ -1,6 +1,7 @@
-"""Weak scaling on the sleep benchmark of Lunacek et al. (IEEE Cluster 2013), with the peer.
+"""Weak scaling on the sleep benchmark of Lunacek et al. (IEEE Cluster 2013), with the peers.
 
     python scaling/weak.py [--quick] [--ranks 2,4,...] [--time-scale 0.01] [--outdir DIR]
+                           [--peers futures,ipyparallel,celery,dask]
 
 Every working rank gets 10 tasks (--tasks-per-worker); task i sleeps uniform(27, 33) x
 --time-scale seconds (kernels.sleep.duration(i, scale, seed): 0.27-0.33 s by default, 1.0 is
@@ -8,7 +9,10 @@ the paper). Policies: static (blocks, rank 0 works too), dynamic and guided (ran
 master), cost (dynamic handing out the longest tasks first, costs from kernels.sleep:duration)
 and futures, mpi4py.futures' MPIPoolExecutor.map in the same run (the peer). The four mtcmpi
 policies share one launch per rank count (each writes its own results file with --out); the
-peer has its own launch.
+peer has its own launch. --peers adds the paper's other peers (scaling/peers.py, the 'peers'
+extra), each with ranks - 1 workers: ipyparallel (rows ipp_direct: static, ipp_lb: dynamic),
+celery (a Redis broker started and stopped by the harness) and dask (dask-mpi); futures in
+--peers is the same as in --policies. A peer that cannot start gets a row with its error.
 
 Times, per run: start-up = launch until every rank is ready (one launch serves the mtcmpi
 policies, so their rows share its figure); engine = first task handed out until the last
@@ -21,8 +25,8 @@ time; engine-only = ideal / engine.
 
 Writes DIR/weak.csv and DIR/weak.h5 (/runs, the same table), DIR/weak.png (efficiency against
 ranks with the paper's curves) and DIR/runs/<policy>-<ranks>.h5. Last line:
-RESULT ranks=<largest> eff_static=... eff_dynamic=... eff_guided=... eff_cost=... eff_futures=...
-(engine-only, at the largest rank count).
+RESULT ranks=<largest> startup_ratio=<mtcmpi/futures> eff_wall_cost=... best_peer_eff_wall=...
+eff_static=... eff_dynamic=... (engine-only per policy and peer), at the largest rank count.
 """
 from __future__ import annotations
 
@@ -40,7 +44,16 @@ PAPER = os.path.join(ROOT, "scaling", "reference", "lunacek2013_weak_scaling.csv
 MTCMPI_POLICIES = ("static", "dynamic", "guided", "cost")
 POLICIES = MTCMPI_POLICIES + ("futures",)
 COLUMNS = ("ranks", "workers", "policy", "tasks", "time_scale", "seed", "mean_task_s", "ideal_s",
-           "startup_s", "engine_s", "wrap_s", "store_s", "eff_paper", "eff_engine", "results_file")
+           "startup_s", "engine_s", "wrap_s", "store_s", "eff_paper", "eff_engine", "results_file",
+           "error")
+
+
+def peer_rows() -> tuple[str, ...]:
+    """futures and the rows of the other peers (scaling/peers.py: imported by the harness only,
+    not by the ranks it starts)."""
+    from peers import PEERS, ROWS
+
+    return ("futures",) + tuple(r for p in PEERS for r in ROWS[p])
 
 
 def items(workers: int, per_worker: int, scale: float, seed: int) -> list[tuple]:
@@ -50,16 +63,15 @@ def items(workers: int, per_worker: int, scale: float, seed: int) -> list[tuple]
 
 def child_mtcmpi(policies: list[str], per_worker: int, scale: float, seed: int, outdir: str) -> None:
     """Under mpiexec: each mtcmpi policy in turn, with --out; rank 0 prints one JSON per run."""
-    import h5py
-    from mpi4py import MPI
+    from mtcmpi.startup import init_mpi
 
+    size, startup, phases = init_mpi().Get_size(), None, None   # MPI_Init timed as `mtcmpi run` does
     from kernels.sleep import task
     from mtcmpi.job import run_job
     from mtcmpi.options import RunOptions
     from mtcmpi.tasks import ItemsSource
     from mtcmpi.world import World
 
-    size, startup = MPI.COMM_WORLD.size, None
     for name in policies:
         by_cost = name == "cost"
         workers = size if name == "static" else size - 1
@@ -70,13 +82,16 @@ def child_mtcmpi(policies: list[str], per_worker: int, scale: float, seed: int, 
                                      cost="kernels.sleep:duration" if by_cost else None))
         s = outcome.summary
         if s:
+            import h5py   # rank 0 reads the file; the ranks import h5py only to write it
+
             startup = s.startup if startup is None else startup   # later runs: no new launch
+            phases = phases or s.startup_phases
             with h5py.File(os.path.join(outdir, results), "r") as f:
                 engine = float(f["tasks"]["end"].max() - f.attrs["start_time"])
             print(json.dumps({"policy": name, "workers": workers, "startup": startup,
                               "engine": engine, "wrap": s.engine - engine,
                               "store": s.store, "results_file": results,
-                              "ok": s.total.ran - s.total.failed}), flush=True)
+                              "ok": s.total.ran - s.total.failed, "startup_phases": phases}), flush=True)
 
 
 def child_futures(per_worker: int, scale: float, seed: int) -> None:
@@ -98,9 +113,14 @@ def child_futures(per_worker: int, scale: float, seed: int) -> None:
 
 
 def row(ranks: int, run: dict, per_worker: int, scale: float, seed: int) -> dict:
-    """One line of the table from a child's JSON."""
+    """One line of the table from a child's JSON (a peer that failed: its error, no figures)."""
     from kernels.sleep import durations
 
+    if "error" in run:
+        nan = float("nan")
+        return {**dict.fromkeys(COLUMNS, nan), "ranks": ranks, "workers": ranks - 1,
+                "policy": run["policy"], "tasks": (ranks - 1) * per_worker, "time_scale": scale,
+                "seed": seed, "results_file": "", "error": run["error"]}
     workers = run["workers"]
     took = durations(workers * per_worker, scale, seed)
     ideal = sum(took) / workers
@@ -112,11 +132,11 @@ def row(ranks: int, run: dict, per_worker: int, scale: float, seed: int) -> dict
             "store_s": run["store"],
             "eff_paper": ideal / (run["startup"] + run["engine"] + run["wrap"] + run["store"]),
             "eff_engine": ideal / run["engine"],
-            "results_file": run["results_file"]}
+            "results_file": run["results_file"], "error": ""}
 
 
 def measure(ranks: int, policies: list[str], args: argparse.Namespace) -> list[dict]:
-    """Every policy at one rank count: one launch for mtcmpi's, one for the peer."""
+    """Every policy at one rank count: one launch for mtcmpi's, one for each peer."""
     here, common = os.path.abspath(__file__), [str(args.tasks_per_worker), str(args.time_scale), str(args.seed)]
     runs = []
     ours = [p for p in policies if p in MTCMPI_POLICIES]
@@ -128,6 +148,10 @@ def measure(ranks: int, policies: list[str], args: argparse.Namespace) -> list[d
         out = mpirun(ranks, ["-m", "mpi4py.futures", here, "--child", "futures", *common, ""],
                      timeout=900).stdout
         runs.append(last_json(out))
+    from peers import run_peer
+
+    for peer in args.peer_list:
+        runs += run_peer(peer, ranks - 1, ["weak", *common])
     return [row(ranks, run, args.tasks_per_worker, args.time_scale, args.seed) for run in runs]
 
 
@@ -140,7 +164,7 @@ def save(rows: list[dict], outdir: str) -> None:
         writer = csv.DictWriter(f, COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    kinds = {"policy": "S8", "results_file": "S64"}
+    kinds = {"policy": "S12", "results_file": "S64", "error": "S300"}
     table = np.array([tuple(r[c] for c in COLUMNS) for r in rows],
                      dtype=[(c, kinds.get(c, "i8" if c in ("ranks", "workers", "tasks", "seed") else "f8"))
                             for c in COLUMNS])
@@ -156,7 +180,7 @@ def plot(rows: list[dict], outdir: str) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for policy in POLICIES:
+    for policy in POLICIES + peer_rows()[1:]:
         mine = sorted((r["ranks"], r["eff_engine"], r["eff_paper"]) for r in rows if r["policy"] == policy)
         if mine:
             line, = ax.plot([m[0] for m in mine], [m[1] for m in mine], "o-", label=f"{policy} (engine)")
@@ -188,10 +212,12 @@ def main() -> None:
     parser.add_argument("--time-scale", type=float, default=0.01, help="1.0 = the paper's 27-33 s")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--peers", default="", help="the paper's peers beside mtcmpi, of "
+                        "futures,ipyparallel,celery,dask (needs the 'peers' extra)")
     parser.add_argument("--outdir", default=os.path.join(ROOT, "scaling", "out", "weak"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
-    if args.child:
+    if args.child:   # under mpiexec: nothing of the harness imported
         per_worker, scale, seed = int(rest[0]), float(rest[1]), int(rest[2])
         if args.child == "futures":
             return child_futures(per_worker, scale, seed)
@@ -200,22 +226,61 @@ def main() -> None:
     unknown = set(policies) - set(POLICIES)
     if unknown:
         parser.error(f"unknown policies {sorted(unknown)}; choose from {','.join(POLICIES)}")
+    from peers import PEERS
+
+    peers = [p for p in args.peers.split(",") if p]
+    if set(peers) - {"futures", *PEERS}:
+        parser.error(f"unknown peers {sorted(set(peers) - {'futures', *PEERS})}; choose from "
+                     f"futures,{','.join(PEERS)}")
+    policies += ["futures"] if "futures" in peers and "futures" not in policies else []
+    args.peer_list = [p for p in peers if p != "futures"]
     ranks = [8, 32] if args.quick else [int(r) for r in args.ranks.split(",")]
     os.makedirs(os.path.join(args.outdir, "runs"), exist_ok=True)
     rows: list[dict] = []
-    print(f"{'ranks':>5} {'policy':8} {'tasks':>6} {'start-up':>9} {'engine':>8} {'wrap-up':>8} "
+    print(f"{'ranks':>5} {'policy':10} {'tasks':>6} {'start-up':>9} {'engine':>8} {'wrap-up':>8} "
           f"{'store':>7} {'eff(paper)':>10} {'eff(engine)':>11}", flush=True)
     for n in ranks:
         for r in measure(n, policies, args):
             rows.append(r)
-            print(f"{n:5d} {r['policy']:8} {r['tasks']:6d} {r['startup_s']:8.2f}s {r['engine_s']:7.3f}s "
+            if r["error"]:
+                print(f"{n:5d} {r['policy']:10} failed to start: {r['error']}", flush=True)
+                continue
+            print(f"{n:5d} {r['policy']:10} {r['tasks']:6d} {r['startup_s']:8.2f}s {r['engine_s']:7.3f}s "
                   f"{r['wrap_s']:7.3f}s {r['store_s']:6.3f}s {r['eff_paper']:10.3f} {r['eff_engine']:11.3f}",
                   flush=True)
     save(rows, args.outdir)
     print(f"table: {os.path.join(args.outdir, 'weak.csv')} (and weak.h5); plot: {plot(rows, args.outdir)}")
     top = max(ranks)
+    lines, fields = verdict([r for r in rows if r["ranks"] == top])
+    print("\n".join(lines))
     effs = " ".join(f"eff_{r['policy']}={r['eff_engine']:.4f}" for r in rows if r["ranks"] == top)
-    print(f"RESULT ranks={top} {effs}")
+    print(f"RESULT ranks={top} {fields} {effs}")
+
+
+def verdict(rows: list[dict]) -> tuple[list[str], str]:
+    """The issue's targets at one rank count (lines), and the RESULT fields startup_ratio,
+    eff_wall_cost and best_peer_eff_wall. A peer that failed to start counts as beaten."""
+    by = {r["policy"]: r for r in rows if not r["error"]}
+    peers = [by[p] for p in peer_rows() if p in by]
+    nan, lines = float("nan"), []
+    ours = next((by[p] for p in MTCMPI_POLICIES if p in by), None)
+    ratio = ours["startup_s"] / by["futures"]["startup_s"] if ours and "futures" in by else nan
+    cost = by["cost"]["eff_paper"] if "cost" in by else nan
+    best_wall = max((p["eff_paper"] for p in peers), default=nan)
+    best_engine = max((p["eff_engine"] for p in peers), default=nan)
+    if peers:
+        lines.append(f"targets: start-up mtcmpi/futures {ratio:.2f} (<= 1.1); cost-ordered wall "
+                     f"efficiency {cost:.3f} vs best peer {best_wall:.3f} "
+                     f"({'met' if cost >= best_wall else 'NOT met'})")
+        for name in ("dynamic", "guided", "cost"):
+            if name in by:
+                met = by[name]["eff_engine"] >= best_engine
+                lines.append(f"  engine efficiency {name} {by[name]['eff_engine']:.3f} vs best peer "
+                             f"{best_engine:.3f} ({'met' if met else 'NOT met'})")
+    failed = [r["policy"] for r in rows if r["error"]]
+    if failed:
+        lines.append(f"  failed to start: {', '.join(failed)}")
+    return lines, f"startup_ratio={ratio:.3f} eff_wall_cost={cost:.4f} best_peer_eff_wall={best_wall:.4f}"
 
 
 if __name__ == "__main__":

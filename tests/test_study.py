@@ -19,6 +19,7 @@ pytestmark = pytest.mark.timeout(300)
 RANKS = "2,3"
 TIME_SCALE = 0.002   # 54-66 ms tasks: each run takes under a second
 TOLERANCE_PCT = 10   # model vs measured on runs this small (ms of noise on 0.6 s makespans)
+PEER = "dask"        # the quickest of the paper's peers to start; without the 'peers' extra, a failed row
 
 
 def run_script(args: list[str], timeout: float) -> subprocess.CompletedProcess:
@@ -47,8 +48,10 @@ def read_rows(path: str) -> list[dict]:
 def study(tmp_path_factory) -> str:
     """A directory with a tiny real weak.py run (2 and 3 ranks) and simulate.py's output for it."""
     out = str(tmp_path_factory.mktemp("study"))
-    run_script([os.path.join(SCALING, "weak.py"), "--ranks", RANKS, "--time-scale", str(TIME_SCALE),
-                "--policies", "static,dynamic,cost", "--outdir", out], timeout=240)
+    proc = run_script([os.path.join(SCALING, "weak.py"), "--ranks", RANKS, "--time-scale", str(TIME_SCALE),
+                       "--policies", "static,dynamic,cost", "--peers", PEER, "--outdir", out], timeout=240)
+    with open(os.path.join(out, "weak.out"), "w") as f:
+        f.write(proc.stdout)
     proc = run_script([os.path.join(SCALING, "simulate.py"), "--measured",
                        os.path.join(out, "weak.csv"), "--quick"], timeout=240)
     with open(os.path.join(out, "simulate.out"), "w") as f:
@@ -126,7 +129,7 @@ def test_fit_to_measured_runs(study):
 
 @pytest.mark.e2e
 def test_notebook_draws_its_figures(study, monkeypatch):
-    """The notebook runs headless on the study's data and shows its four figures."""
+    """The notebook runs headless on the study's data and shows its five figures."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     notebook = nbformat.read(os.path.join(SCALING, "weak_scaling.ipynb"), as_version=4)
@@ -135,4 +138,18 @@ def test_notebook_draws_its_figures(study, monkeypatch):
     nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": SCALING}}).execute()
     images = [o for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) == 4
+    assert len(images) == 5
+
+
+@pytest.mark.e2e
+def test_peers_run_beside_mtcmpi_or_say_why_not(study):
+    """weak.py --peers: the peer has a row at every rank count, measured or with its error, and
+    the RESULT line compares start-up and wall efficiency with the peers."""
+    rows = [r for r in read_rows(os.path.join(study, "weak.csv")) if r["policy"] == PEER]
+    assert sorted(int(r["ranks"]) for r in rows) == [2, 3]
+    for r in rows:
+        assert r["error"] or 0 < float(r["eff_engine"]) <= 1.05, r
+    with open(os.path.join(study, "weak.out")) as f:
+        got = result(f.read())
+    assert got["ranks"] == 3 and 0 < got["eff_wall_cost"] <= 1
+    assert all(r["error"] for r in rows) or 0 < got["best_peer_eff_wall"] <= 1

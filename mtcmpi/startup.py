@@ -1,0 +1,178 @@
+"""Where a rank's start-up goes, and an import broadcast against import storms on big jobs.
+
+Profile: each rank marks its own timeline (process start, Python up, MPI initialised, the task
+module imported, the same-code check, the tasks checked, the results file opened, every rank
+ready, its first task started); rank 0 gathers the phases and shows the median and the maximum
+over ranks (`mtcmpi run --profile-startup`, and the results file's startup_* attributes).
+
+Import broadcast (`--import-broadcast` or MTCMPI_IMPORT_BROADCAST=1): rank 0 imports what the
+run needs and broadcasts the compiled code of every pure-Python module it read for that; the
+other ranks import those from memory, so a shared filesystem sees one rank's reads, not N.
+"""
+from __future__ import annotations
+
+import marshal
+import os
+import sys
+import time
+from importlib.machinery import ModuleSpec, SourceFileLoader
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing on every rank
+
+if TYPE_CHECKING:   # typing is not imported at run time: it is one more module on every rank
+    from typing import Any, Iterable
+
+BROADCAST_VARIABLE = "MTCMPI_IMPORT_BROADCAST"
+PHASES = (   # (name, what it covers), in order; their sum is launch until the first task
+    ("launch", "mpiexec until this process started"),
+    ("python", "the interpreter, site and mtcmpi's command line"),
+    ("imports", "mtcmpi's modules, the task module, the CLI's checks agreed"),
+    ("mpi_init", "import mpi4py.MPI (MPI_Init)"),
+    ("same_code", "the same-code check, once every rank has the task"),
+    ("tasks", "counting and checking the tasks (rank 0; the others wait)"),
+    ("results_file", "opening the results file (--out)"),
+    ("wait_all", "waiting for the slowest rank"),
+    ("first_task", "ready until this rank's first task started (workers)"),
+)
+_marks: dict[str, float] = {"python": time.time()}   # this module is imported first by the CLI
+
+
+def mark(name: str, when: float | None = None) -> None:
+    """Note that this rank reached `name` now (or at `when`); the first mark of a name stays."""
+    _marks.setdefault(name, time.time() if when is None else when)
+
+
+def process_start() -> float:
+    """When this process started (epoch seconds), from /proc to 10 ms (its age, from the uptime
+    clock: /proc/stat's boot time is whole seconds); else when mtcmpi was imported."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return _marks["python"]
+
+
+def init_mpi() -> Any:
+    """Import mpi4py.MPI (which initialises MPI) with its time marked; returns COMM_WORLD."""
+    if "mpi4py.MPI" not in sys.modules:
+        mark("mpi_start")
+    from mpi4py import MPI
+
+    mark("mpi_end")
+    return MPI.COMM_WORLD
+
+
+def phases(launched: float, ready: float, first_task: float | None) -> list[float]:
+    """This rank's phase durations in PHASES order (seconds; NaN where this rank has none)."""
+    m = dict(_marks)
+    start = min(process_start(), m["python"])
+    mpi_end = m.get("mpi_end", m["python"])
+    mpi_start = m.get("mpi_start", mpi_end)   # no mpi_start: MPI was up before mtcmpi looked
+    resolved = m.get("resolved", mpi_end)
+    same, tasks = m.get("same_code", resolved), m.get("tasks", resolved)
+    opened = m.get("results_file", tasks)
+    return [max(0.0, start - launched), m["python"] - start,
+            (mpi_start - m["python"]) + (resolved - mpi_end), mpi_end - mpi_start,
+            same - resolved, tasks - same, opened - tasks, ready - opened,
+            first_task - ready if first_task is not None else float("nan")]
+
+
+def summarise(per_rank: Iterable[list[float]]) -> dict[str, tuple[float, float]]:
+    """{phase: (median, max)} over the ranks that have the phase."""
+    columns = list(zip(*per_rank))
+    out = {}
+    for (name, _), values in zip(PHASES, columns):
+        have = sorted(v for v in values if v == v)
+        if have:
+            out[name] = (have[len(have) // 2], have[-1])
+    return out
+
+
+def table(summary: dict[str, tuple[float, float]], ranks: int) -> list[str]:
+    """The profile as printed by --profile-startup."""
+    lines = [f"  start-up on {ranks} ranks (seconds, median / max over ranks):"]
+    for name, what in PHASES:
+        if name in summary:
+            median, top = summary[name]
+            lines.append(f"    {name:<13}{median:7.3f} {top:7.3f}   {what}")
+    return lines
+
+
+def attributes(summary: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """The profile as results-file attributes: startup_<phase>_median and startup_<phase>_max."""
+    return {f"startup_{name}_{kind}": value for name, pair in summary.items()
+            for kind, value in zip(("median", "max"), pair)}
+
+
+def broadcast_wanted(flag: bool = False) -> bool:
+    """--import-broadcast, or MTCMPI_IMPORT_BROADCAST set to anything but '' or 0."""
+    return flag or os.environ.get(BROADCAST_VARIABLE, "") not in ("", "0")
+
+
+class MemoryImporter:
+    """A meta-path finder and loader for modules whose compiled code came from rank 0."""
+
+    def __init__(self, modules: dict[str, tuple[str, bool, bytes]]):
+        self.modules = modules
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> ModuleSpec | None:
+        entry = self.modules.get(name)
+        if entry is None:
+            return None
+        origin, package, _ = entry
+        spec = ModuleSpec(name, self, origin=origin, is_package=package)
+        spec.has_location = True   # __file__ is the real path: tracebacks and data files work
+        if package:
+            spec.submodule_search_locations = [os.path.dirname(origin)]
+        return spec
+
+    def create_module(self, spec: ModuleSpec) -> None:
+        return None
+
+    def exec_module(self, module: Any) -> None:
+        exec(marshal.loads(self.modules[module.__name__][2]), module.__dict__)
+
+
+def loaded_from_memory(module: Any) -> bool:
+    """Whether this module's code came from rank 0's broadcast (so it is rank 0's code)."""
+    return isinstance(getattr(getattr(module, "__spec__", None), "loader", None), MemoryImporter)
+
+
+def share_imports(comm: Any, modules: list[str], target: str | None) -> int:
+    """Collective: rank 0 imports `modules` and the target's module, and broadcasts the code of
+    every pure-Python module that took; the others will import them from memory. Returns the
+    number of modules shared. An import that fails on rank 0 is left for the run to report."""
+    shared: dict[str, tuple[str, bool, bytes]] = {}
+    if comm.Get_rank() == 0:
+        import importlib
+
+        before = set(sys.modules)
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:   # noqa: BLE001 - reported by the run itself, on every rank alike
+                pass
+        if target:
+            from .tasks import resolve
+            try:
+                resolve(target)
+            except Exception:   # noqa: BLE001 - as above
+                pass
+        for name in set(sys.modules) - before:
+            spec = getattr(sys.modules[name], "__spec__", None)
+            if (spec is not None and spec.name == name and spec.origin
+                    and isinstance(spec.loader, SourceFileLoader)):   # not aliases (__mp_main__)
+                code = spec.loader.get_code(name)
+                if code is not None:
+                    shared[name] = (spec.origin, spec.submodule_search_locations is not None,
+                                    marshal.dumps(code))
+    from .world import QUIET_PAUSE, poll_until
+
+    barrier = comm.Ibarrier()
+    poll_until(lambda: barrier.Test() or None, QUIET_PAUSE)   # the others sleep while rank 0 imports
+    shared, version = comm.bcast((shared, sys.version) if comm.Get_rank() == 0 else None, root=0)
+    if comm.Get_rank() != 0 and version == sys.version and shared:   # else: the check tells
+        sys.meta_path.insert(0, MemoryImporter(shared))
+    return len(shared)

@@ -1,0 +1,111 @@
+"""Start-up: the profile a user can print, the cheap same-code check and the import broadcast."""
+from __future__ import annotations
+
+import math
+import sys
+
+import pytest
+
+from mtcmpi import startup
+from tests.helpers import mtcmpi
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def from_memory(i: int) -> int:
+    """A task: 1 if this rank imported this module from rank 0's broadcast, else 0."""
+    return int(startup.loaded_from_memory(sys.modules[__name__]))
+
+
+def without_heavy_modules(i: int) -> None:
+    """A task that fails if its rank imported numpy or h5py before it."""
+    loaded = [name for name in ("numpy", "h5py") if name in sys.modules]
+    if loaded:
+        raise RuntimeError(f"imported at start-up: {', '.join(loaded)}")
+
+
+def read(path) -> dict[int, int]:
+    """{rank: value} of a results file whose tasks each ran on a different rank."""
+    import h5py   # here, not at the top: the ranks import this module as their task module
+
+    with h5py.File(path) as f:
+        return dict(zip(f["tasks"]["rank"].tolist(), f["results"]["value"][:].tolist()))
+
+
+def test_phases_add_up_to_launch_until_the_first_task(monkeypatch):
+    """The phases cover the timeline without gaps or overlaps, with MPI init apart."""
+    marks = {"python": 10.0, "mpi_start": 10.5, "mpi_end": 11.0, "resolved": 11.25,
+             "same_code": 11.5, "tasks": 12.0, "results_file": 12.5}
+    monkeypatch.setattr(startup, "_marks", marks)
+    monkeypatch.setattr(startup, "process_start", lambda: 9.0)
+    got = startup.phases(launched=8.0, ready=13.0, first_task=14.0)
+    assert got == [1.0, 1.0, 0.75, 0.5, 0.25, 0.5, 0.5, 0.5, 1.0]
+    assert sum(got) == 14.0 - 8.0
+    assert math.isnan(startup.phases(8.0, 13.0, None)[-1])   # a master runs no task
+
+
+def test_summary_is_median_and_max_over_the_ranks_that_have_the_phase():
+    nan = float("nan")
+    per_rank = [[0.0] * 8 + [nan], [1.0] * 8 + [2.0], [3.0] * 8 + [4.0]]
+    got = startup.summarise(per_rank)
+    assert got["python"] == (1.0, 3.0) and got["first_task"] == (4.0, 4.0)
+    assert startup.attributes(got)["startup_python_max"] == 3.0
+
+
+@pytest.mark.e2e
+def test_profile_startup_prints_every_phase_and_the_file_keeps_it(tmp_path):
+    out = tmp_path / "r.h5"
+    proc = mtcmpi(["run", "kernels.sleep:task", "--count", "4", "--quiet", "--profile-startup",
+                   "--out", str(out)], ranks=2)
+    assert proc.returncode == 0, proc.stderr
+    assert "start-up on 2 ranks (seconds, median / max over ranks):" in proc.stdout
+    for name, _ in startup.PHASES:
+        assert f"    {name} " in proc.stdout, name
+    import h5py
+
+    with h5py.File(out) as f:
+        assert 0 < f.attrs["startup_mpi_init_max"] < 60 and "startup_first_task_median" in f.attrs
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("broadcast", [False, True])
+def test_import_broadcast_serves_the_task_module_from_memory_to_the_other_ranks(tmp_path, broadcast):
+    """Static, so rank 0 works too: it read the module itself, rank 1 from memory only with
+    --import-broadcast; the same-code check passes either way."""
+    out = tmp_path / "r.h5"
+    proc = mtcmpi(["run", "tests.test_startup:from_memory", "--count", "4", "--schedule", "static",
+                   "--quiet", "--out", str(out)] + (["--import-broadcast"] if broadcast else []), ranks=2)
+    assert proc.returncode == 0, proc.stderr
+    assert read(out) == {0: 0, 1: int(broadcast)}
+
+
+@pytest.mark.e2e
+def test_a_run_without_out_or_costs_imports_neither_numpy_nor_h5py():
+    """Without --out (h5py, and numpy with it) or costs (numpy), no rank imports them: static,
+    so rank 0 runs a task too."""
+    proc = mtcmpi(["run", "tests.test_startup:without_heavy_modules", "--count", "2",
+                   "--schedule", "static", "--quiet"], ranks=2)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 ok, 0 failed" in proc.stdout
+
+
+@pytest.mark.e2e
+def test_startup_benchmark_times_and_counts_each_tool():
+    """scaling/startup.py at 2 ranks, one turn: a start-up per tool, file operations when
+    strace is there, and the RESULT line last."""
+    import shutil
+    import subprocess
+
+    from tests.helpers import ROOT
+
+    proc = subprocess.run([sys.executable, "scaling/startup.py", "--ranks", "2", "--repeat", "1",
+                           "--tools", "mpi4py,futures,mtcmpi_bcast", "--strace-ranks", "2"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT, start_new_session=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    got = dict(pair.split("=") for pair in last.split()[1:])
+    assert last.startswith("RESULT ") and got["ranks"] == "2"
+    assert all(0 < float(got[f"startup_{t}"]) < 120 for t in ("mpi4py", "futures", "mtcmpi_bcast"))
+    assert 0 < float(got["startup_ratio_broadcast"])
+    if shutil.which("strace"):
+        assert int(got["fileops_mpi4py"]) > 0 and 0 < float(got["fileops_ratio_broadcast"]) < 5
