@@ -298,7 +298,8 @@ def command_run(args: argparse.Namespace) -> int:
     if startup.broadcast_wanted(args.import_broadcast):
         startup.share_imports(comm, ["mtcmpi.job", "mtcmpi.policies", "mtcmpi.progress"]
                               + (["mtcmpi.costs"] if args.cost or args.costs_from else [])
-                              + (["mtcmpi.output"] if args.out else []), args.target)
+                              + (["mtcmpi.output", "mtcmpi.results", "mtcmpi.store", "numpy", "h5py"]
+                                 if args.out else []), args.target)   # used later: from memory too
     from .job import run_job
     from .policies import parse_schedule
     from .progress import Progress
