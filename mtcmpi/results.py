@@ -9,12 +9,11 @@ user opts in (then the key holds pickle bytes and is marked so in the file).
 from __future__ import annotations
 
 import pickle
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np   # with --out every rank converts its results: imported at start-up (startup.py)
 
 from .errors import UsageError
-
-if TYPE_CHECKING:   # numpy is imported by the first result, not at a rank's start-up (startup.py)
-    import numpy as np
 
 NUMERIC = "biufc"
 
@@ -49,8 +48,6 @@ class Normalizer:
         return arrays
 
     def array(self, key: str, v: Any) -> np.ndarray:
-        import numpy as np
-
         if isinstance(v, str):
             return np.array(v.encode("utf-8"), dtype=bytes)
         if isinstance(v, (bytes, np.bytes_)):
@@ -87,8 +84,6 @@ def show_schema(schema: dict[str, tuple[str, tuple]]) -> str:
 
 def fill_value(dtype: np.dtype) -> Any:
     """What rows of tasks without a result hold: NaN, the smallest integer, False or b''."""
-    import numpy as np
-
     if dtype.kind in "fc":
         return np.nan
     if dtype.kind == "i":
@@ -104,8 +99,6 @@ def merge_schemas(parts: list[dict[str, tuple[str, tuple]]]) -> dict[str, tuple[
     """One dtype and shape per key from every rank's (dtype.str, shape); UsageError if they clash.
 
     Every rank merges the same allgathered list, so all raise alike."""
-    import numpy as np
-
     merged: dict[str, tuple[np.dtype, tuple]] = {}
     for part in parts:
         for key, (dt, shape) in part.items():
