@@ -160,7 +160,8 @@ def command_run(args: argparse.Namespace) -> int:
     if startup.broadcast_wanted(args.import_broadcast):
         startup.share_imports(comm, ["mtcmpi.job", "mtcmpi.options", "mtcmpi.policies", "mtcmpi.progress"]
                               + (["mtcmpi.costs"] if args.cost or args.costs_from else [])
-                              + (["mtcmpi.output.results_file"] if args.out else []), args.target)
+                              + (["mtcmpi.output.results_file", "numpy", "h5py"]
+                                 if args.out else []), args.target)   # used later: from memory too
     from .job import run_job
     from .options import RunOptions
     from .world import World

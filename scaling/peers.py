@@ -89,8 +89,9 @@ class IPyParallel:
         self.cluster = ipp.Cluster(n=workers, engines="mpi", controller_ip="127.0.0.1",
                                    profile_dir=os.path.join(tmp, "profile"), cluster_id="mtcmpi",
                                    log_level=40)
-        try:
-            self.client = self.cluster.start_and_connect_sync(activate=False)
+        try:   # not start_and_connect_sync: it gives the engines 60 s, too few for 127 on 2 cores
+            self.cluster.start_cluster_sync()
+            self.client = self.cluster.connect_client_sync()
             self.client.wait_for_engines(workers, timeout=READY_TIMEOUT)
         except BaseException:
             self.cluster.stop_cluster_sync()
