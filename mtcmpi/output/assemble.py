@@ -30,10 +30,12 @@ class Sources:
     journals: list[str]                                   # this run's, written by this rank here
     prior_file: str | None = None                         # rank 0: an earlier results file
     prior_journals: list[str] = field(default_factory=list)   # rank 0: earlier runs' journals
+    file_kept: bool = True   # the .tmp file that earlier runs wrote rows into is there
 
     def frames(self, prior: bool) -> Iterator[journal.Frame]:
         for path in self.prior_journals if prior else self.journals:
-            yield from journal.frames(path, self.fingerprint)
+            for frame in journal.frames(path, self.fingerprint):
+                yield frame if self.file_kept or not prior else frame.without_file_rows()
 
 
 def mismatches(frames: Iterator[journal.Frame], columns: dict[str, Column]) -> dict[int, Failure]:
@@ -58,9 +60,11 @@ def mark_failed(log: TaskLog, failures: dict[int, Failure]) -> None:
     log.failures.update(failures)
 
 
-def result_batches(sources: Sources, key: str, col: Column, prior: bool) -> Iterator[Batch]:
+def result_batches(sources: Sources, key: str, col: Column, prior: bool,
+                   in_file: bool = False) -> Iterator[Batch]:
     """This rank's (ids ascending, load values) of key that fit its column: the earlier file's
-    rows of tasks that succeeded and earlier journals (prior), or this run's journals."""
+    rows of tasks that succeeded and earlier journals (prior), or this run's journals; with
+    in_file, also (ids, None) of the rows written into the file during the run."""
     if prior and sources.prior_file:
         with h5py.File(sources.prior_file, "r") as f:
             ds = result_sets(f).get(key)
@@ -71,9 +75,14 @@ def result_batches(sources: Sources, key: str, col: Column, prior: bool) -> Iter
                         yield part.start + ok, lambda ds=ds, part=part, ok=ok: ds[part][ok]
     for frame in sources.frames(prior):
         for k, dtype, shape, ids, offset in frame.groups():
-            if k == key and fits(col, dtype, shape):
-                order = np.argsort(ids, kind="stable")
-                yield ids[order], lambda fr=frame, a=(dtype, shape, len(ids), offset), o=order: fr.values(*a)[o]
+            if k != key or not fits(col, dtype, shape):
+                continue
+            if offset is None:
+                if in_file:
+                    yield ids, None
+                continue
+            order = np.argsort(ids, kind="stable")
+            yield ids[order], lambda fr=frame, a=(dtype, shape, len(ids), offset), o=order: fr.values(*a)[o]
 
 
 def fill_batches(n: int, covered: np.ndarray | None, col: Column) -> Iterator[Batch]:
@@ -91,7 +100,7 @@ def coverage(comm: MPI.Comm, n: int, sources: Sources, key: str, col: Column) ->
     """Rank 0: which rows some task fills (None when all are: no fill needed); collective."""
     def ids() -> Iterator[np.ndarray]:
         for prior in (True, False):
-            for got, _ in result_batches(sources, key, col, prior):
+            for got, _ in result_batches(sources, key, col, prior, in_file=True):
                 yield got
     count = comm.allreduce(sum(len(i) for i in ids()))
     if count >= n:

@@ -165,15 +165,18 @@ class Writer:
 
 def create(f: h5py.File, n: int, host_width: int, columns: dict[str, Column], attrs: dict[str, Any],
            chunks: Callable[[Column], tuple | None], filters: dict[str, Any]) -> None:
-    """The datasets and attributes, identically on every rank that has the file open. Result
+    """The datasets and attributes, identically on every rank that has the file open (result
+    datasets made during the run are kept: direct.settle fitted them to columns). Result
     rows are never pre-filled (that would write every byte twice): rows without a result get
     the fill value written explicitly."""
     row = log_dtype(host_width)
     f.create_dataset("tasks", (n,), dtype=row, fillvalue=np.array(tuple(v for _, v in COLUMNS.values()), dtype=row))
     for name in FAILURE_TEXT:
         f.create_dataset(f"errors/{name}", (n,), dtype=TEXT)
-    f.create_group("results")
+    made = f.require_group("results")   # datasets made during the run (direct.py) stay
     for key, col in sorted(columns.items()):
+        if dataset_name(key) in made:
+            continue
         dtype = col.dtype if col.dtype.itemsize else np.dtype("S1")
         shape = chunks(col)
         ds = f.create_dataset(f"results/{dataset_name(key)}", (n,) + col.shape, dtype=dtype,

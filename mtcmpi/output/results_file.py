@@ -2,8 +2,8 @@
 
 begin() (collective, before the engine) checks the output path, reads what an earlier run of
 the same output did and agrees which tasks remain; wrap() turns every result into arrays and
-journals them; finish() (collective, after the engine) builds the file from the journals and
-renames it into place. Every path is made absolute at start-up: a task may chdir.
+journals them (numeric rows straight into results.h5.tmp, direct.py); finish() (collective,
+after the engine) completes that file from the journals and renames it into place. Every path is made absolute at start-up: a task may chdir.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from .. import __version__
 from ..errors import UsageError
 from ..tasklog import FAILED_STATES, TaskLog
 from ..world import World
-from . import assemble, hdf5, journal, resume
+from . import assemble, direct, hdf5, journal, resume
 from .values import Column, Normalizer, Schema
 
 CHUNK_BYTES = 1 << 20   # automatic chunk shape: about this many bytes of whole rows
@@ -45,6 +45,9 @@ class Output:
     attempts: dict[int, int] = field(default_factory=dict)        # tries before this run
     run_id: str = ""
     fingerprint: str = ""
+    file_id: str = ""       # of the .tmp file that rows go into during the run (direct.py)
+    file_kept: bool = True  # rank 0: the .tmp that earlier runs wrote rows into is still there
+    n: int = 0
     rewrite: bool = True    # False when an earlier run finished everything: leave the file be
     flusher: journal.Flusher | None = field(default=None, repr=False)
     normalizer: Normalizer | None = field(default=None, repr=False)
@@ -100,8 +103,9 @@ class Output:
             except OSError as exc:
                 error = f"--out {self.path}: {exc.strerror or exc} ({exc.filename or self.path})"
         world.agree(error)
-        self.run_id, self.attempts, self.rewrite = world.comm.bcast(
-            (self.run_id, self.attempts, self.rewrite), root=0)
+        self.run_id, self.attempts, self.rewrite, self.file_id = world.comm.bcast(
+            (self.run_id, self.attempts, self.rewrite, self.file_id), root=0)
+        self.n = n
         self.fingerprint = world.comm.bcast(fingerprint, root=0)   # only rank 0 saw the task list
         return world.comm.bcast(todo, root=0)
 
@@ -113,13 +117,18 @@ class Output:
                 if os.path.lexists(stale):
                     shutil.rmtree(stale) if os.path.isdir(stale) and not os.path.islink(stale) else os.remove(stale)
             shutil.rmtree(journal.directory(self.path), ignore_errors=True)
-        self.prior = resume.load(self.path, n, fingerprint)
+        file_id = (resume.read_meta(self.path) or {}).get("file_id")
+        self.file_kept = direct.usable(self.path, file_id)
+        self.prior = resume.load(self.path, n, fingerprint, self.file_kept)
+        if not self.file_kept:   # missing, unreadable or not the journal's: its rows run again
+            direct.discard(self.path)
+        self.file_id = file_id if self.file_kept else direct.new_id()
         todo = self.prior.todo(self.retry_failed)
         self.attempts = {int(t): int(self.prior.attempts[t]) for t in todo if self.prior.attempts[t]}
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
         self.rewrite = bool(len(todo)) or not os.path.exists(self.path) or journal.exists(self.path)
         if len(todo):
-            resume.write_meta(self.path, {"fingerprint": fingerprint, "n_tasks": n})
+            resume.write_meta(self.path, {"fingerprint": fingerprint, "n_tasks": n, "file_id": self.file_id})
         return todo
 
     def earlier_failures(self, ran: Any) -> int:
@@ -136,7 +145,10 @@ class Output:
         normalize = self.normalizer = Normalizer(self.pickled)
         if not todo:
             return lambda payload: normalize(invoke(payload))
-        jnl = journal.Journal(self.path, log, self.run_id, self.fingerprint, self.attempts, stop.halt)
+        rows = None
+        if not (self.serial_io or self.compression or self.chunk_rows):   # contiguous datasets
+            rows = direct.DirectRows(self.path, self.n, self.file_id)
+        jnl = journal.Journal(self.path, log, self.run_id, self.fingerprint, self.attempts, stop.halt, rows)
         self.flusher = journal.Flusher(jnl, self.flush_interval)
         stop.listeners.append(self.flusher.wake)
         self.flusher.start()
@@ -169,7 +181,14 @@ class Output:
             other.seen = part
             schema.merge(other)
         columns = comm.bcast(schema.columns(), root=0)   # rank 0 alone knows the earlier runs
-        sources = assemble.Sources(self.fingerprint, [jnl.path] if jnl else [])
+        error = None
+        if rank == 0:
+            try:
+                direct.settle(self.path, columns)
+            except OSError as exc:
+                error = self.unwritable(exc)
+        world.agree(error)
+        sources = assemble.Sources(self.fingerprint, [jnl.path] if jnl else [], file_kept=self.file_kept)
         assemble.mark_failed(log, assemble.mismatches(sources.frames(False), columns))
         prior_failed: dict = {}
         if self.prior:
@@ -192,7 +211,7 @@ class Output:
             failures = rows.failures
         else:
             failures = {t: x for part in comm.gather(rows.failures, root=0) or [] for t, x in part.items()}
-        tmp = self.path + ".tmp"
+        tmp = direct.tmp_path(self.path)
         if not self.serial_io or rank == 0:
             self.build(MPI.COMM_SELF if self.serial_io else comm, tmp, n, sources, columns, rows,
                        prior_failed, width, attrs, tries)
@@ -211,13 +230,13 @@ class Output:
               columns: dict[str, Column], rows: hdf5.Rows, prior_failed: dict, width: int,
               attrs: dict[str, Any], tries: np.ndarray | None) -> None:
         """Write the parallel part of the file (collective over comm); one line on every rank
-        if it cannot be written (a full disk), the journal left in place."""
+        if it cannot be written (a full disk), the journal and the .tmp file left in place."""
         parallel = not self.serial_io
         filters = self.filters()
         writer = hdf5.Writer(comm, bool(filters) and parallel, parallel)
         f, error = None, None
         try:
-            f = h5py.File(tmp, "w", driver="mpio", comm=comm) if parallel else h5py.File(tmp, "w")
+            f = h5py.File(tmp, "a", driver="mpio", comm=comm) if parallel else h5py.File(tmp, "a")
             hdf5.create(f, n, width, columns, attrs, self.chunks, filters)
             assemble.write(f, writer, n, sources, columns, rows, prior_failed, width)
             if tries is not None:
@@ -230,8 +249,6 @@ class Output:
         except OSError as exc:
             error = error or self.unwritable(exc)
         if comm.allreduce(error is not None):
-            if comm.rank == 0 and os.path.exists(tmp):
-                os.remove(tmp)
             raise UsageError(error or f"--out {self.path}: the results file cannot be written "
                              "(see rank 0); the journal keeps every finished task")
 

@@ -3,7 +3,8 @@
 Rank 0 reads the results file if there is one, then the journal (newer, so it wins for a task
 in both), and answers: which tasks are done and how often each was tried. Only the per-task
 status and tries are held (3 bytes a task); the earlier rows themselves are streamed into the
-new file block by block when it is written (hdf5.copy_prior).
+new file block by block when it is written (assemble.py); rows that went straight into the
+.tmp file stay there (direct.py).
 """
 from __future__ import annotations
 
@@ -54,9 +55,10 @@ def write_meta(out: str, meta: dict) -> None:
         json.dump(meta, f)
 
 
-def load(out: str, n: int, fingerprint: str) -> Prior:
+def load(out: str, n: int, fingerprint: str, file_kept: bool = True) -> Prior:
     """The prior state of `out` for this task list of n tasks (empty if there is none);
-    UsageError if it belongs to another task list or is not mtcmpi's."""
+    UsageError if it belongs to another task list or is not mtcmpi's. file_kept: whether the
+    .tmp file that journalled rows went into is there (else those tasks run again)."""
     prior = Prior(np.zeros(n, np.int8), np.zeros(n, np.int16), None)
     if os.path.lexists(out):
         attrs = hdf5.read_state(out, prior)
@@ -69,6 +71,7 @@ def load(out: str, n: int, fingerprint: str) -> Prior:
     prior.journals = journal.files(out)
     for path in prior.journals:
         for frame in journal.frames(path, fingerprint, out):
+            frame = frame if file_kept else frame.without_file_rows()
             ids, m = frame.ids, frame.meta
             if len(ids) and ids.max() >= n:
                 raise different(out)
