@@ -147,9 +147,37 @@ class CountSource(Source):
 
     take_any = take
 
-    def fingerprint(self, digest: "hashlib._Hash") -> np.ndarray:
+    def fingerprint(self, digest: "hashlib._Hash") -> "CountKeys":
         digest.update(f"count {self.n}".encode())
-        return np.array([task_key(repr(i).encode()) for i in range(self.n)], dtype=np.uint64)
+        return CountKeys(self.n)
+
+
+class CountKeys:
+    """The keys of --count tasks, a function of the id (task i's argument is i), computed a
+    block at a time when they are written or matched: never 10^8 of them up front."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        return count_keys(np.arange(self.n, dtype=np.uint64)[part])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self[:].astype(dtype or np.uint64)
+
+    def tolist(self) -> list[int]:
+        return self[:].tolist()
+
+
+def count_keys(ids: np.ndarray) -> np.ndarray:
+    """The key of task i of --count: a 64-bit mix of i (splitmix64's finaliser), vectorised."""
+    z = ids.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
 class ItemsSource(Source):

@@ -23,7 +23,7 @@ def start(out, fn, order, monkeypatch, n=N):
     o = Output(str(out), flush_interval=60)
     todo = o.begin(World.of(), n, "fp")
     log = TaskLog(0, "h", 1)
-    log.run(((i, i) for i in order if i in set(todo.tolist())), o.wrap(fn, log, Stop(), len(todo)),
+    log.run(((i, i) for i in order if i in set(todo)), o.wrap(fn, log, Stop(), len(todo)),
             lambda: 1.0, Stop())
     o.close()
     return o, log, todo
@@ -78,7 +78,7 @@ def test_a_stopped_run_resumes_from_the_tmp_file_or_runs_its_tasks_again(tmp_pat
     if lose_file:
         os.remove(direct.tmp_path(str(out)))
     o, log, todo = start(out, arrays, range(N), monkeypatch)
-    assert todo.tolist() == list(range(0 if lose_file else 3, N))
+    assert list(todo) == list(range(0 if lose_file else 3, N))
     finish(o, log)
     status, values = read(out)
     assert status.tolist() == [OK] * N

@@ -158,7 +158,7 @@ def write(f: h5py.File, writer: hdf5.Writer, n: int, sources: Sources, columns: 
 
 
 def texts(path: str, n: int, sources: Sources, failures: dict[int, Failure],
-          prior_failed: dict[int, Failure], keys: np.ndarray | None) -> None:
+          prior_failed: dict[int, Failure], keys: Any) -> None:
     """Rank 0, after the parallel file is closed: failure texts (earlier ones first, so this
     run's win; cleared for tasks that succeeded since) and the task keys."""
     with h5py.File(path, "r+") as f:
@@ -181,8 +181,10 @@ def texts(path: str, n: int, sources: Sources, failures: dict[int, Failure],
         for part in hdf5.blocks(n, 64):   # a task failed earlier and succeeded now: no text
             clear = part.start + np.flatnonzero(texted[part] & np.isin(f["tasks"].fields("status")[part], DONE))
             hdf5.write_texts(f, {int(t): Failure("", "", "") for t in clear})
-        if keys is not None:
-            f.create_dataset("task_keys", data=keys)
+        if keys is not None:   # an array, or tasks.CountKeys made a block at a time
+            ds = f.create_dataset("task_keys", (n,), dtype=np.uint64)
+            for part in hdf5.blocks(n, 8):
+                ds[part] = np.asarray(keys[part])
 
 
 def host_width(log: TaskLog, extra: int = 1) -> int:

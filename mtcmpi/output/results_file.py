@@ -92,7 +92,7 @@ class Output:
             raise UsageError(f"--out {self.path}: {where} is in the way of its journal (not a "
                              "directory): move it away")
 
-    def begin(self, world: World, n: int, fingerprint: str) -> np.ndarray:
+    def begin(self, world: World, n: int, fingerprint: str) -> np.ndarray | range:
         """Collective: the ids this run must run (all of them, or what an earlier run left)."""
         error, todo = None, None
         if world.rank == 0:
@@ -109,7 +109,7 @@ class Output:
         self.fingerprint = world.comm.bcast(fingerprint, root=0)   # only rank 0 saw the task list
         return world.comm.bcast(todo, root=0)
 
-    def load(self, n: int, fingerprint: str) -> np.ndarray:
+    def load(self, n: int, fingerprint: str) -> np.ndarray | range:
         """Rank 0: clear or read the earlier state, check it is of this task list, start the journal."""
         self.check()
         if self.restart:
@@ -124,7 +124,9 @@ class Output:
             direct.discard(self.path)
         self.file_id = file_id if self.file_kept else direct.new_id()
         todo = self.prior.todo(self.retry_failed)
-        self.attempts = {int(t): int(self.prior.attempts[t]) for t in todo if self.prior.attempts[t]}
+        tried = np.flatnonzero(self.prior.attempts)
+        tried = tried[np.isin(tried, todo)] if isinstance(todo, np.ndarray) else tried
+        self.attempts = dict(zip(tried.tolist(), self.prior.attempts[tried].tolist()))
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
         self.rewrite = bool(len(todo)) or not os.path.exists(self.path) or journal.exists(self.path)
         if len(todo):
@@ -136,6 +138,8 @@ class Output:
         if self.prior is None:
             return 0
         failed = np.isin(self.prior.status, FAILED_STATES)
+        if not failed.any():
+            return 0
         failed[np.asarray(ran, dtype=np.int64)] = False
         return int(failed.sum())
 
