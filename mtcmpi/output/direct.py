@@ -16,6 +16,7 @@ dataset already made (the run-wide rule is applied at the end) is journalled ins
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -53,7 +54,7 @@ def usable(out: str, file_id: str | None) -> bool:
     try:
         with h5py.File(tmp_path(out), "r") as f:
             return f.attrs.get("file_id") == file_id
-    except (OSError, KeyError, ValueError):
+    except (OSError, RuntimeError, KeyError, ValueError):
         return False
 
 
@@ -117,11 +118,7 @@ class DirectRows:
         return self.places[key]
 
     def read(self) -> dict[str, Place]:
-        try:
-            with open(self.layout_path) as f:
-                return {k: (o, np.dtype(d), tuple(s)) for k, (o, d, s) in json.load(f).items()}
-        except FileNotFoundError:
-            return {}
+        return layout(self.out)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -134,9 +131,7 @@ class DirectRows:
 
     def create(self, key: str, dtype: np.dtype, shape: tuple) -> Place:
         """key's dataset in the .tmp file (made if need be), its space allocated, nothing written."""
-        st = os.statvfs(os.path.dirname(self.tmp))
-        if st.f_bavail * st.f_frsize < SPARE:   # a full disk must not tear the file's metadata
-            raise OSError(28, os.strerror(28), self.tmp)
+        require(self.tmp, 0)
         with h5py.File(self.tmp, "a") as f:
             f.attrs.setdefault("file_id", self.file_id)
             dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
@@ -150,6 +145,32 @@ class DirectRows:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def layout(out: str) -> dict[str, Place]:
+    """The datasets made in the .tmp file during the run, by key (from the sidecar)."""
+    try:
+        with open(os.path.join(journal.directory(out), LAYOUT)) as f:
+            return {k: (o, np.dtype(d), tuple(s)) for k, (o, d, s) in json.load(f).items()}
+    except FileNotFoundError:
+        return {}
+
+
+def require(path: str, nbytes: int) -> None:
+    """OSError ENOSPC unless the disk of path has nbytes and SPARE free: a full disk must not
+    strike while HDF5 writes a file's metadata (a torn .tmp file could not be used again)."""
+    st = os.statvfs(os.path.dirname(path))
+    if st.f_bavail * st.f_frsize < nbytes + SPARE:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+
+def holes(out: str) -> int:
+    """Bytes of the .tmp file not on disk yet: rows no task wrote, which get the fill value."""
+    try:
+        st = os.stat(tmp_path(out))
+    except FileNotFoundError:
+        return 0
+    return max(0, st.st_size - st.st_blocks * 512)
 
 
 def write_all(fd: int, bufs: list[np.ndarray], at: int) -> None:

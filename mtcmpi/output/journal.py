@@ -136,8 +136,8 @@ class Journal:
             self.file.truncate(at)
         except OSError:
             pass
-        self.error = (f"the journal cannot be written ({exc.strerror or exc}: {self.path}): "
-                      "free space there and run the same command again to resume")
+        self.error = (f"finished tasks cannot be saved ({exc.strerror or exc}: {exc.filename or self.path}): "
+                      "what was saved is kept; free space there and run the same command again to resume")
         if self.on_error:
             self.on_error(self.error)
 

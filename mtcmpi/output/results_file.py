@@ -185,11 +185,13 @@ class Output:
             other.seen = part
             schema.merge(other)
         columns = comm.bcast(schema.columns(), root=0)   # rank 0 alone knows the earlier runs
+        width = comm.allreduce(assemble.host_width(log, self.prior.host_width if self.prior else 1), op=MPI.MAX)
         error = None
         if rank == 0:
             try:
+                direct.require(self.path, self.space(n, columns, width))
                 direct.settle(self.path, columns)
-            except OSError as exc:
+            except (OSError, RuntimeError) as exc:
                 error = self.unwritable(exc)
         world.agree(error)
         sources = assemble.Sources(self.fingerprint, [jnl.path] if jnl else [], file_kept=self.file_kept)
@@ -198,7 +200,6 @@ class Output:
         if self.prior:
             sources.prior_file, sources.prior_journals = self.prior.file, self.prior.journals
             prior_failed = assemble.mismatches(sources.frames(True), columns)
-        width = comm.allreduce(assemble.host_width(log, self.prior.host_width if self.prior else 1), op=MPI.MAX)
         rows = hdf5.Rows.of(log, width, self.attempts, retried)
         tries = None if retried is None else hdf5.every_try(log, width)
         pickled = set().union(*comm.allgather(self.normalizer.pickled_keys if self.normalizer else set()))
@@ -222,10 +223,12 @@ class Output:
         error = None
         if rank == 0:
             try:
+                direct.require(tmp, n * (len(hdf5.FAILURE_TEXT) * 16 + 8)
+                               + sum(len(x.message) + len(x.traceback) + len(x.type) for x in failures.values()))
                 assemble.texts(tmp, n, sources, failures, prior_failed, keys)
                 os.replace(tmp, self.path)
                 shutil.rmtree(journal.directory(self.path), ignore_errors=True)
-            except OSError as exc:
+            except (OSError, RuntimeError) as exc:
                 error = self.unwritable(exc)
         world.agree(error)
         world.barrier()
@@ -238,23 +241,45 @@ class Output:
         parallel = not self.serial_io
         filters = self.filters()
         writer = hdf5.Writer(comm, bool(filters) and parallel, parallel)
-        f, error = None, None
-        try:
+        f, error, failed = None, None, False
+
+        def made() -> None:
+            nonlocal f
             f = h5py.File(tmp, "a", driver="mpio", comm=comm) if parallel else h5py.File(tmp, "a")
             hdf5.create(f, n, width, columns, attrs, self.chunks, filters)
+
+        def written() -> None:
             assemble.write(f, writer, n, sources, columns, rows, prior_failed, width)
             if tries is not None:
                 hdf5.write_tries(f, writer, tries)
-        except OSError as exc:
-            error = self.unwritable(exc)
+
+        for step in (made, written):   # all ranks agree after each collective step
+            try:
+                step()
+            except hdf5.PeerFailed:
+                failed = True
+            except (OSError, RuntimeError) as exc:
+                error = self.unwritable(exc)
+            if comm.allreduce(failed or error is not None, op=MPI.LOR):
+                failed = True
+                break
         try:
             if f is not None:
                 f.close()   # collective: every rank comes here, failed or not
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             error = error or self.unwritable(exc)
-        if comm.allreduce(error is not None):
-            raise UsageError(error or f"--out {self.path}: the results file cannot be written "
-                             "(see rank 0); the journal keeps every finished task")
+        World.of(comm).agree(error)   # the message of the lowest rank that had one
+        if failed:
+            raise UsageError(self.unwritable(OSError("see the other ranks")))
+
+    def space(self, n: int, columns: dict[str, Column], width: int) -> int:
+        """Bytes the file still needs, at most: the log and the rows not written during the run
+        (compressed ones too, as if they did not compress: Open MPI's OMPIO was seen to drop a
+        collective write on a full disk without an error, so the space is checked first)."""
+        made = direct.layout(self.path)
+        rows = sum(n * col.dtype.itemsize * int(np.prod(col.shape, dtype=np.int64))
+                   for key, col in columns.items() if key not in made)
+        return direct.holes(self.path) + rows + n * hdf5.log_dtype(width).itemsize
 
     def chunks(self, col: Column) -> tuple | None:
         """The chunk shape of /results/<key>: --chunk-rows rows, or about CHUNK_BYTES of rows
@@ -264,8 +289,11 @@ class Output:
         row = max(1, col.dtype.itemsize * int(np.prod(col.shape, dtype=np.int64)))
         return (self.chunk_rows or max(1, CHUNK_BYTES // row),) + col.shape
 
-    def unwritable(self, exc: OSError) -> str:
-        return (f"--out {self.path}: the results file cannot be written ({exc.strerror or exc}); "
+    def unwritable(self, exc: Exception) -> str:
+        """The one line for a results file that cannot be written (HDF5's own text spans lines)."""
+        errno = getattr(exc, "errno", None)
+        why = os.strerror(errno) if errno else str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return (f"--out {self.path}: the results file cannot be written ({why}); "
                 "nothing is lost, the journal keeps every finished task: once there is space "
                 "(or the cause is fixed), run the same command again")
 
