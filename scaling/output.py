@@ -1,6 +1,7 @@
 """What --out costs on results of any volume: peak memory of every rank and end-to-end rate.
 
     python scaling/output.py [--ranks 4] [--quick] [--compression gzip:1]
+    python scaling/output.py --littlewood 48     what --compression costs and saves there
 
 Two workloads, dynamic, each with and without --out: (a) "big", 3,000 tasks that each return a
 1 MiB float64 array; (b) "small", 100,000 tasks that each return 8 KiB. For each run: the peak
@@ -38,7 +39,7 @@ def small(i: int):
     return np.full(SIZES["small"][1], float(i))
 
 
-def child(kind: str, n: int, out: str | None, compression: str | None) -> None:
+def child(target: str, n: int, out: str | None, compression: str | None) -> None:
     """Under mpiexec: one run; rank 0 prints engine seconds and every rank's peak RSS (MB)."""
     import resource
 
@@ -48,18 +49,37 @@ def child(kind: str, n: int, out: str | None, compression: str | None) -> None:
     from mtcmpi.world import World
 
     world = World.of()
-    outcome = run_job(world, f"output:{kind}", CountSource(n),
+    outcome = run_job(world, target, CountSource(n),
                       RunOptions(out=out, compression=compression, quiet=True))
     rss = world.comm.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, root=0)
     if outcome.summary:
         print(json.dumps({"engine": outcome.summary.engine, "store": outcome.summary.store, "rss": rss}))
 
 
-def run(ranks: int, kind: str, n: int, out: str | None, compression: str | None) -> dict:
-    args = [os.path.abspath(__file__), "--child", kind, "-n", str(n)]
+def run(ranks: int, target: str, n: int, out: str | None, compression: str | None) -> dict:
+    args = [os.path.abspath(__file__), "--child", target, "-n", str(n)]
     args += (["--out", out] if out else []) + (["--compression", compression] if compression else [])
     env = {"PYTHONPATH": os.path.dirname(os.path.abspath(__file__))}
     return last_json(mpirun(ranks, args, timeout=1800, env=env).stdout)
+
+
+def littlewood(ranks: int, n: int) -> None:
+    """The Littlewood grids (one 421 x 301 int64 grid per task): file size and store time
+    without compression, with gzip:4 and with lzf; RESULT line of the ratios."""
+    figures = {}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("MTCMPI_BENCH_DIR")) as tmp:
+        for compression in (None, "gzip:4", "lzf"):
+            out = os.path.join(tmp, "grids.h5")
+            summary = run(ranks, "kernels.littlewood:task", n, out, compression)
+            size = os.path.getsize(out)
+            figures[compression or "none"] = (size, summary["store"])
+            print(f"littlewood, {n} grids on {ranks} ranks, {compression or 'no compression'}: file "
+                  f"{size / 1e6:.1f} MB, file written in {summary['store']:.2f} s "
+                  f"(engine {summary['engine']:.2f} s; load {os.getloadavg()[0]:.1f})")
+            os.remove(out)
+    base = figures["none"][0]
+    print("RESULT " + " ".join(f"{k.replace(':', '')}_size_ratio={v[0] / base:.3f} {k.replace(':', '')}_store_s={v[1]:.2f}"
+                               for k, v in figures.items()))
 
 
 def single_writer(n: int, row: int, path: str) -> float:
@@ -82,19 +102,22 @@ def main() -> None:
     parser.add_argument("--ranks", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="a tenth of the tasks")
     parser.add_argument("--compression", help="pass --compression to the runs with --out")
+    parser.add_argument("--littlewood", type=int, metavar="N", help="measure compression on N grids")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("-n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.n, args.out, args.compression)
+    if args.littlewood:
+        return littlewood(args.ranks, args.littlewood)
     figures = {}
     with tempfile.TemporaryDirectory(dir=os.environ.get("MTCMPI_BENCH_DIR")) as tmp:
         for kind, (n, row) in SIZES.items():
             n = n // 10 if args.quick else n
             mb = n * row * 8 / 1e6
-            bare = run(args.ranks, kind, n, None, None)
-            stored = run(args.ranks, kind, n, os.path.join(tmp, f"{kind}.h5"), args.compression)
+            bare = run(args.ranks, f"output:{kind}", n, None, None)
+            stored = run(args.ranks, f"output:{kind}", n, os.path.join(tmp, f"{kind}.h5"), args.compression)
             os.remove(os.path.join(tmp, f"{kind}.h5"))
             single = mb / single_writer(n, row, os.path.join(tmp, "single.h5"))
             os.remove(os.path.join(tmp, "single.h5"))
