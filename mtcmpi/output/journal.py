@@ -202,11 +202,12 @@ class Frame:
     def without_file_rows(self) -> "Frame":
         """This frame as if its tasks with results in the file had not run (that file was
         lost): their status not-run, so the next run runs them again."""
-        meta, void = dict(self.meta), []
-        meta["groups"] = [g for g in meta["groups"] if not g[4] or void.append(g[3])]
+        meta = dict(self.meta)
+        meta["groups"] = [g for g in self.meta["groups"] if not g[4]]
+        void = b"".join(g[3] for g in self.meta["groups"] if g[4])
         if void:
             status = np.frombuffer(meta["status"], np.int8).copy()
-            status[np.isin(self.ids, np.frombuffer(b"".join(void), np.int64))] = NOT_RUN
+            status[np.isin(self.ids, np.frombuffer(void, np.int64))] = NOT_RUN
             meta["status"] = status.tobytes()
         return Frame(meta, self.path, self.offset)
 
