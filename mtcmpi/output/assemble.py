@@ -150,7 +150,9 @@ def write(f: h5py.File, writer: hdf5.Writer, n: int, sources: Sources, columns: 
         for key, col in sorted(columns.items()):
             writer.stream(sets[key], lambda: fill_batches(n, covered[key], col))
             writer.stream(sets[key], lambda: result_batches(sources, key, col, True))
-    f.flush()   # collective: what earlier runs left is on disk before this run's rows replace it
+    if comm.bcast(bool(sources.prior_file or sources.prior_journals), root=0):
+        f.flush()   # collective: what earlier runs left is on disk before this run's rows replace
+        # it (a sync, so only then: it writes every byte of the file to disk now)
     if n:
         writer.stream(f["tasks"], lambda: iter([(rows.ids, lambda: rows.table)]) if len(rows.ids) else iter(()))
         for key, col in sorted(columns.items()):
