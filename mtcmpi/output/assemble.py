@@ -1,10 +1,11 @@
-"""Build the results file at the end of a run from the journals, in bounded blocks.
+"""Finish the results file at the end of a run from the journals, in bounded blocks.
 
-The journal is the one copy of the results written during the run; here each rank streams its
-own journal file frame by frame into the file (rank 0 alone with --serial-io, reading every
-rank's), so no rank ever holds more than a frame of results. Rank 0 first copies what earlier
-runs left (an earlier file block by block, earlier journals frame by frame) and writes the fill
-value into rows that no task filled; after a flush, this run's rows follow, so they win.
+Rows written into the file during the run (direct.py) are there already; each journal lists
+them, which is all this needs of them. The rest — values the journal holds — each rank streams
+from its own journal file frame by frame into the file (rank 0 alone with --serial-io, reading
+every rank's), so no rank ever holds more than a frame of results. Rank 0 first copies what
+earlier runs left (an earlier file block by block, earlier journals frame by frame) and writes
+the fill value into rows that no task filled; after a flush, this run's rows follow, so they win.
 """
 from __future__ import annotations
 
