@@ -2,6 +2,7 @@
 
     python scaling/output.py [--ranks 4] [--quick] [--compression gzip:1]
     python scaling/output.py --littlewood 48     what --compression costs and saves there
+    python scaling/output.py --linear [--quick]  store time of 10^4..10^6 tasks per schedule
 
 Two workloads, dynamic, each with and without --out: (a) "big", 3,000 tasks that each return a
 1 MiB float64 array; (b) "small", 100,000 tasks that each return 8 KiB. For each run: the peak
@@ -39,7 +40,13 @@ def small(i: int):
     return np.full(SIZES["small"][1], float(i))
 
 
-def child(target: str, n: int, out: str | None, compression: str | None) -> None:
+def scalar(i: int) -> int:
+    """A no-op task with a one-number result."""
+    return i
+
+
+def child(target: str, n: int, out: str | None, compression: str | None, schedule: str = "dynamic",
+          chunk: int | None = None) -> None:
     """Under mpiexec: one run; rank 0 prints engine seconds and every rank's peak RSS (MB)."""
     import resource
 
@@ -50,14 +57,16 @@ def child(target: str, n: int, out: str | None, compression: str | None) -> None
 
     world = World.of()
     outcome = run_job(world, target, CountSource(n),
-                      RunOptions(out=out, compression=compression, quiet=True))
+                      RunOptions(out=out, compression=compression, quiet=True, schedule=schedule, chunk=chunk))
     rss = world.comm.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, root=0)
     if outcome.summary:
         print(json.dumps({"engine": outcome.summary.engine, "store": outcome.summary.store, "rss": rss}))
 
 
-def run(ranks: int, target: str, n: int, out: str | None, compression: str | None) -> dict:
-    args = [os.path.abspath(__file__), "--child", target, "-n", str(n)]
+def run(ranks: int, target: str, n: int, out: str | None, compression: str | None,
+        schedule: str = "dynamic", chunk: int | None = None) -> dict:
+    args = [os.path.abspath(__file__), "--child", target, "-n", str(n), "--schedule", schedule]
+    args += ["--chunk", str(chunk)] if chunk else []
     args += (["--out", out] if out else []) + (["--compression", compression] if compression else [])
     env = {"PYTHONPATH": os.path.dirname(os.path.abspath(__file__))}
     return last_json(mpirun(ranks, args, timeout=1800, env=env).stdout)
@@ -82,6 +91,27 @@ def littlewood(ranks: int, n: int) -> None:
                                for k, v in figures.items()))
 
 
+def linear(ranks: int, quick: bool) -> None:
+    """Store time (finishing the file after the last task) of no-op tasks returning a number,
+    10^4 to 10^6 of them (10^5 with --quick), under static, static:cyclic and dynamic --chunk 1:
+    it must grow linearly with the tasks whatever the schedule (scattered ids once made it
+    quadratic). RESULT: the largest per-task store time over the smallest, per schedule."""
+    sizes = [10_000, 100_000] + ([] if quick else [1_000_000])
+    worst = {}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("MTCMPI_BENCH_DIR")) as tmp:
+        for schedule, chunk in (("static", None), ("static:cyclic", None), ("dynamic", 1)):
+            per_task = []
+            for n in sizes:
+                out = os.path.join(tmp, "linear.h5")
+                got = run(ranks, "output:scalar", n, out, None, schedule, chunk)
+                os.remove(out)
+                per_task.append(got["store"] / n * 1e6)
+                print(f"{schedule}{' --chunk 1' if chunk else ''}, {n:,} tasks: store {got['store']:.2f} s "
+                      f"({per_task[-1]:.2f} us a task; engine {got['engine']:.2f} s; load {os.getloadavg()[0]:.1f})")
+            worst[schedule.replace(":", "_") + ("_chunk1" if chunk else "")] = max(per_task) / per_task[0]
+    print("RESULT " + " ".join(f"{k}_growth={v:.2f}" for k, v in worst.items()))
+
+
 def single_writer(n: int, row: int, path: str) -> float:
     """Seconds for one process to write n rows of `row` float64 with plain h5py, made a block
     at a time (32 MiB) as a careful writer would, not all held at once."""
@@ -103,12 +133,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a tenth of the tasks")
     parser.add_argument("--compression", help="pass --compression to the runs with --out")
     parser.add_argument("--littlewood", type=int, metavar="N", help="measure compression on N grids")
+    parser.add_argument("--linear", action="store_true", help="store time against the number of tasks")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--schedule", default="dynamic", help=argparse.SUPPRESS)
+    parser.add_argument("--chunk", type=int, help=argparse.SUPPRESS)
     parser.add_argument("-n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.child, args.n, args.out, args.compression)
+        return child(args.child, args.n, args.out, args.compression, args.schedule, args.chunk)
+    if args.linear:
+        return linear(args.ranks, args.quick)
     if args.littlewood:
         return littlewood(args.ranks, args.littlewood)
     figures = {}
