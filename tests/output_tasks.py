@@ -10,3 +10,10 @@ def rows(i: int) -> np.ndarray:
 def small_rows(i: int) -> np.ndarray:
     """384 bytes that do not compress: a row kept in the journal until the file is built."""
     return np.random.default_rng(i).random(48)
+
+
+def slow_rows(i: int) -> np.ndarray:
+    """rows(i) after 50 ms: a run that is still going when it is killed."""
+    import time
+    time.sleep(0.05)
+    return rows(i)
