@@ -9,7 +9,8 @@ Two workloads, dynamic, each with and without --out: (a) "big", 3,000 tasks that
 RSS of every rank (getrusage) and the end-to-end result rate: bytes of results over engine time
 (which includes writing the rows into the file during the run) plus store time (finishing the
 file after the last task). In the same run, a single process writes the same bytes with
-plain h5py to the same disk (made block by block, 32 MiB at a time): the baseline.
+plain h5py to the same disk (made block by block, 32 MiB at a time): the baseline. Every
+run starts after a sync, so none is slowed by the last one's dirty pages.
 Last line: RESULT big_rss_mb=<max> small_rss_mb=<max> big_ratio=<x> small_ratio=<x>
 (ratio: end-to-end rate with --out over the single writer's rate).
 """
@@ -65,6 +66,7 @@ def child(target: str, n: int, out: str | None, compression: str | None, schedul
 
 def run(ranks: int, target: str, n: int, out: str | None, compression: str | None,
         schedule: str = "dynamic", chunk: int | None = None) -> dict:
+    os.sync()   # the last run's dirty pages would slow this one's writes (and the baseline's)
     args = [os.path.abspath(__file__), "--child", target, "-n", str(n), "--schedule", schedule]
     args += ["--chunk", str(chunk)] if chunk else []
     args += (["--out", out] if out else []) + (["--compression", compression] if compression else [])
@@ -118,6 +120,7 @@ def single_writer(n: int, row: int, path: str) -> float:
     import h5py
     import numpy as np
     step = max(1, (32 << 20) // (8 * row))
+    os.sync()
     t0 = time.perf_counter()
     with h5py.File(path, "w") as f:
         ds = f.create_dataset("value", (n, row), dtype=np.float64)
