@@ -94,3 +94,18 @@ def test_a_stopped_run_leaves_its_tasks_not_run_in_the_file(tmp_path, monkeypatc
     assert [i for i in range(N) if status[i] == OK] == [2, 6]
     assert (status[[0, 1, 3, 4, 5, 7]] == NOT_RUN).all()
     assert np.isnan(values["value"][[0, 1, 3, 4, 5, 7]]).all() and values["value"][6, 0] == 6.0
+
+
+def test_a_filesystem_that_cannot_lock_journals_every_value(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(*_):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    out = tmp_path / "r.h5"
+    o, log, _ = start(out, arrays, range(N), monkeypatch)
+    assert not os.path.exists(direct.tmp_path(str(out)))   # nothing was written there
+    finish(o, log)
+    status, values = read(out)
+    assert status.tolist() == [OK] * N and values["value"][:, 0].tolist() == list(range(N))

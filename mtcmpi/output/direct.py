@@ -12,7 +12,9 @@ tasks: what a frame says is in the file is in the file. A killed run leaves a re
 Only results that can go there go there: numbers (strings change their width from task to
 task), rows of at least SMALL_ROW bytes (smaller rows cost a system call each and are cheap to
 journal), uncompressed, parallel I/O; and a value whose kind, shape or dtype does not fit the
-dataset already made (the run-wide rule is applied at the end) is journalled instead.
+dataset already made (the run-wide rule is applied at the end) is journalled instead. So is every value on a filesystem that cannot lock a file (the lock keeps
+two ranks from changing the file's metadata at once): then the journal holds them all, as with
+--serial-io.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ SMALL_ROW = 512          # bytes: rows smaller than this are journalled
 SPARE = 1 << 20          # bytes a disk must have free before the file's metadata is changed
 IOV_MAX = 1024           # buffers per pwritev
 LAYOUT, LOCK = "layout.json", "layout.lock"
+NO_LOCKS = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL)   # lockf unsupported here
 Place = tuple[int, np.dtype, tuple]   # byte offset of a dataset's row 0, its dtype, row shape
 
 
@@ -83,12 +86,20 @@ class DirectRows:
         self.layout_path = os.path.join(journal.directory(out), LAYOUT)
         self.places: dict[str, Place] = {}
         self.fd: int | None = None
+        self.unlockable = False   # this filesystem cannot lock: everything goes to the journal
 
     def write(self, key: str, dtype: np.dtype, shape: tuple, ids: np.ndarray, arrays: list) -> bool:
         """Rows ids (ascending) of key into the file; OSError (a full disk) propagates."""
-        if dtype.kind not in NUMERIC or dtype.itemsize * int(np.prod(shape, dtype=np.int64)) < SMALL_ROW:
+        if (self.unlockable or dtype.kind not in NUMERIC
+                or dtype.itemsize * int(np.prod(shape, dtype=np.int64)) < SMALL_ROW):
             return False
-        place = self.place(key, dtype, shape)
+        try:
+            place = self.place(key, dtype, shape)
+        except OSError as exc:
+            if exc.errno not in NO_LOCKS:
+                raise
+            self.unlockable = True
+            return False
         if not fits_file(place, dtype, shape):
             return False
         offset, have, _ = place
@@ -132,7 +143,7 @@ class DirectRows:
     def create(self, key: str, dtype: np.dtype, shape: tuple) -> Place:
         """key's dataset in the .tmp file (made if need be), its space allocated, nothing written."""
         require(self.tmp, 0)
-        with h5py.File(self.tmp, "a") as f:
+        with h5py.File(self.tmp, "a", locking=False) as f:   # under our lock already
             f.attrs.setdefault("file_id", self.file_id)
             dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
             dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
