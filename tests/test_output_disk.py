@@ -74,7 +74,8 @@ def test_a_disk_that_fills_during_the_run(disk, task, n):
     check_complete(out, getattr(output_tasks, task), n)
 
 
-@pytest.mark.parametrize("ranks, options", [(2, []), (3, ["--compression", "gzip:1", "--schedule", "static"])])
+@pytest.mark.parametrize("ranks, options", [(2, []), (3, ["--compression", "gzip:1", "--schedule", "static"]),
+                                            (2, ["--serial-io"])])
 def test_a_disk_that_fills_while_the_file_is_finished(disk, ranks, options):
     """Every result journalled fits; the file built from them does not (collectively, when
     compressed): one line and no hang, then the same command only finishes the file."""

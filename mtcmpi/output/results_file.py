@@ -217,10 +217,14 @@ class Output:
         else:
             failures = {t: x for part in comm.gather(rows.failures, root=0) or [] for t, x in part.items()}
         tmp = direct.tmp_path(self.path)
-        if not self.serial_io or rank == 0:
-            self.build(MPI.COMM_SELF if self.serial_io else comm, tmp, n, sources, columns, rows,
-                       prior_failed, width, attrs, tries)
         error = None
+        if not self.serial_io or rank == 0:
+            try:
+                self.build(MPI.COMM_SELF if self.serial_io else comm, tmp, n, sources, columns, rows,
+                           prior_failed, width, attrs, tries)
+            except UsageError as exc:   # collective, except with --serial-io: rank 0 alone
+                error = str(exc)
+        world.agree(error)
         if rank == 0:
             try:
                 direct.require(tmp, n * (len(hdf5.FAILURE_TEXT) * 16 + 8)
