@@ -145,24 +145,44 @@ class CountSource(Source):
 
     take_any = take
 
-    def fingerprint(self, digest: "hashlib._Hash") -> np.ndarray:
+    def fingerprint(self, digest: "hashlib._Hash") -> "CountKeys":
         digest.update(f"count {self.n}".encode())
-        return count_keys(self.n)
+        return CountKeys(self.n)
 
 
-def count_keys(n: int) -> np.ndarray:
-    """Task i's key under --count: splitmix64(i), a block at a time in numpy (a blake2b per
-    task, as task_key does for rows, took 75 s on rank 0 before 10^8 tasks could start)."""
-    import numpy as np   # only to fingerprint tasks (--out)
+class CountKeys:
+    """The keys of --count tasks, a function of the id (task i's argument is i), computed a
+    block at a time when they are written or matched: never 10^8 of them up front (a blake2b
+    per task, as task_key does for rows, took 75 s on rank 0 before 10^8 tasks could start)."""
 
-    keys = np.empty(n, dtype=np.uint64)
-    block = 1 << 20
-    for lo in range(0, n, block):
-        z = np.arange(lo, min(n, lo + block), dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        keys[lo:lo + len(z)] = z ^ (z >> np.uint64(31))
-    return keys
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, part: slice | int) -> "np.ndarray":
+        import numpy as np   # only to fingerprint tasks (--out, --costs-from)
+
+        if isinstance(part, slice):
+            return count_keys(np.arange(*part.indices(self.n), dtype=np.uint64))
+        return count_keys(np.asarray(range(self.n)[part], np.uint64))
+
+    def __array__(self, dtype=None, copy=None) -> "np.ndarray":
+        return self[:].astype(dtype or "uint64")
+
+    def tolist(self) -> list[int]:
+        return self[:].tolist()
+
+
+def count_keys(ids: "np.ndarray") -> "np.ndarray":
+    """The key of task i of --count: a 64-bit mix of i (splitmix64's finaliser), vectorised."""
+    import numpy as np
+
+    z = ids.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
 class ItemsSource(Source):

@@ -160,3 +160,18 @@ def test_h5py_without_mpi_stops_unless_serial_io(tmp_path, monkeypatch):
     assert run(tmp_path / "r.h5", t.square, range(2), serial_io=True).exit_code == 0
     with h5py.File(tmp_path / "r.h5") as f:
         assert f.attrs["io_mode"] == "serial"
+
+
+def test_count_keys_are_not_built_up_front_and_reach_the_file(tmp_path):
+    """--count 10^8 --out starts at once: task i's key is a function of i, made in blocks."""
+    import hashlib
+    import time
+    from mtcmpi.tasks import count_keys
+    started = time.perf_counter()
+    keys = CountSource(10**8).fingerprint(hashlib.sha256())
+    assert time.perf_counter() - started < 0.5 and len(keys) == 10**8
+    assert keys[10**8 - 2:].tolist() == count_keys(np.array([10**8 - 2, 10**8 - 1])).tolist()
+    out = tmp_path / "r.h5"
+    run_job(World.of(), t.square, CountSource(50), RunOptions(out=str(out)))
+    with h5py.File(out) as f:
+        assert f["task_keys"][:].tolist() == count_keys(np.arange(50)).tolist()

@@ -1,10 +1,11 @@
-"""Build the results file at the end of a run from the journals, in bounded blocks.
+"""Finish the results file at the end of a run from the journals, in bounded blocks.
 
-The journal is the one copy of the results written during the run; here each rank streams its
-own journal file frame by frame into the file (rank 0 alone with --serial-io, reading every
-rank's), so no rank ever holds more than a frame of results. Rank 0 first copies what earlier
-runs left (an earlier file block by block, earlier journals frame by frame) and writes the fill
-value into rows that no task filled; after a flush, this run's rows follow, so they win.
+Rows written into the file during the run (direct.py) are there already; each journal lists
+them, which is all this needs of them. The rest — values the journal holds — each rank streams
+from its own journal file frame by frame into the file (rank 0 alone with --serial-io, reading
+every rank's), so no rank ever holds more than a frame of results. Rank 0 first copies what
+earlier runs left (an earlier file block by block, earlier journals frame by frame) and writes
+the fill value into rows that no task filled; after a flush, this run's rows follow, so they win.
 """
 from __future__ import annotations
 
@@ -30,10 +31,12 @@ class Sources:
     journals: list[str]                                   # this run's, written by this rank here
     prior_file: str | None = None                         # rank 0: an earlier results file
     prior_journals: list[str] = field(default_factory=list)   # rank 0: earlier runs' journals
+    file_kept: bool = True   # the .tmp file that earlier runs wrote rows into is there
 
     def frames(self, prior: bool) -> Iterator[journal.Frame]:
         for path in self.prior_journals if prior else self.journals:
-            yield from journal.frames(path, self.fingerprint)
+            for frame in journal.frames(path, self.fingerprint):
+                yield frame if self.file_kept or not prior else frame.without_file_rows()
 
 
 def mismatches(frames: Iterator[journal.Frame], columns: dict[str, Column]) -> dict[int, Failure]:
@@ -58,9 +61,11 @@ def mark_failed(log: TaskLog, failures: dict[int, Failure]) -> None:
     log.failures.update(failures)
 
 
-def result_batches(sources: Sources, key: str, col: Column, prior: bool) -> Iterator[Batch]:
+def result_batches(sources: Sources, key: str, col: Column, prior: bool,
+                   in_file: bool = False) -> Iterator[Batch]:
     """This rank's (ids ascending, load values) of key that fit its column: the earlier file's
-    rows of tasks that succeeded and earlier journals (prior), or this run's journals."""
+    rows of tasks that succeeded and earlier journals (prior), or this run's journals; with
+    in_file, also (ids, None) of the rows written into the file during the run."""
     if prior and sources.prior_file:
         with h5py.File(sources.prior_file, "r") as f:
             ds = result_sets(f).get(key)
@@ -71,9 +76,14 @@ def result_batches(sources: Sources, key: str, col: Column, prior: bool) -> Iter
                         yield part.start + ok, lambda ds=ds, part=part, ok=ok: ds[part][ok]
     for frame in sources.frames(prior):
         for k, dtype, shape, ids, offset in frame.groups():
-            if k == key and fits(col, dtype, shape):
-                order = np.argsort(ids, kind="stable")
-                yield ids[order], lambda fr=frame, a=(dtype, shape, len(ids), offset), o=order: fr.values(*a)[o]
+            if k != key or not fits(col, dtype, shape):
+                continue
+            if offset is None:
+                if in_file:
+                    yield ids, None
+                continue
+            order = np.argsort(ids, kind="stable")
+            yield ids[order], lambda fr=frame, a=(dtype, shape, len(ids), offset), o=order: fr.values(*a)[o]
 
 
 def fill_batches(n: int, covered: np.ndarray | None, col: Column) -> Iterator[Batch]:
@@ -91,7 +101,7 @@ def coverage(comm: MPI.Comm, n: int, sources: Sources, key: str, col: Column) ->
     """Rank 0: which rows some task fills (None when all are: no fill needed); collective."""
     def ids() -> Iterator[np.ndarray]:
         for prior in (True, False):
-            for got, _ in result_batches(sources, key, col, prior):
+            for got, _ in result_batches(sources, key, col, prior, in_file=True):
                 yield got
     count = comm.allreduce(sum(len(i) for i in ids()))
     if count >= n:
@@ -142,7 +152,9 @@ def write(f: h5py.File, writer: hdf5.Writer, n: int, sources: Sources, columns: 
         for key, col in sorted(columns.items()):
             writer.stream(sets[key], lambda: fill_batches(n, covered[key], col))
             writer.stream(sets[key], lambda: result_batches(sources, key, col, True))
-    f.flush()   # collective: what earlier runs left is on disk before this run's rows replace it
+    if comm.bcast(bool(sources.prior_file or sources.prior_journals), root=0):
+        f.flush()   # collective: what earlier runs left is on disk before this run's rows replace
+        # it (a sync, so only then: it writes every byte of the file to disk now)
     if n:
         writer.stream(f["tasks"], lambda: iter([(rows.ids, lambda: rows.table)]) if len(rows.ids) else iter(()))
         for key, col in sorted(columns.items()):
@@ -150,7 +162,7 @@ def write(f: h5py.File, writer: hdf5.Writer, n: int, sources: Sources, columns: 
 
 
 def texts(path: str, n: int, sources: Sources, failures: dict[int, Failure],
-          prior_failed: dict[int, Failure], keys: np.ndarray | None) -> None:
+          prior_failed: dict[int, Failure], keys: Any) -> None:
     """Rank 0, after the parallel file is closed: failure texts (earlier ones first, so this
     run's win; cleared for tasks that succeeded since) and the task keys."""
     with h5py.File(path, "r+") as f:
@@ -173,8 +185,10 @@ def texts(path: str, n: int, sources: Sources, failures: dict[int, Failure],
         for part in hdf5.blocks(n, 64):   # a task failed earlier and succeeded now: no text
             clear = part.start + np.flatnonzero(texted[part] & np.isin(f["tasks"].fields("status")[part], DONE))
             hdf5.write_texts(f, {int(t): Failure("", "", "") for t in clear})
-        if keys is not None:
-            f.create_dataset("task_keys", data=keys)
+        if keys is not None:   # an array, or tasks.CountKeys made a block at a time
+            ds = f.create_dataset("task_keys", (n,), dtype=np.uint64)
+            for part in hdf5.blocks(n, 8):
+                ds[part] = np.asarray(keys[part])
 
 
 def groups_table(path: str, sources: Sources, groups: dict[int, members.Group]) -> None:

@@ -22,6 +22,7 @@ cost is linear in the rows whatever the schedule (OR-ing one hyperslab per row i
 """
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -79,7 +80,7 @@ class Rows:
         table["start"] = np.asarray(log.starts, np.float64)[pick]
         table["end"] = np.asarray(log.ends, np.float64)[pick]
         table["status"] = np.asarray(log.status, np.int8)[pick]
-        table["attempts"] = np.array([attempts.get(int(t), 0) for t in chosen], np.int16) + tries
+        table["attempts"] = tries_before(chosen, attempts) + tries
         table["ranks"] = members.sizes(log.groups, chosen)
         failed = chosen[np.isin(table["status"], FAILED_STATES)]
         return cls(chosen, table, {int(t): log.failures[int(t)] for t in failed},
@@ -93,6 +94,17 @@ class Rows:
         return cls(ids[order], np.concatenate([p.table for p in parts])[order],
                    {t: x for p in parts for t, x in p.failures.items()},
                    {t: g for p in parts for t, g in p.groups.items()})
+
+
+def tries_before(ids: np.ndarray, attempts: dict[int, int]) -> np.ndarray:
+    """Tries before this run of each of ids (ascending), vectorised: a run has millions of ids."""
+    before = np.zeros(len(ids), np.int16)
+    if attempts and len(ids):
+        tasks = np.fromiter(attempts, np.int64, len(attempts))
+        at = np.minimum(np.searchsorted(ids, tasks), len(ids) - 1)
+        hit = ids[at] == tasks
+        before[at[hit]] = np.fromiter(attempts.values(), np.int64, len(attempts))[hit]
+    return before
 
 
 def pieces(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -124,11 +136,20 @@ def selections(ids: np.ndarray, shape: tuple) -> Iterator[tuple[int, int, Callab
         yield int(first[p]), hi, select
 
 
+class PeerFailed(OSError):
+    """Another rank could not write its part of the results file (it reports why)."""
+
+
 class Writer:
-    """Writes rows of one open file; collective (filtered datasets need it) or independent."""
+    """Writes rows of one open file; collective (filtered datasets need it) or independent.
+
+    Collectively, every rank agrees before each write call that no rank has failed so far (a
+    full disk strikes some ranks only, inside a call or while reading a journal): then all
+    raise together instead of some waiting in the next collective call forever."""
 
     def __init__(self, comm: MPI.Comm, collective: bool, parallel: bool):
         self.comm, self.collective = comm, collective
+        self.error: OSError | None = None   # collective: this rank's failure, not yet agreed on
         self.dxpl = None
         if parallel:
             self.dxpl = h5py.h5p.create(h5py.h5p.DATASET_XFER)
@@ -144,9 +165,9 @@ class Writer:
         mtype = None if text else ds.id.get_type()
         fspace = ds.id.get_space()
         for lo, hi, select in selections(ids, shape):
-            select(fspace)
             mem = values[lo:hi]
-            ds.id.write(h5py.h5s.create_simple(mem.shape), fspace, mem, mtype=mtype, dxpl=self.dxpl)
+            self.step(lambda: (select(fspace), ds.id.write(h5py.h5s.create_simple(mem.shape), fspace, mem,
+                                                          mtype=mtype, dxpl=self.dxpl)))
 
     def empty(self, ds: h5py.Dataset) -> None:
         """Take part in a collective write with nothing to write."""
@@ -155,32 +176,57 @@ class Writer:
         mem = np.zeros((1,) + ds.shape[1:], ds.dtype)
         mspace = h5py.h5s.create_simple(mem.shape)
         mspace.select_none()
-        ds.id.write(mspace, fspace, mem, mtype=ds.id.get_type(), dxpl=self.dxpl)
+        self.step(lambda: ds.id.write(mspace, fspace, mem, mtype=ds.id.get_type(), dxpl=self.dxpl))
+
+    def step(self, call: Callable[[], Any]) -> None:
+        """One write call; collectively, after all ranks agreed that none has failed."""
+        if not self.collective:
+            call()
+            return
+        if self.comm.allreduce(self.error is not None, op=MPI.LOR):
+            error, self.error = self.error, None
+            raise error or PeerFailed(errno.EIO, "another rank could not write the results file")
+        try:
+            call()
+        except OSError as exc:
+            self.error = exc
 
     def stream(self, ds: h5py.Dataset, batches: Callable[[], Iterable[tuple[np.ndarray, Callable[[], np.ndarray]]]]) -> None:
         """Write every (ids ascending, load values) batch; collectively, every rank makes as
-        many write calls as the rank with most (counted first from the ids alone)."""
+        many write calls as the rank with most (counted first from the ids alone), then all
+        agree once more."""
         if self.collective:
             mine = sum(self.calls(ids) for ids, _ in batches())
             most = self.comm.allreduce(mine, op=MPI.MAX)
         for ids, load in batches():
-            self.write(ds, ids, load())
+            try:
+                values = load()
+            except OSError as exc:   # a journal that cannot be read: stop at the next agreement
+                if not self.collective:
+                    raise
+                self.error = exc
+                break
+            self.write(ds, ids, values)
         if self.collective:
-            for _ in range(most - mine):
+            for _ in range(most - mine if self.error is None else 0):
                 self.empty(ds)
+            self.step(lambda: None)
 
 
 def create(f: h5py.File, n: int, host_width: int, columns: dict[str, Column], attrs: dict[str, Any],
            chunks: Callable[[Column], tuple | None], filters: dict[str, Any]) -> None:
-    """The datasets and attributes, identically on every rank that has the file open. Result
+    """The datasets and attributes, identically on every rank that has the file open (result
+    datasets made during the run are kept: direct.settle fitted them to columns). Result
     rows are never pre-filled (that would write every byte twice): rows without a result get
     the fill value written explicitly."""
     row = log_dtype(host_width)
     f.create_dataset("tasks", (n,), dtype=row, fillvalue=np.array(tuple(v for _, v in COLUMNS.values()), dtype=row))
     for name in FAILURE_TEXT:
         f.create_dataset(f"errors/{name}", (n,), dtype=TEXT)
-    f.create_group("results")
+    made = f.require_group("results")   # datasets made during the run (direct.py) stay
     for key, col in sorted(columns.items()):
+        if dataset_name(key) in made:
+            continue
         dtype = col.dtype if col.dtype.itemsize else np.dtype("S1")
         shape = chunks(col)
         ds = f.create_dataset(f"results/{dataset_name(key)}", (n,) + col.shape, dtype=dtype,
@@ -245,8 +291,7 @@ def write_tries(f: h5py.File, writer: Writer, tries: np.ndarray) -> None:
     k = len(tries)
     total, offset = writer.comm.allreduce(k), writer.comm.exscan(k) or 0
     ds = f.create_dataset("attempts", (total,), dtype=tries.dtype)
-    if k:
-        writer.write(ds, np.arange(offset, offset + k), tries)
+    writer.stream(ds, lambda: iter([(np.arange(offset, offset + k), lambda: tries)] if k else []))
 
 
 def write_texts(f: h5py.File, failures: dict[int, Failure]) -> None:

@@ -5,7 +5,8 @@ A frame holds the tasks a rank finished since the last flush: a header (magic, C
 metadata, lengths), the metadata (pickled: the run's fingerprint, rank, host, pid, and per task
 id, times, status, tries before, failure, and the ranks of a parallel task: members.py) and then the results as raw arrays, one block per
 (key, dtype, shape) group, so the final file can read them back without unpickling them and a
-reader that needs only the metadata seeks past them. A background thread flushes every
+reader that needs only the metadata seeks past them. A group written straight into the results
+file before the frame (direct.py) is listed with its ids and has no block here. A background thread flushes every
 `interval` seconds, at once when woken (a stop signal: mpiexec kills 1 s later), and the task
 loop flushes itself once BUFFER bytes of results wait, so a rank never holds more than that.
 After a kill the last frame may be cut short: reading stops there silently. A frame that is
@@ -22,17 +23,20 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
 from ..errors import UsageError
-from ..tasklog import TaskLog
+from ..tasklog import NOT_RUN, TaskLog
 from . import members
 from .values import Schema
 
+if TYPE_CHECKING:
+    from .direct import DirectRows
+
 HEAD = struct.Struct("<8sIIQ")   # magic, crc32 of the metadata, metadata bytes, result bytes
-MAGIC = b"MTCMPIJ2"
+MAGIC = b"MTCMPIJ3"
 BUFFER = 32 << 20   # results a rank holds before its task loop flushes them itself
 
 
@@ -59,11 +63,11 @@ class Journal:
 
     def __init__(self, out: str, log: TaskLog, run_id: str, fingerprint: str,
                  attempts: dict[int, int] | None = None,
-                 on_error: Callable[[str], None] | None = None):
+                 on_error: Callable[[str], None] | None = None, direct: "DirectRows | None" = None):
         self.path = os.path.join(directory(out), f"rank{log.rank:05d}-{run_id}.jnl")
         self.file = open(self.path, "ab", buffering=0)
         self.log, self.fingerprint, self.attempts = log, fingerprint, attempts or {}
-        self.on_error = on_error
+        self.on_error, self.direct = on_error, direct
         self.written = 0
         self.pending = 0   # bytes of results in the log not yet journalled (approximate)
         self.error: str | None = None
@@ -86,40 +90,47 @@ class Journal:
             if hi == lo or self.error:
                 return
             ids = log.ids[lo:hi]
-            meta, raw = self.frame(ids, flushed)
-            meta["status"] = log.status[lo:hi].tobytes()
-            meta["starts"], meta["ends"] = log.starts[lo:hi].tobytes(), log.ends[lo:hi].tobytes()
-            data = pickle.dumps(meta, protocol=pickle.HIGHEST_PROTOCOL)
-            size = sum(len(memoryview(r).cast("B")) for r in raw)
             at = self.file.tell()
             try:
+                meta, raw = self.frame(ids, flushed)   # rows for the file go there now
+                meta["status"] = log.status[lo:hi].tobytes()
+                meta["starts"], meta["ends"] = log.starts[lo:hi].tobytes(), log.ends[lo:hi].tobytes()
+                data = pickle.dumps(meta, protocol=pickle.HIGHEST_PROTOCOL)
+                size = sum(r.nbytes for r in raw)
                 self.file.write(HEAD.pack(MAGIC, zlib.crc32(data), len(data), size) + data)
                 for block in raw:
                     self.file.write(memoryview(block).cast("B"))
             except OSError as exc:
                 self.fail(exc, at)
                 return
-            for key, dt, shape, gids in meta["groups"]:
+            for key, dt, shape, gids, _ in meta["groups"]:
                 self.schema.add(key, np.dtype(dt), shape, int(np.frombuffer(gids, np.int64).min()))
             for t in ids:
                 log.results.pop(t, None)
             self.written, self.pending = hi, 0
 
     def frame(self, ids, flushed: float) -> tuple[dict, list[np.ndarray]]:
-        """The metadata and result blocks of the records ids (results grouped by key, dtype, shape)."""
+        """The metadata and result blocks of the records ids (results grouped by key, dtype,
+        shape, in id order); groups the results file takes are written there first."""
         log = self.log
         groups: dict[tuple, list] = {}
-        for t in dict.fromkeys(ids):   # a task tried twice in one frame has one result
+        for t in sorted(dict.fromkeys(ids)):   # a task tried twice in one frame has one result
             for key, a in (log.results.get(t) or {}).items():
                 groups.setdefault((key, a.dtype.str, a.shape), []).append((t, a))
+        listed, raw = [], []
+        for (key, dt, shape), rows in groups.items():
+            gids = np.array([t for t, _ in rows], np.int64)
+            arrays = [a for _, a in rows]
+            in_file = self.direct is not None and self.direct.write(key, np.dtype(dt), shape, gids, arrays)
+            listed.append((key, dt, shape, gids.tobytes(), in_file))
+            if not in_file:
+                raw.append(np.ascontiguousarray(np.stack(arrays)))
         meta = {"fingerprint": self.fingerprint, "rank": log.rank, "host": log.host, "pid": log.pid,
                 "flushed": flushed, "ids": ids.tobytes(),
                 "attempts": {t: self.attempts[t] for t in ids if t in self.attempts},
                 "failures": {t: log.failures[t] for t in ids if t in log.failures},
                 members.FIELD: {t: log.groups[t] for t in ids if t in log.groups} if log.groups else {},
-                "groups": [(k, dt, shape, np.array([t for t, _ in rows], np.int64).tobytes())
-                           for (k, dt, shape), rows in groups.items()]}
-        raw = [np.ascontiguousarray(np.stack([a for _, a in rows])) for rows in groups.values()]
+                "groups": listed}
         return meta, raw
 
     def fail(self, exc: OSError, at: int) -> None:
@@ -127,14 +138,16 @@ class Journal:
             self.file.truncate(at)
         except OSError:
             pass
-        self.error = (f"the journal cannot be written ({exc.strerror or exc}: {self.path}): "
-                      "free space there and run the same command again to resume")
+        self.error = (f"finished tasks cannot be saved ({exc.strerror or exc}: {exc.filename or self.path}): "
+                      "what was saved is kept; free space there and run the same command again to resume")
         if self.on_error:
             self.on_error(self.error)
 
     def close(self) -> None:
         self.flush()
         self.file.close()
+        if self.direct:
+            self.direct.close()
 
 
 class Flusher(threading.Thread):
@@ -178,13 +191,27 @@ class Frame:
     def ids(self) -> np.ndarray:
         return np.frombuffer(self.meta["ids"], np.int64)
 
-    def groups(self) -> Iterator[tuple[str, np.dtype, tuple, np.ndarray, int]]:
-        """(key, dtype, shape, ids, offset of its block) of every result group."""
+    def groups(self) -> Iterator[tuple[str, np.dtype, tuple, np.ndarray, int | None]]:
+        """(key, dtype, shape, ids, offset of its block) of every result group; offset None
+        for a group written into the results file."""
         offset = self.offset
-        for key, dt, shape, gids in self.meta["groups"]:
+        for key, dt, shape, gids, in_file in self.meta["groups"]:
             ids, dtype = np.frombuffer(gids, np.int64), np.dtype(dt)
-            yield key, dtype, tuple(shape), ids, offset
-            offset += len(ids) * dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+            yield key, dtype, tuple(shape), ids, None if in_file else offset
+            if not in_file:
+                offset += len(ids) * dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+
+    def without_file_rows(self) -> "Frame":
+        """This frame as if its tasks with results in the file had not run (that file was
+        lost): their status not-run, so the next run runs them again."""
+        meta = dict(self.meta)
+        meta["groups"] = [g for g in self.meta["groups"] if not g[4]]
+        void = b"".join(g[3] for g in self.meta["groups"] if g[4])
+        if void:
+            status = np.frombuffer(meta["status"], np.int8).copy()
+            status[np.isin(self.ids, np.frombuffer(void, np.int64))] = NOT_RUN
+            meta["status"] = status.tobytes()
+        return Frame(meta, self.path, self.offset)
 
     def values(self, dtype: np.dtype, shape: tuple, count: int, offset: int) -> np.ndarray:
         with open(self.path, "rb") as f:

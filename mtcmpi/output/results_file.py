@@ -2,8 +2,8 @@
 
 begin() (collective, before the engine) checks the output path, reads what an earlier run of
 the same output did and agrees which tasks remain; wrap() turns every result into arrays and
-journals them; finish() (collective, after the engine) builds the file from the journals and
-renames it into place. Every path is made absolute at start-up: a task may chdir.
+journals them (numeric rows straight into results.h5.tmp, direct.py); finish() (collective,
+after the engine) completes that file from the journals and renames it into place. Every path is made absolute at start-up: a task may chdir.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from .. import __version__
 from ..errors import UsageError
 from ..tasklog import FAILED_STATES, TaskLog
 from ..world import World
-from . import assemble, hdf5, journal, resume
+from . import assemble, direct, hdf5, journal, resume
 from .values import Column, Normalizer, Schema
 
 CHUNK_BYTES = 1 << 20   # automatic chunk shape: about this many bytes of whole rows
@@ -45,6 +45,9 @@ class Output:
     attempts: dict[int, int] = field(default_factory=dict)        # tries before this run
     run_id: str = ""
     fingerprint: str = ""
+    file_id: str = ""       # of the .tmp file that rows go into during the run (direct.py)
+    file_kept: bool = True  # rank 0: the .tmp that earlier runs wrote rows into is still there
+    n: int = 0
     rewrite: bool = True    # False when an earlier run finished everything: leave the file be
     flusher: journal.Flusher | None = field(default=None, repr=False)
     normalizer: Normalizer | None = field(default=None, repr=False)
@@ -89,7 +92,7 @@ class Output:
             raise UsageError(f"--out {self.path}: {where} is in the way of its journal (not a "
                              "directory): move it away")
 
-    def begin(self, world: World, n: int, fingerprint: str) -> np.ndarray:
+    def begin(self, world: World, n: int, fingerprint: str) -> np.ndarray | range:
         """Collective: the ids this run must run (all of them, or what an earlier run left)."""
         error, todo = None, None
         if world.rank == 0:
@@ -100,12 +103,13 @@ class Output:
             except OSError as exc:
                 error = f"--out {self.path}: {exc.strerror or exc} ({exc.filename or self.path})"
         world.agree(error)
-        self.run_id, self.attempts, self.rewrite = world.comm.bcast(
-            (self.run_id, self.attempts, self.rewrite), root=0)
+        self.run_id, self.attempts, self.rewrite, self.file_id = world.comm.bcast(
+            (self.run_id, self.attempts, self.rewrite, self.file_id), root=0)
+        self.n = n
         self.fingerprint = world.comm.bcast(fingerprint, root=0)   # only rank 0 saw the task list
         return world.comm.bcast(todo, root=0)
 
-    def load(self, n: int, fingerprint: str) -> np.ndarray:
+    def load(self, n: int, fingerprint: str) -> np.ndarray | range:
         """Rank 0: clear or read the earlier state, check it is of this task list, start the journal."""
         self.check()
         if self.restart:
@@ -113,13 +117,20 @@ class Output:
                 if os.path.lexists(stale):
                     shutil.rmtree(stale) if os.path.isdir(stale) and not os.path.islink(stale) else os.remove(stale)
             shutil.rmtree(journal.directory(self.path), ignore_errors=True)
-        self.prior = resume.load(self.path, n, fingerprint)
+        file_id = (resume.read_meta(self.path) or {}).get("file_id")
+        self.file_kept = direct.usable(self.path, file_id)
+        self.prior = resume.load(self.path, n, fingerprint, self.file_kept)
+        if not self.file_kept:   # missing, unreadable or not the journal's: its rows run again
+            direct.discard(self.path)
+        self.file_id = file_id if self.file_kept else direct.new_id()
         todo = self.prior.todo(self.retry_failed)
-        self.attempts = {int(t): int(self.prior.attempts[t]) for t in todo if self.prior.attempts[t]}
+        tried = np.flatnonzero(self.prior.attempts)
+        tried = tried[np.isin(tried, todo)] if isinstance(todo, np.ndarray) else tried
+        self.attempts = dict(zip(tried.tolist(), self.prior.attempts[tried].tolist()))
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
         self.rewrite = bool(len(todo)) or not os.path.exists(self.path) or journal.exists(self.path)
         if len(todo):
-            resume.write_meta(self.path, {"fingerprint": fingerprint, "n_tasks": n})
+            resume.write_meta(self.path, {"fingerprint": fingerprint, "n_tasks": n, "file_id": self.file_id})
         return todo
 
     def earlier_failures(self, ran: Any) -> int:
@@ -127,6 +138,8 @@ class Output:
         if self.prior is None:
             return 0
         failed = np.isin(self.prior.status, FAILED_STATES)
+        if not failed.any():
+            return 0
         failed[np.asarray(ran, dtype=np.int64)] = False
         return int(failed.sum())
 
@@ -136,7 +149,10 @@ class Output:
         normalize = self.normalizer = Normalizer(self.pickled)
         if not todo:
             return lambda payload: normalize(invoke(payload))
-        jnl = journal.Journal(self.path, log, self.run_id, self.fingerprint, self.attempts, stop.halt)
+        rows = None
+        if not (self.serial_io or self.compression or self.chunk_rows):   # contiguous datasets
+            rows = direct.DirectRows(self.path, self.n, self.file_id)
+        jnl = journal.Journal(self.path, log, self.run_id, self.fingerprint, self.attempts, stop.halt, rows)
         self.flusher = journal.Flusher(jnl, self.flush_interval)
         stop.listeners.append(self.flusher.wake)
         self.flusher.start()
@@ -169,13 +185,21 @@ class Output:
             other.seen = part
             schema.merge(other)
         columns = comm.bcast(schema.columns(), root=0)   # rank 0 alone knows the earlier runs
-        sources = assemble.Sources(self.fingerprint, [jnl.path] if jnl else [])
+        width = comm.allreduce(assemble.host_width(log, self.prior.host_width if self.prior else 1), op=MPI.MAX)
+        error = None
+        if rank == 0:
+            try:
+                direct.require(self.path, self.space(n, columns, width))
+                direct.settle(self.path, columns)
+            except (OSError, RuntimeError) as exc:
+                error = self.unwritable(exc)
+        world.agree(error)
+        sources = assemble.Sources(self.fingerprint, [jnl.path] if jnl else [], file_kept=self.file_kept)
         assemble.mark_failed(log, assemble.mismatches(sources.frames(False), columns))
         prior_failed: dict = {}
         if self.prior:
             sources.prior_file, sources.prior_journals = self.prior.file, self.prior.journals
             prior_failed = assemble.mismatches(sources.frames(True), columns)
-        width = comm.allreduce(assemble.host_width(log, self.prior.host_width if self.prior else 1), op=MPI.MAX)
         rows = hdf5.Rows.of(log, width, self.attempts, retried)
         tries = None if retried is None else hdf5.every_try(log, width)
         pickled = set().union(*comm.allgather(self.normalizer.pickled_keys if self.normalizer else set()))
@@ -194,18 +218,24 @@ class Output:
             failures = {t: x for part in comm.gather(rows.failures, root=0) or [] for t, x in part.items()}
         groups = rows.groups if self.serial_io else {   # parallel tasks (members.py)
             t: g for part in comm.gather(rows.groups, root=0) or [] for t, g in part.items()}
-        tmp = self.path + ".tmp"
-        if not self.serial_io or rank == 0:
-            self.build(MPI.COMM_SELF if self.serial_io else comm, tmp, n, sources, columns, rows,
-                       prior_failed, width, attrs, tries)
+        tmp = direct.tmp_path(self.path)
         error = None
+        if not self.serial_io or rank == 0:
+            try:
+                self.build(MPI.COMM_SELF if self.serial_io else comm, tmp, n, sources, columns, rows,
+                           prior_failed, width, attrs, tries)
+            except UsageError as exc:   # collective, except with --serial-io: rank 0 alone
+                error = str(exc)
+        world.agree(error)
         if rank == 0:
             try:
+                direct.require(tmp, n * (len(hdf5.FAILURE_TEXT) * 16 + 8)
+                               + sum(len(x.message) + len(x.traceback) + len(x.type) for x in failures.values()))
                 assemble.texts(tmp, n, sources, failures, prior_failed, keys)
                 assemble.groups_table(tmp, sources, groups)
                 os.replace(tmp, self.path)
                 shutil.rmtree(journal.directory(self.path), ignore_errors=True)
-            except OSError as exc:
+            except (OSError, RuntimeError) as exc:
                 error = self.unwritable(exc)
         world.agree(error)
         world.barrier()
@@ -214,29 +244,49 @@ class Output:
               columns: dict[str, Column], rows: hdf5.Rows, prior_failed: dict, width: int,
               attrs: dict[str, Any], tries: np.ndarray | None) -> None:
         """Write the parallel part of the file (collective over comm); one line on every rank
-        if it cannot be written (a full disk), the journal left in place."""
+        if it cannot be written (a full disk), the journal and the .tmp file left in place."""
         parallel = not self.serial_io
         filters = self.filters()
         writer = hdf5.Writer(comm, bool(filters) and parallel, parallel)
-        f, error = None, None
-        try:
-            f = h5py.File(tmp, "w", driver="mpio", comm=comm) if parallel else h5py.File(tmp, "w")
+        f, error, failed = None, None, False
+
+        def made() -> None:
+            nonlocal f
+            f = h5py.File(tmp, "a", driver="mpio", comm=comm) if parallel else h5py.File(tmp, "a")
             hdf5.create(f, n, width, columns, attrs, self.chunks, filters)
+
+        def written() -> None:
             assemble.write(f, writer, n, sources, columns, rows, prior_failed, width)
             if tries is not None:
                 hdf5.write_tries(f, writer, tries)
-        except OSError as exc:
-            error = self.unwritable(exc)
+
+        for step in (made, written):   # all ranks agree after each collective step
+            try:
+                step()
+            except hdf5.PeerFailed:
+                failed = True
+            except (OSError, RuntimeError) as exc:
+                error = self.unwritable(exc)
+            if comm.allreduce(failed or error is not None, op=MPI.LOR):
+                failed = True
+                break
         try:
             if f is not None:
                 f.close()   # collective: every rank comes here, failed or not
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             error = error or self.unwritable(exc)
-        if comm.allreduce(error is not None):
-            if comm.rank == 0 and os.path.exists(tmp):
-                os.remove(tmp)
-            raise UsageError(error or f"--out {self.path}: the results file cannot be written "
-                             "(see rank 0); the journal keeps every finished task")
+        World.of(comm).agree(error)   # the message of the lowest rank that had one
+        if failed:
+            raise UsageError(self.unwritable(OSError("see the other ranks")))
+
+    def space(self, n: int, columns: dict[str, Column], width: int) -> int:
+        """Bytes the file still needs, at most: the log and the rows not written during the run
+        (compressed ones too, as if they did not compress: Open MPI's OMPIO was seen to drop a
+        collective write on a full disk without an error, so the space is checked first)."""
+        made = direct.layout(self.path)
+        rows = sum(n * col.dtype.itemsize * int(np.prod(col.shape, dtype=np.int64))
+                   for key, col in columns.items() if key not in made)
+        return direct.holes(self.path) + rows + n * hdf5.log_dtype(width).itemsize
 
     def chunks(self, col: Column) -> tuple | None:
         """The chunk shape of /results/<key>: --chunk-rows rows, or about CHUNK_BYTES of rows
@@ -246,8 +296,11 @@ class Output:
         row = max(1, col.dtype.itemsize * int(np.prod(col.shape, dtype=np.int64)))
         return (self.chunk_rows or max(1, CHUNK_BYTES // row),) + col.shape
 
-    def unwritable(self, exc: OSError) -> str:
-        return (f"--out {self.path}: the results file cannot be written ({exc.strerror or exc}); "
+    def unwritable(self, exc: Exception) -> str:
+        """The one line for a results file that cannot be written (HDF5's own text spans lines)."""
+        errno = getattr(exc, "errno", None)
+        why = os.strerror(errno) if errno else str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return (f"--out {self.path}: the results file cannot be written ({why}); "
                 "nothing is lost, the journal keeps every finished task: once there is space "
                 "(or the cause is fixed), run the same command again")
 

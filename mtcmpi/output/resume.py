@@ -3,7 +3,8 @@
 Rank 0 reads the results file if there is one, then the journal (newer, so it wins for a task
 in both), and answers: which tasks are done and how often each was tried. Only the per-task
 status and tries are held (3 bytes a task); the earlier rows themselves are streamed into the
-new file block by block when it is written (hdf5.copy_prior).
+new file block by block when it is written (assemble.py); rows that went straight into the
+.tmp file stay there (direct.py).
 """
 from __future__ import annotations
 
@@ -34,10 +35,14 @@ class Prior:
     schema: Schema = field(default_factory=Schema)
     host_width: int = 1
 
-    def todo(self, retry_failed: bool) -> np.ndarray:
-        """Ids still to run: never run, and failed ones too with retry_failed."""
-        done = np.isin(self.status, DONE if retry_failed else DONE + FAILED_STATES)
-        return np.flatnonzero(~done).astype(np.int64)
+    def todo(self, retry_failed: bool) -> np.ndarray | range:
+        """Ids still to run: never run, and failed ones too with retry_failed (a range when
+        that is all of them: 10^8 ids are then neither listed nor sent to every rank)."""
+        if not self.status.any():
+            return range(len(self.status))
+        skip = np.zeros(256, bool)
+        skip[DONE if retry_failed else DONE + FAILED_STATES] = True
+        return np.flatnonzero(~skip[self.status.view(np.uint8)]).astype(np.int64)
 
 
 def read_meta(out: str) -> dict | None:
@@ -54,9 +59,10 @@ def write_meta(out: str, meta: dict) -> None:
         json.dump(meta, f)
 
 
-def load(out: str, n: int, fingerprint: str) -> Prior:
+def load(out: str, n: int, fingerprint: str, file_kept: bool = True) -> Prior:
     """The prior state of `out` for this task list of n tasks (empty if there is none);
-    UsageError if it belongs to another task list or is not mtcmpi's."""
+    UsageError if it belongs to another task list or is not mtcmpi's. file_kept: whether the
+    .tmp file that journalled rows went into is there (else those tasks run again)."""
     prior = Prior(np.zeros(n, np.int8), np.zeros(n, np.int16), None)
     if os.path.lexists(out):
         attrs = hdf5.read_state(out, prior)
@@ -69,6 +75,7 @@ def load(out: str, n: int, fingerprint: str) -> Prior:
     prior.journals = journal.files(out)
     for path in prior.journals:
         for frame in journal.frames(path, fingerprint, out):
+            frame = frame if file_kept else frame.without_file_rows()
             ids, m = frame.ids, frame.meta
             if len(ids) and ids.max() >= n:
                 raise different(out)

@@ -65,3 +65,39 @@ def test_serial_io_writes_the_same_file(tmp_path_factory):
             assert f.attrs["io_mode"] == "serial"
             assert f["results/value"][:].tolist() == [x * x for x in range(30)]
     on_rank0(check)
+
+
+@pytest.mark.parametrize("schedule", ["static:cyclic", "dynamic"])
+def test_rows_written_during_the_run_by_every_rank(tmp_path_factory, schedule):
+    """Array results go straight into the file from every rank, whatever the schedule."""
+    from tests.output_tasks import rows
+    path = os.path.join(shared_tmp(tmp_path_factory, "direct"), f"{schedule}.h5")
+    outcome = run_job(World.of(), "tests.output_tasks:rows", CountSource(64),
+                      RunOptions(schedule=schedule, out=path, flush_interval=0.01))
+    assert outcome.exit_code == 0
+
+    def check():
+        with h5py.File(path) as f:
+            assert f["results/value"].chunks is None   # contiguous: written during the run
+            assert np.array_equal(f["results/value"][:], np.stack([rows(i) for i in range(64)]))
+    on_rank0(check)
+
+
+def test_a_rank_that_fails_in_a_collective_write_stops_every_rank(tmp_path_factory):
+    """Compressed rows are written collectively: a rank whose part cannot be read or written
+    makes every rank raise at the next agreement instead of leaving them in a collective call."""
+    from mtcmpi.output.hdf5 import PeerFailed, Writer
+    path = os.path.join(shared_tmp(tmp_path_factory, "agree"), "c.h5")
+    writer = Writer(comm, collective=True, parallel=True)
+
+    def load():
+        if comm.rank == 1:
+            raise OSError(28, "No space left on device")
+        return np.ones((10, 4))
+
+    with h5py.File(path, "w", driver="mpio", comm=comm) as f:
+        ds = f.create_dataset("v", (10 * comm.size, 4), dtype=np.float64, chunks=(10, 4), compression="gzip")
+        ids = np.arange(10 * comm.rank, 10 * comm.rank + 10)
+        with pytest.raises(OSError) as raised:
+            writer.stream(ds, lambda: iter([(ids, load)]))
+    assert isinstance(raised.value, PeerFailed) == (comm.rank != 1)
