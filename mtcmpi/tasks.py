@@ -179,10 +179,11 @@ def count_keys(ids: "np.ndarray") -> "np.ndarray":
     """The key of task i of --count: a 64-bit mix of i (splitmix64's finaliser), vectorised."""
     import numpy as np
 
-    z = ids.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+    with np.errstate(over="ignore"):   # the mix wraps around 2^64 by design
+        z = np.atleast_1d(ids).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return (z ^ (z >> np.uint64(31))).reshape(np.shape(ids))
 
 
 class ItemsSource(Source):
