@@ -14,18 +14,9 @@ from typing import Any, Callable
 
 import cloudpickle
 
+from ..errors import RemoteError, RemoteTraceback   # one pair for the Executor, isolation and pools
+
 CACHE = 256   # functions remembered per process
-
-
-class RemoteTraceback(Exception):
-    """The traceback of a task that failed in a pool: the __cause__ of the re-raised error."""
-
-    def __str__(self) -> str:
-        return self.args[0]
-
-
-class RemoteError(Exception):
-    """Stands in for a task's exception that did not pickle (its text travels)."""
 
 
 class Calls:
