@@ -70,7 +70,8 @@ def test_a_disk_that_fills_during_the_run(disk, task, n):
     remount(disk, "size=64m")
     again = mtcmpi(args, ranks=2, timeout=120)
     assert again.returncode == 0, again.stderr
-    assert kept and f": {n - kept} ok, 0 failed" in again.stdout   # what was journalled ran once
+    # what was journalled ran once (none may be, when the first flush alone fills the disk)
+    assert f": {n - kept} ok, 0 failed" in again.stdout
     check_complete(out, getattr(output_tasks, task), n)
 
 
