@@ -336,3 +336,13 @@ def load_results(path: str) -> list[dict[str, np.ndarray] | None]:
                     out[part.start + i] = dict(out[part.start + i] or {}, **{key: rows[i]})
         return out
 
+
+def mpio_name(path: str) -> str:
+    """The name to open path by with the MPI-IO driver. ROMIO (MPICH and its family) reads what
+    comes before a ':' as a file-system prefix ('nfs:', 'lustre:'), so a path with a colon of its
+    own fails ('Other I/O error'); the generic 'ufs:' prefix keeps it whole. Open MPI's ompio
+    takes the path as it is."""
+    if ":" in path and not MPI.Get_library_version().startswith("Open MPI"):
+        return "ufs:" + path
+    return path
+

@@ -252,7 +252,8 @@ class Output:
 
         def made() -> None:
             nonlocal f
-            f = h5py.File(tmp, "a", driver="mpio", comm=comm) if parallel else h5py.File(tmp, "a")
+            f = (h5py.File(hdf5.mpio_name(tmp), "a", driver="mpio", comm=comm) if parallel
+                 else h5py.File(tmp, "a"))
             hdf5.create(f, n, width, columns, attrs, self.chunks, filters)
 
         def written() -> None:
