@@ -58,7 +58,7 @@ def command(ranks: int, n: int, out: str) -> list[str]:
 class SmallDisk:
     """A tmpfs of `size` bytes at `path`, filled up but for `room` bytes until free() (root)."""
 
-    def __init__(self, path: str, room: int, size: int = 1 << 20):
+    def __init__(self, path: str, room: int, size: int = 8 << 20):
         os.makedirs(path, exist_ok=True)
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path], check=True)
         self.path, self.filler = path, os.path.join(path, "filler")
