@@ -5,6 +5,7 @@ and the per-task bookkeeping costs well under a microsecond.
 """
 from __future__ import annotations
 
+import math
 import os
 import traceback
 from array import array
@@ -81,7 +82,7 @@ class TaskLog:
             if t0 >= look_at:
                 if stop.before_task(t0, n, failed, busy):
                     break
-                look_at = t0 if limited else t0 + CHECK_EVERY
+                look_at = -math.inf if limited else t0 + CHECK_EVERY
             try:
                 value = invoke(payload)
             except Skipped:

@@ -31,9 +31,9 @@ def signal_session(sid: int, sig: int) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT])
 def test_a_signal_stops_handing_out_work_stores_everything_and_the_rerun_resumes(tmp_path, sig):
     out = str(tmp_path / "r.h5")
-    args = ["run", "kernels.sleep:task", "--count", "40", "--out", out]
+    args = ["run", "kernels.sleep:task", "--count", "40", "--out", out, "--flush-interval", "0.2"]
     job = start(args)
-    time.sleep(3.0)
+    wait_for(lambda: journalled(out), what="a finished task")
     signal_session(job.pid, sig)
     stdout, stderr = job.communicate(timeout=60)
     assert f"stopped early: signal {signal.Signals(sig).name}" in stdout, stdout + stderr
@@ -153,8 +153,7 @@ class Stalling:
         return start(self.args(*extra, count=count), ranks, str(self.dir), **env)
 
     def journalled(self) -> set[int]:
-        from mtcmpi import journal
-        return {int(t) for frame in journal.read(self.out) for t in frame["ids"]}
+        return journalled(self.out)
 
     def resume(self, count=20):
         """Run again without stalls: it must finish, running nothing that finished before."""
@@ -166,6 +165,12 @@ class Stalling:
         assert sorted(after) == list(range(count)), "lost or ran twice: " + str(sorted(after))
         assert len(before) == len(set(before))
         return proc
+
+
+def journalled(out: str) -> set[int]:
+    """The ids of the tasks in the journal of results file `out`."""
+    from mtcmpi import journal
+    return {int(t) for frame in journal.read(out) for t in frame["ids"]}
 
 
 def wait_for(condition, seconds=30.0, what="the condition"):
