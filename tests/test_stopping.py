@@ -224,14 +224,15 @@ def test_a_second_ctrl_c_ends_the_job_at_once(tmp_path):
     model.resume()
 
 
-def test_ctrl_c_to_mpiexec_journals_every_finished_task_though_the_ranks_are_killed(tmp_path):
-    """Open MPI's mpiexec answers SIGINT with SIGCONT to the ranks, SIGTERM a second later and
-    SIGKILL a second after that (odls_base_sigkill_timeout, 1 s by default here): no task
-    outlives it, but the SIGTERM has journalled everything that finished."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_kill_of_mpiexec_journals_every_finished_task_though_the_ranks_are_killed(tmp_path, sig):
+    """Open MPI's mpiexec answers SIGINT or SIGTERM with SIGCONT to the ranks, SIGTERM a second
+    later and SIGKILL a second after that (odls_base_sigkill_timeout, 1 s by default): no
+    task outlives it, but the SIGTERM has journalled everything that finished."""
     model = Stalling(tmp_path)
     job = model.start(OMPI_MCA_odls_base_sigkill_timeout="1")
     wait_for(lambda: len(model.finished()) == 4, what="the quick tasks")
-    job.send_signal(signal.SIGINT)
+    job.send_signal(sig)
     stdout, stderr = job.communicate(timeout=30)
     assert not os.path.exists(model.out)   # killed: no results file ...
     assert model.journalled() == {0, 1, 2, 3}, stdout + stderr   # ... but nothing lost
