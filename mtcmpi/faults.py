@@ -16,8 +16,9 @@ mpiexec forwards the same signal to the ranks, so each rank often gets it twice.
 comes before the run has begun (from the moment `run` has parsed its arguments, through MPI
 start-up and the task module's import) is caught by catch_early()'s Stop, which the run's takes
 over, and stops the run before its first task; one that comes after the last task changes
-nothing (the results are being stored). Only while Python itself starts does a stop signal still kill a rank. A task that
-replaces a stop signal's handler (SIG_IGN, its own) gets mtcmpi's put back within CHECK_EVERY.
+nothing (the results are being stored). Only while Python itself starts does a stop signal
+still kill a rank. A task that replaces a stop signal's handler (SIG_IGN, its own) gets
+mtcmpi's put back within CHECK_EVERY seconds.
 """
 from __future__ import annotations
 

@@ -151,7 +151,7 @@ class Isolated:
         try:
             reply = self.receive()
         except BaseException:
-            self.close()   # interrupted (KeyboardInterrupt): abandon the task
+            self.close()   # interrupted: abandon the task
             raise
         if isinstance(reply, Raised):
             raise rebuilt(reply, self.pid)

@@ -6,6 +6,7 @@ and the per-task bookkeeping costs well under a microsecond.
 from __future__ import annotations
 
 import enum
+import math
 from array import array
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -97,7 +98,7 @@ class TaskLog:
             if t0 >= look_at:
                 if stop.before_task(t0, n, failed, busy):
                     break
-                look_at = t0 if limited else t0 + CHECK_EVERY
+                look_at = -math.inf if limited else t0 + CHECK_EVERY
             try:
                 value = invoke(payload)
             except Skipped:

@@ -33,8 +33,7 @@ def test_a_signal_stops_handing_out_work_stores_everything_and_the_rerun_resumes
     out = str(tmp_path / "r.h5")
     args = ["run", "kernels.sleep:task", "--count", "40", "--out", out, "--flush-interval", "0.2"]
     job = start_mtcmpi(args)
-    from mtcmpi.output import journal
-    wait_for(lambda: any(os.path.getsize(p) for p in journal.files(out)), 90, "a journalled task")
+    wait_for(lambda: journalled(out), 90, "a journalled task")
     signal_session(job.pid, sig)
     stdout, stderr = job.communicate(timeout=60)
     assert f"stopped early: signal {signal.Signals(sig).name}" in stdout, stdout + stderr
@@ -151,8 +150,7 @@ class Stalling:
         return start_mtcmpi(self.args(*extra, count=count), ranks, str(self.dir), **env)
 
     def journalled(self) -> set[int]:
-        from mtcmpi.output import journal
-        return {int(t) for frame in journal.read(self.out) for t in frame.ids}
+        return journalled(self.out)
 
     def resume(self, count=20):
         """Run again without stalls: it must finish, running nothing that finished before."""
@@ -164,6 +162,12 @@ class Stalling:
         assert sorted(after) == list(range(count)), "lost or ran twice: " + str(sorted(after))
         assert len(before) == len(set(before))
         return proc
+
+
+def journalled(out: str) -> set[int]:
+    """The ids of the tasks in the journal of results file `out`."""
+    from mtcmpi.output import journal
+    return {int(t) for frame in journal.read(out) for t in frame.ids}
 
 
 def wait_for(condition, seconds=30.0, what="the condition"):
@@ -215,14 +219,15 @@ def test_a_second_ctrl_c_ends_the_job_at_once(tmp_path):
     model.resume()
 
 
-def test_ctrl_c_to_mpiexec_journals_every_finished_task_though_the_ranks_are_killed(tmp_path):
-    """Open MPI's mpiexec answers SIGINT with SIGCONT to the ranks, SIGTERM a second later and
-    SIGKILL a second after that (odls_base_sigkill_timeout, 1 s by default here): no task
-    outlives it, but the SIGTERM has journalled everything that finished."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_kill_of_mpiexec_journals_every_finished_task_though_the_ranks_are_killed(tmp_path, sig):
+    """Open MPI's mpiexec answers SIGINT or SIGTERM with SIGCONT to the ranks, SIGTERM a second
+    later and SIGKILL a second after that (odls_base_sigkill_timeout, 1 s by default): no
+    task outlives it, but the SIGTERM has journalled everything that finished."""
     model = Stalling(tmp_path)
     job = model.start(OMPI_MCA_odls_base_sigkill_timeout="1")
     wait_for(lambda: len(model.finished()) == 4, what="the quick tasks")
-    job.send_signal(signal.SIGINT)
+    job.send_signal(sig)
     stdout, stderr = job.communicate(timeout=30)
     assert not os.path.exists(model.out)   # killed: no results file ...
     assert model.journalled() == {0, 1, 2, 3}, stdout + stderr   # ... but nothing lost
