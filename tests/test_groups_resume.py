@@ -88,7 +88,7 @@ def test_a_rank_that_left_its_group_in_a_collective_ends_the_job_resumably(tmp_p
 
 def test_a_signal_stops_parallel_tasks_stores_them_and_the_rerun_resumes(tmp_path):
     sys.path.insert(0, os.path.join(ROOT, "scaling"))
-    from faults import kill_session
+    from faults import signal_job
 
     n = 16
     params = tmp_path / "p.csv"
@@ -105,7 +105,7 @@ def test_a_signal_stops_parallel_tasks_stores_them_and_the_rerun_resumes(tmp_pat
             os.path.isdir(journal) and any(os.path.getsize(os.path.join(journal, p))
                                            for p in os.listdir(journal) if p.endswith(".jnl"))):
         time.sleep(0.05)
-    kill_session(job.pid, signal.SIGTERM)
+    signal_job(job.pid, signal.SIGTERM)
     stdout, stderr = job.communicate(timeout=60)
     assert "stopped early: signal SIGTERM" in stdout, stdout + stderr   # (mpiexec, signalled, exits 1)
     with h5py.File(out) as f:
