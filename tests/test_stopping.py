@@ -8,7 +8,7 @@ import h5py
 import pytest
 
 from mtcmpi.errors import EXIT_STOPPED
-from tests.helpers import ROOT, end_job, launcher, mtcmpi, ranks_of, signal_job, start
+from tests.helpers import ROOT, end_job, job_processes, launcher, mtcmpi, ranks_of, signal_job, start
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -247,6 +247,27 @@ def test_ctrl_c_or_kill_of_mpiexec_journals_every_finished_task_though_the_ranks
         assert f"still running 2 s after signal {signal.Signals(sig).name} (--grace)" in stderr
     assert not os.path.exists(model.out)   # ended: no results file ...
     assert model.journalled() == {0, 1, 2, 3}, stdout + stderr   # ... but nothing lost
+    assert "resumed: 4 tasks were done" in model.resume().stdout
+
+
+def test_a_second_ctrl_c_to_mpiexec_ends_the_job_and_loses_nothing_finished(tmp_path):
+    """MPICH's mpiexec answers a second SIGINT by SIGKILLing the ranks at once ("Ctrl-C
+    caught... cleaning up processes", exit 255); Open MPI's exits at once (exit 1) and its ranks
+    die unsignalled. Either way the job ends though the tasks stall and --grace is long, and
+    the first signal the ranks saw journalled what finished. (Open MPI's ranks see none before
+    its SIGTERM, odls_base_sigkill_timeout after the first Ctrl-C: a second one before that
+    is a kill -9, which keeps what the last periodic flush journalled; README.)"""
+    model = Stalling(tmp_path)
+    job = model.start("--grace", "100", OMPI_MCA_odls_base_sigkill_timeout="1")
+    wait_for(lambda: len(model.finished()) == 4, what="the quick tasks")
+    job.send_signal(signal.SIGINT)
+    first = time.monotonic()
+    wait_for(lambda: model.journalled() == {0, 1, 2, 3}, what="the journal")
+    job.send_signal(signal.SIGINT)
+    stdout, stderr = job.communicate(timeout=30)
+    assert time.monotonic() - first < 20 and job.returncode != 0, stdout + stderr
+    wait_for(lambda: not job_processes(job.pid), 10, "every rank gone")
+    assert not os.path.exists(model.out) and model.journalled() == {0, 1, 2, 3}
     assert "resumed: 4 tasks were done" in model.resume().stdout
 
 
