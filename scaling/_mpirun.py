@@ -151,7 +151,7 @@ RANK_VARIABLES = (b"OMPI_COMM_WORLD_RANK=", b"PMI_RANK=")   # what Open MPI, MPI
 
 
 def is_rank(pid: int) -> bool:
-    """Whether the launcher started this process as a rank (or a rank as its parent)."""
+    """Whether this process has a rank from the launcher: a rank, or a process a rank started."""
     return any(v.startswith(RANK_VARIABLES) for v in _environ(pid))
 
 
