@@ -214,6 +214,21 @@ def test_tasks_still_running_at_grace_end_the_job_with_everything_finished_journ
     assert "resumed: 4 tasks were done" in model.resume().stdout
 
 
+def test_a_task_that_finishes_after_the_stop_signal_is_journalled_at_once(tmp_path):
+    """The launcher may kill the ranks any moment after a stop signal (a second Ctrl-C, Open
+    MPI's SIGKILL): a task that finishes then is journalled at once (its rank starts no other
+    and closes its journal), not at the next flush, while another rank's task goes on."""
+    log = tmp_path / "finished.log"
+    model = Stalling(tmp_path, setup=f"if i == 4: time.sleep(2); open({str(log)!r}, 'a').write('4\\n'); return i")
+    job = model.start("--grace", "100")
+    wait_for(lambda: len(model.finished()) == 4, what="the quick tasks")
+    signal_ranks(job, signal.SIGTERM)
+    wait_for(lambda: model.journalled() == {0, 1, 2, 3, 4}, 15, "task 4 in the journal")
+    end_job(job.pid)
+    job.communicate(timeout=30)
+    assert "resumed: 5 tasks were done" in model.resume().stdout
+
+
 def test_a_second_ctrl_c_ends_the_job_at_once(tmp_path):
     from mtcmpi.faults import REPEAT
     model = Stalling(tmp_path)
