@@ -168,7 +168,7 @@ class World:
 ABORT_DRAIN = 1.0   # longest wait for the launcher to read a rank's last words before it aborts
 
 
-def read_by_launcher(streams, seconds: float) -> None:
+def read_by_launcher(streams: tuple, seconds: float) -> None:
     """Wait until whoever reads these streams' pipes (mpiexec's daemon) has read all this
     process wrote, or `seconds`: MPICH's launcher kills its daemons at MPI_Abort, and what they
     had not read yet (the one line saying why) was lost. Streams that are not pipes are skipped."""
