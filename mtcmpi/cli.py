@@ -10,7 +10,7 @@ import os
 import sys
 
 from . import __version__, startup   # startup first: it marks when Python was up
-from .errors import EXIT_INTERNAL, EXIT_USAGE, UsageError
+from .errors import EXIT_INTERNAL, EXIT_USAGE, UsageError, exception_line
 from .jobscript import add_command as add_jobscript
 from .run_args import HELP, add_run_arguments
 from .pool.commands import add_commands as add_pool
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from .world import World
         world = World.of()
-        detail = traceback.format_exc() if world.rank == 0 else f"{type(exc).__name__}: {exc}\n"
+        detail = traceback.format_exc() if world.rank == 0 else f"{exception_line(exc)}\n"
         world.abort(f"mtcmpi: internal error on rank {world.rank} ({world.host}), aborting the "
                     f"job: {detail}", EXIT_INTERNAL)
         return EXIT_INTERNAL

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import UsageError, exception_line
 from .tasks import Source, invoker, resolve
 
 
@@ -72,7 +72,7 @@ def from_function(source: Source, target: str) -> np.ndarray:
             costs.append(float(call(payload)))
         except Exception as exc:
             raise UsageError(f"--cost {target} failed on {source.describe(tid)}: "
-                             f"{type(exc).__name__}: {exc}") from None
+                             f"{exception_line(exc)}") from None
     return np.array(costs, dtype=np.float64)
 
 

@@ -22,6 +22,8 @@ import pickle
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
+from .errors import exception_line
+
 if TYPE_CHECKING:   # not imported at run time: `import mtcmpi` stays instant
     from concurrent.futures import Executor, Future
 
@@ -183,7 +185,7 @@ def sendable(outcome: tuple[bool, Any]) -> tuple[bool, Any]:
     except Exception:
         ok, item = outcome
         problem = item if not ok else pickle.PicklingError("the schedule's result does not pickle")
-        return False, RuntimeError(f"{type(problem).__name__}: {problem}")
+        return False, RuntimeError(exception_line(problem))
 
 
 def unpack(outcome: tuple[bool, Any]) -> Any:

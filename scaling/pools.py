@@ -38,6 +38,7 @@ from _mpirun import ROOT, environment, last_json, mpirun  # noqa: E402
 sys.path.insert(0, ROOT)
 from kernels.noop import none  # noqa: E402
 from kernels.sleep import task  # noqa: E402
+from mtcmpi.errors import exception_line  # noqa: E402
 
 
 def rate(n: int, run) -> float:
@@ -79,14 +80,14 @@ def measure_ipp(calls: int) -> float | str:
         cluster = ipp.Cluster(n=1, log_level=40)
         client = cluster.start_and_connect_sync(activate=False)
     except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return exception_line(exc)
     try:
         client.wait_for_engines(1, timeout=120)
         view = client.load_balanced_view()
         view.map_sync(none, range(100))   # warm-up
         return rate(calls, lambda: view.map_sync(none, range(calls)))
     except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return exception_line(exc)
     finally:
         cluster.stop_cluster_sync()
 
