@@ -54,7 +54,6 @@ from .engine import run_with_retries, tasks_of, watched
 from .errors import UsageError, exception_line
 from .faults import Retries, Stop
 from .isolate import CommandDeadline, kill_group, remote_class
-from .options import PACKINGS
 from .policies import Kind
 from .progress import Progress
 from .tasklog import Failure, TaskLog
