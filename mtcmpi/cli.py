@@ -116,8 +116,6 @@ def command_report(args: argparse.Namespace) -> int:
 
     from .report import file_report, format_file_report
 
-    if not os.path.exists(args.file):
-        raise UsageError(f"{args.file}: no such results file")
     r = file_report(args.file)
     print(json.dumps(r, indent=2) if args.json else "\n".join(format_file_report(r)))
     return 0
