@@ -5,14 +5,22 @@ Rank 0 knows which call a worker runs without being told per call: a worker runs
 holds in the order sent, so the first call it holds that is not cancelled is the one running
 (marked running() then); its results, sent at the end of each batch and every FLUSH seconds,
 move that mark on.
+
+Dataflow (graph.py, protocol.py): a submit()'s value that its worker keeps settles its Future
+with a Held (where it is); a weak reference to that Future releases the value when the Future
+is dropped, and shutdown fetches the values of the Futures still alive, so result() works
+after the Executor ended. A dataflow call is sent with references to its inputs; a holder
+that is not the call's worker is told to SEND the value there.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
-from collections import deque
+import weakref
+from collections import defaultdict, deque
+from functools import partial
 from itertools import count
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from mpi4py import MPI
 
@@ -20,7 +28,7 @@ from .. import protocol as p
 from ..errors import RemoteTraceback
 from ..policies import Guided
 from ..world import Backoff
-from .calls import decoded
+from .calls import Held, InputLost, decoded
 
 if TYPE_CHECKING:
     from .pool import Dispatcher
@@ -39,6 +47,12 @@ def fail(entry: Any, error: BaseException) -> None:
         pass   # it finished or was cancelled meanwhile
 
 
+def forget(released: Callable[[tuple[int, int]], None], key: tuple[int, int], _ref: weakref.ref) -> None:
+    """A Future whose value a worker keeps was dropped: release the value (the dispatcher
+    tells its worker)."""
+    released(key)
+
+
 class Dispatch:
     """The multi-rank dispatch loop of one Dispatcher, with what it holds per worker."""
 
@@ -55,6 +69,9 @@ class Dispatch:
         self.told: set[int] = set()                    # ids the workers were told to skip
         self.requests: list = []                       # isends of cancels, completed at the end
         self.share = Guided(k=PREFETCH)
+        self.kept: dict[tuple[int, int], weakref.ref] = {}   # (worker, task id) -> its Future, weakly
+        self.fetching: dict[tuple[int, int], list[cf.Future]] = defaultdict(list)   # asked, not come
+        self.lost: set[int] = set()                     # workers that broke: their kept values are gone
         self.debug = logger.isEnabledFor(logging.DEBUG)
 
     def run(self) -> None:
@@ -87,20 +104,26 @@ class Dispatch:
         while True:
             if d.cancels or d.cancel_all:
                 self.tell_cancels()
-            while self.free and d.queue and d.broken is None:
+            if d.fetches:
+                self.ask_fetches()
+            if len(d.released) > MAX_BATCH:
+                self.release()
+            while self.free and d.has_work() and d.broken is None:
                 self.send(self.free.popleft())
-            if not self.starting and not any(self.held.values()):
+            if not self.starting and not self.fetching and not any(self.held.values()):
+                self.release()
                 with d.wake:
-                    while not (d.queue or d.closed or d.cancels):
+                    while not (d.has_work() or d.closed or d.cancels or d.fetches):
                         d.wake.wait()
-                    if not d.queue and d.closed:
+                    if not d.has_work() and not d.fetches and d.closed:
                         return
             elif self.receive(status):
                 backoff.reset()
             else:
                 pause = backoff.next()
                 with d.wake:
-                    if not (self.free and d.queue) and not d.cancels and not d.cancel_all:
+                    if not (self.free and d.has_work()) and not d.cancels and not d.cancel_all \
+                            and not d.fetches:
                         d.wake.wait(pause)
 
     def send(self, worker: int) -> None:
@@ -111,23 +134,137 @@ class Dispatch:
             self.free.remove(worker)
             self.free.appendleft(other)
         self.idle.discard(worker)
-        batch = self.d.take(min(MAX_BATCH, self.share.chunk_size(len(self.d.queue), len(self.usable))))
-        if not batch:
+        d = self.d
+        batch = d.take(worker, min(MAX_BATCH, self.share.chunk_size(len(d.queue) + d.n_local, len(self.usable))))
+        held, tasks, sends = self.held[worker], [], {}
+        idle = not held
+        for entry, payload, inputs in batch:
+            refs = self.refs(entry, inputs, worker, sends) if inputs else inputs
+            if refs is False:
+                continue
+            tid = next(self.tids)
+            tasks.append((tid, payload, refs))
+            held.append((tid, entry))
+        del batch
+        if not tasks:
             self.free.appendleft(worker)
             return
-        held, tasks = self.held[worker], []
-        idle = not held
-        for entry, payload in batch:
-            tid = next(self.tids)
-            tasks.append((tid, payload))
-            held.append((tid, entry))
         request = self.comm.isend((p.TASKS, tasks), worker, p.ORDERS)
+        for holder, pairs in sends.items():
+            self.order(holder, (p.SEND, pairs))
         self.batches[worker].append([request, len(tasks)])
         if self.debug:
             logger.debug("sent tasks %d-%d to rank %d (%d queued)", tasks[0][0], tasks[-1][0], worker,
                       len(self.d.queue))
         if idle:
             self.mark_started(worker)
+
+    def refs(self, entry: cf.Future, inputs: list[cf.Future], worker: int, sends: dict) -> tuple | bool:
+        """A dataflow call's inputs as references for worker: (-1, value) for a value rank 0
+        has, (holder, task id) for a kept one (its holder told to SEND it if not worker);
+        False if a holder broke (the call then fails with DependencyError naming the input)."""
+        refs = []
+        for future in inputs:
+            value = future._result
+            if type(value) is not Held:
+                refs.append((-1, value))
+                continue
+            if value.worker in self.lost:
+                from ..graph import DependencyError
+                fail(entry, DependencyError(getattr(entry, "name", "a call"), f"task {value.tid} (kept on rank "
+                                            f"{value.worker})", f"its value is lost: rank {value.worker} broke"))
+                return False
+            if value.worker != worker:
+                sends.setdefault(value.worker, []).append((value.tid, worker))
+            refs.append((value.worker, value.tid))
+        return tuple(refs)
+
+    def order(self, worker: int, order: tuple) -> None:
+        """Send worker an order whose answer, if any, nothing waits for here."""
+        if len(self.requests) > MAX_BATCH:
+            self.requests = [r for r in self.requests if not r.Test()]
+        self.requests.append(self.comm.isend(order, worker, p.ORDERS))
+
+    def release(self) -> None:
+        """Tell the holders of the values whose Futures were dropped to drop them too."""
+        released, tids = self.d.released, defaultdict(list)
+        while released:
+            key = released.popleft()
+            self.kept.pop(key, None)
+            tids[key[0]].append(key[1])
+        for worker, ids in tids.items():
+            if worker not in self.lost:
+                self.order(worker, (p.RELEASE, ids))
+
+    def ask_fetches(self) -> None:
+        """Ask the holders of the values Future.result() wants (the answers come on FETCHED)."""
+        fetches, tids = self.d.fetches, defaultdict(list)
+        while fetches:
+            held, wanted = fetches.popleft()
+            self.ask(held, wanted, tids)
+        for worker, ids in tids.items():
+            self.order(worker, (p.FETCH, ids))
+
+    def ask(self, held: Held, wanted: cf.Future, tids: dict) -> None:
+        key = (held.worker, held.tid)
+        if held.worker in self.lost:
+            wanted.set_exception(InputLost(f"the value of task {held.tid} is lost: rank {held.worker}, "
+                                           "which kept it, broke"))
+        else:
+            if key not in self.fetching:
+                tids[held.worker].append(held.tid)
+            self.fetching[key].append(wanted)
+
+    def fetch_now(self, held: Held) -> tuple[bool, object]:
+        """Fetch a value from the dispatcher's own thread (a done-callback that asks for a
+        result): ask, then take only FETCHED answers until it came."""
+        wanted, tids = cf.Future(), defaultdict(list)
+        self.ask(held, wanted, tids)
+        for worker, ids in tids.items():
+            self.order(worker, (p.FETCH, ids))
+        backoff = Backoff(DRIVER_PAUSE)
+        while not wanted.done():
+            if not self.receive_fetched():
+                backoff.sleep()
+        return (True, wanted.result()) if wanted.exception() is None else (False, wanted.exception())
+
+    def receive_fetched(self) -> bool:
+        """Settle the fetched values of one FETCHED answer if one has come."""
+        status = MPI.Status()
+        message = self.comm.improbe(MPI.ANY_SOURCE, p.FETCHED, status)
+        if message is None:
+            return False
+        worker = status.Get_source()
+        number, items = message.recv()
+        if number != self.d.number:
+            return True
+        for tid, code, value in items:
+            ok, outcome = decoded(code, value)
+            for wanted in self.fetching.pop((worker, tid), ()):
+                wanted.set_result(outcome) if ok else wanted.set_exception(outcome)
+        return True
+
+    def fetch_kept(self) -> None:
+        """Before the workers end: bring to rank 0 the kept values of the Futures still alive,
+        so their result() works after the Executor ended."""
+        tids: dict = defaultdict(list)
+        pending = []
+        for (worker, _), ref in list(self.kept.items()):
+            future = ref()
+            held = future._result if future is not None else None
+            if type(held) is Held and held.fetched is Held.NOT_FETCHED and worker not in self.lost:
+                wanted = cf.Future()
+                self.ask(held, wanted, tids)
+                pending.append((held, wanted))
+        for worker, ids in tids.items():
+            self.order(worker, (p.FETCH, ids))
+        backoff = Backoff(DRIVER_PAUSE)
+        while self.fetching:
+            if not self.receive_fetched():
+                backoff.sleep()
+        for held, wanted in pending:
+            exc = wanted.exception()
+            held.fetched = (True, wanted.result()) if exc is None else (False, exc)
 
     def mark_started(self, worker: int) -> None:
         """Mark as running the call worker runs now: the first of those it holds not cancelled."""
@@ -162,7 +299,7 @@ class Dispatch:
 
     def tell(self, worker: int, ids: list[int]) -> None:
         self.told.update(ids)
-        self.requests.append(self.comm.isend((p.CANCEL, ids), worker, p.ORDERS))
+        self.order(worker, (p.CANCEL, ids))
         if self.debug:
             logger.debug("told rank %d to skip %d cancelled tasks", worker, len(ids))
 
@@ -170,7 +307,7 @@ class Dispatch:
         """Act on one reply of a worker if one has come; False if none had."""
         message = self.comm.improbe(MPI.ANY_SOURCE, p.REPLIES, status)
         if message is None:
-            return False
+            return bool(self.fetching) and self.receive_fetched()
         worker = status.Get_source()
         number, kind, data = message.recv()
         if number != self.d.number:
@@ -197,7 +334,7 @@ class Dispatch:
     def settle(self, worker: int, codes: bytes, values: list) -> None:
         """Give each call its outcome, in the order the worker ran them."""
         held, started = self.held[worker], self.started[worker]
-        told = self.told
+        told, released = self.told, self.d.released.append
         for code, value in zip(codes, values):
             if not held:
                 return   # failed already: the Executor broke
@@ -215,6 +352,10 @@ class Dispatch:
             if go and code != p.SKIPPED:
                 if code == p.RAW:
                     entry.set_result(value)
+                elif code == p.HELD:
+                    held_value = Held(worker, tid)
+                    self.kept[worker, tid] = weakref.ref(entry, partial(forget, released, (worker, tid)))
+                    entry.set_result(held_value)
                 else:
                     ok, outcome = decoded(code, value)
                     entry.set_result(outcome) if ok else entry.set_exception(outcome)
@@ -245,6 +386,12 @@ class Dispatch:
         error.__cause__ = RemoteTraceback(described.traceback)
         logger.debug("rank %d broke: %s", worker, error)
         initializing = worker in self.starting
+        self.lost.add(worker)
+        self.d.lost(worker)
+        for (holder, tid) in [key for key in self.fetching if key[0] == worker]:
+            for wanted in self.fetching.pop((holder, tid)):
+                wanted.set_exception(InputLost(f"the value of task {tid} is lost: rank {worker}, "
+                                               f"which kept it, broke: {error}"))
         if initializing:
             self.started_up(worker)
         if worker in self.usable:
@@ -268,6 +415,10 @@ class Dispatch:
     def end(self, status: MPI.Status) -> None:
         """Tell every worker this Executor ends and wait until each has said so, so that no
         message of this Executor is left for the next one (or for the end of the job)."""
+        try:
+            self.fetch_kept()
+        except Exception:   # noqa: BLE001 - the values stay unfetched; the workers must still end
+            logger.exception("mtcmpi.Executor could not fetch the values kept on its workers")
         self.ending = set(self.d.workers)
         for worker in self.d.workers:
             self.requests.append(self.comm.isend((p.END,), worker, p.ORDERS))
