@@ -109,7 +109,7 @@ class Dispatch:
             if len(d.released) > MAX_BATCH:
                 self.release()
             while self.free and d.has_work() and d.broken is None:
-                self.send(self.free.popleft())
+                self.send(self.next_free())
             if not self.starting and not self.fetching and not any(self.held.values()):
                 self.release()
                 with d.wake:
@@ -125,6 +125,17 @@ class Dispatch:
                     if not (self.free and d.has_work()) and not d.cancels and not d.cancel_all \
                             and not d.fetches:
                         d.wake.wait(pause)
+
+    def next_free(self) -> int:
+        """The free worker to send to next: one for which calls wait (it keeps their inputs)
+        first, so another takes them only while it is busy."""
+        if self.d.n_local:
+            local = self.d.local
+            for worker in self.free:
+                if local[worker]:
+                    self.free.remove(worker)
+                    return worker
+        return self.free.popleft()
 
     def send(self, worker: int) -> None:
         """Send the next batch of queued calls to worker (it has room for one), or to a worker
@@ -427,5 +438,11 @@ class Dispatch:
             if not self.receive(status):
                 backoff.sleep()
         MPI.Request.Waitall([*self.requests, *(r for b in self.batches.values() for r, _ in b)])
+        with self.d.wake:   # a result() that asked meanwhile gets a clear error, not a hang
+            self.d.ended = True
+            for held, wanted in self.d.fetches:
+                wanted.set_exception(cf.BrokenExecutor(f"the value of task {held.tid} stayed on rank "
+                                                       f"{held.worker}: the Executor ended"))
+            self.d.fetches.clear()
         if self.debug:
             logger.debug("Executor %d ended on ranks %s", self.d.number, self.d.workers)

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator
 from .. import graph
 from .. import protocol as p
 from ..errors import RemoteTraceback
-from .calls import (DUMPS, Held, call, call_chunk, call_encoded, chunked, decoded, failure,
+from .calls import (DUMPS, Held, InputLost, call, call_chunk, call_encoded, chunked, decoded, failure,
                     loaded_with_inputs, pickled_call, rebuilt)
 from .mapping import MapResults, Slot
 
@@ -187,6 +187,8 @@ class Dispatcher:
         # a dataflow call (graph.py); calls with a preferred worker wait in local[worker]
         self.queue: deque[tuple[Any, bytes, Any]] = deque()
         self.local: dict[int, deque] = {w: deque() for w in workers}
+        self.gone: set[int] = set()   # workers that broke: no call waits for them
+        self.ended = False            # the workers ended: no value can be fetched any more
         self.n_local = 0
         self.fetches: deque[tuple[Held, cf.Future]] = deque()   # values Future.result() wants
         self.released: deque[tuple[int, int]] = deque()   # (worker, task id) of dropped Futures
@@ -242,7 +244,7 @@ class Dispatcher:
                 future.set_exception(exc)
                 return
             future.waits = False
-            if prefer is None or prefer not in self.local:
+            if prefer is None or prefer in self.gone:
                 self.queue.append((future, payload, inputs))
             else:
                 self.local[prefer].append((future, payload, inputs))
@@ -254,14 +256,18 @@ class Dispatcher:
         if held.fetched is Held.NOT_FETCHED:
             if threading.current_thread() is self.thread and self.dispatch is not None:
                 held.fetched = self.dispatch.fetch_now(held)   # a done-callback of the dispatch
-            elif not self.thread.is_alive():
-                held.fetched = (False, cf.BrokenExecutor(
-                    f"the value of task {held.tid} was kept on rank {held.worker} and the Executor has ended"))
             else:
                 wanted = cf.Future()
                 with self.wake:
-                    self.fetches.append((held, wanted))
-                    self.wake.notify()
+                    if held.worker in self.gone:
+                        wanted.set_exception(InputLost(f"the value of task {held.tid} is lost: rank "
+                                                       f"{held.worker}, which kept it, broke"))
+                    elif self.ended:
+                        wanted.set_exception(cf.BrokenExecutor(
+                            f"the value of task {held.tid} stayed on rank {held.worker}: the Executor ended"))
+                    else:
+                        self.fetches.append((held, wanted))
+                        self.wake.notify()
                 try:
                     held.fetched = (True, wanted.result(timeout))
                 except cf.TimeoutError:
@@ -348,6 +354,7 @@ class Dispatcher:
     def lost(self, worker: int) -> None:
         """worker cannot serve: the calls that preferred it may go anywhere."""
         with self.wake:
+            self.gone.add(worker)
             self.queue.extend(self.local[worker])
             self.n_local -= len(self.local[worker])
             self.local[worker].clear()
@@ -384,8 +391,11 @@ class Dispatcher:
                 try:
                     if inputs:   # a dataflow call: its inputs' values are here
                         fn, args, kwargs = loaded_with_inputs(payload, [f.result() for f in inputs])
-                        payload = DUMPS((fn, args, kwargs))
-                    if isolated is not None:
+                        if isolated is None:
+                            ok, value = True, fn(*args, **kwargs)
+                        else:
+                            ok, value = decoded(*isolated(DUMPS((fn, args, kwargs))))
+                    elif isolated is not None:
                         ok, value = decoded(*isolated(payload))
                     else:
                         ok, value = True, call(payload)

@@ -67,13 +67,14 @@ class Worker:
         """Obey rank 0's orders and run the tasks they bring, until STOP."""
         probe = self.comm.improbe
         while True:
-            if not self.pending:
-                self.answer()
-                if not self.obey(poll_until(lambda: probe(0, p.ORDERS) or self.take_data(), QUIET_PAUSE).recv()):
-                    return
-                continue
             try:
-                self.run_pending()
+                if self.pending:
+                    self.run_pending()
+                    continue
+                self.answer()
+                order = poll_until(lambda: probe(0, p.ORDERS) or self.take_data(), QUIET_PAUSE).recv()
+                if not self.obey(order):
+                    return
             except Exception as exc:   # mtcmpi's own failure, not a task's: tell rank 0
                 self.broken(exc, "its worker loop failed")
 

@@ -427,3 +427,134 @@ def test_dispatch_is_traced_at_debug_level_on_rank_0(caplog):
     if comm.rank == 0 and comm.size > 1:
         text = caplog.text
         assert "sent tasks 0-" in text and "Executor" in text and "ended on ranks" in text
+
+
+# -- dataflow: values go from the rank that computed them to the rank that needs them --
+
+UNPICKLED = []   # the ranks where a Counted value was unpickled, in this process
+
+
+def counted(tag):
+    UNPICKLED.append(comm.rank)
+    return Counted(tag)
+
+
+class Counted:
+    """A value that notes every rank that unpickles it, and where it was made."""
+
+    def __init__(self, tag, made_on=None):
+        self.tag, self.made_on = tag, comm.rank if made_on is None else made_on
+
+    def __reduce__(self):
+        return counted_on, (self.tag, self.made_on)
+
+
+def counted_on(tag, made_on):
+    UNPICKLED.append(comm.rank)
+    return Counted(tag, made_on)
+
+
+def make(tag, seconds=0.0):
+    time.sleep(seconds)
+    return Counted(tag)
+
+
+def use(*values):
+    """Where this ran, and (tag, rank that made it) of each input."""
+    return comm.rank, [(v.tag, v.made_on) for v in values]
+
+
+def kept_here():
+    """How many values this worker keeps for rank 0."""
+    import gc
+
+    from mtcmpi.futures.worker import Worker
+    return sum(len(w.kept) for w in gc.get_objects() if isinstance(w, Worker))
+
+
+def test_a_dependent_runs_where_its_input_is_kept_and_rank_0_never_sees_it():
+    with executor() as ex:
+        if ex is not None:
+            value = ex.submit(make, "a")
+            ran_on, inputs = ex.submit(use, value).result(timeout=20)
+            assert inputs == [("a", ran_on)]          # ran on the rank that made it: no transfer
+            assert UNPICKLED == []                     # the value never came to rank 0
+            fetched = [0] if comm.size > 1 else []     # (one rank: the value is here already)
+            assert value.result(timeout=20).tag == "a" and UNPICKLED == fetched   # result() fetches it
+            assert value.result().tag == "a" and UNPICKLED == fetched             # once
+            UNPICKLED.clear()
+            late = ex.submit(make, "b")
+            ex.submit(use, late).result(timeout=20)
+    if comm.rank == 0:   # a value still held at shutdown came back before the workers ended
+        assert late.result().tag == "b" and UNPICKLED == ([0] if comm.size > 1 else [])
+        UNPICKLED.clear()
+
+
+def test_inputs_kept_on_two_workers_meet_worker_to_worker():
+    with executor() as ex:
+        if ex is not None:
+            a, b = ex.submit(make, "a", 0.2), ex.submit(make, "b", 0.2)   # one per worker
+            ran_on, inputs = ex.submit(use, a, b).result(timeout=20)
+            made = dict(inputs)
+            assert set(made) == {"a", "b"} and ran_on in made.values()
+            if comm.size > 2:
+                assert made["a"] != made["b"]          # so one value came from the other worker
+            assert UNPICKLED == []                     # and not through rank 0
+
+
+def test_dropped_futures_release_their_values_on_the_workers():
+    with executor() as ex:
+        if ex is not None and comm.size > 1:
+            values = [ex.submit(make, i) for i in range(20)]
+            cf.wait(values, timeout=20)
+            assert sum(ex.submit(kept_here).result(timeout=20) for _ in WORKERS) > 0
+            del values
+            assert wait_until(lambda: sum(ex.submit(kept_here).result(timeout=20) for _ in WORKERS) == 0)
+
+
+def test_failures_and_cancels_propagate_down_the_graph(tmp_path_factory):
+    from mtcmpi.graph import DependencyError
+    path = comm.bcast(str(tmp_path_factory.mktemp("gate") / "go") if comm.rank == 0 else None)
+    with executor() as ex:
+        if ex is not None:
+            bad = ex.submit(fail, "broken input")
+            below = ex.submit(use, ex.submit(use, bad))
+            with pytest.raises(DependencyError, match="broken input") as err:
+                below.result(timeout=20)
+            assert err.value.failed.startswith("task ")
+            gates = [ex.submit(touch_and_nap, path, 0.5) for _ in WORKERS]   # every worker busy
+            middle = ex.submit(use, ex.submit(make, "m"), gates[0])
+            last = ex.submit(use, middle)
+            assert middle.cancel()
+            done, _ = cf.wait([last], timeout=20)
+            assert last in done and last.cancelled()
+            assert ex.submit(use, ex.submit(make, "ok")).result(timeout=20)[1][0][0] == "ok"
+
+
+def test_a_holder_that_broke_fails_its_dependents_naming_the_lost_input(monkeypatch):
+    from mtcmpi.futures.calls import InputLost
+    from mtcmpi.futures.worker import Worker
+    from mtcmpi.graph import DependencyError
+
+    def broken(self, tasks):
+        if any(task[2] for task in tasks):
+            raise RuntimeError("the worker loop broke")
+        return tasks
+    if comm.rank == 1:
+        monkeypatch.setattr(Worker, "localized", broken)
+    with executor() as ex:
+        if ex is not None and comm.size > 1:
+            value = ex.submit(make, "x")
+            assert value.exception(timeout=20) is None
+            if value._result.worker == 1:   # (the first call goes to rank 1)
+                with pytest.raises(cf.BrokenExecutor, match="its worker loop failed on rank 1"):
+                    ex.submit(use, value).result(timeout=20)   # went to its holder, which broke
+                with pytest.raises(InputLost, match="rank 1, which kept it, broke"):
+                    value.result(timeout=20)
+                if comm.size > 2:
+                    with pytest.raises(DependencyError, match="kept on rank 1.*rank 1 broke"):
+                        ex.submit(use, value).result(timeout=20)
+    monkeypatch.undo()
+    with executor() as ex:
+        if ex is not None:
+            assert ex.submit(use, ex.submit(make, "y")).result(timeout=10)[1][0][0] == "y"
