@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from concurrent.futures import Executor as StandardExecutor
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from concurrent.futures._base import FINISHED
 from itertools import count
 from typing import Any, Callable, Iterator
@@ -25,6 +25,7 @@ __all__ = ["DependencyError", "InputLost", "holds_future", "in_call", "listed", 
 CONTAINERS = (list, tuple, dict)
 MAY_HOLD = (Future, *CONTAINERS)   # the kinds of item holds_future looks into
 _names = count(1)
+AHEAD = 4   # a call with at most this many inputs may travel in the batch of its inputs
 
 
 class DependencyError(Exception):
@@ -109,6 +110,11 @@ class Graph:
             if next(done) == last:
                 self.start(future, payload, found, problem)
 
+        if last <= AHEAD:   # the dispatch may send it right behind its inputs (dispatch.py)
+            record = (future, payload, found)
+            for source in found:
+                if getattr(type(source), "dispatcher", None) is self.dispatcher:
+                    source.ahead = [record] if source.ahead is None else [*source.ahead, record]
         for source in found:
             source.add_done_callback(input_done)
         return future
@@ -124,7 +130,8 @@ class Graph:
                 prefer = Counter(kept).most_common(1)[0][0] if kept else None
                 self.dispatcher.queue_dependent(future, payload, found, prefer)
             elif problem[0].cancelled():
-                future.cancel()
+                if not future.cancel():   # sent behind its input, and started: it cannot run
+                    future.set_exception(CancelledError(f"{future.name}: its input was cancelled"))
             else:
                 future.set_exception(dependency_error(future, problem[0]))
         finally:

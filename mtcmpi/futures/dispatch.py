@@ -30,6 +30,9 @@ from ..policies import Guided
 from ..world import Backoff
 from .calls import Held, InputLost, decoded
 
+FINISHED = cf._base.FINISHED
+PENDING_OR_RUNNING = (cf._base.PENDING, cf._base.RUNNING)
+
 if TYPE_CHECKING:
     from .pool import Dispatcher
 
@@ -148,15 +151,23 @@ class Dispatch:
         d = self.d
         batch = d.take(worker, min(MAX_BATCH, self.share.chunk_size(len(d.queue) + d.n_local, len(self.usable))))
         held, tasks, sends = self.held[worker], [], {}
-        idle = not held
-        for entry, payload, inputs in batch:
+        idle, first = not held, None
+        work = deque(batch)
+        del batch
+        while work:
+            entry, payload, inputs = work.popleft()
             refs = self.refs(entry, inputs, worker, sends) if inputs else inputs
             if refs is False:
                 continue
             tid = next(self.tids)
+            first = tid if first is None else first
             tasks.append((tid, payload, refs))
             held.append((tid, entry))
-        del batch
+            if inputs is not None:   # a submit's call: its dependents may follow it here
+                entry.at = (worker, tid)
+                if entry.ahead is not None and len(tasks) + len(work) < MAX_BATCH:
+                    work.extend(self.behind(entry, worker, first))
+        del work
         if not tasks:
             self.free.appendleft(worker)
             return
@@ -176,6 +187,9 @@ class Dispatch:
         False if a holder broke (the call then fails with DependencyError naming the input)."""
         refs = []
         for future in inputs:
+            if future._state != FINISHED:   # sent in this batch, ahead of this call
+                refs.append(future.at)
+                continue
             value = future._result
             if type(value) is not Held:
                 refs.append((-1, value))
@@ -189,6 +203,23 @@ class Dispatch:
                 sends.setdefault(value.worker, []).append((value.tid, worker))
             refs.append((value.worker, value.tid))
         return tuple(refs)
+
+    def behind(self, entry: cf.Future, worker: int, first: int) -> list[tuple]:
+        """The small dataflow calls waiting for entry that can travel right behind it: each of
+        their inputs done, or in this batch (task id >= first) to this worker. The worker
+        then takes the value without a round trip through rank 0 (a chain runs at its speed)."""
+        ready, d = [], self.d
+        for future, payload, inputs in entry.ahead:
+            if future.waits and all(
+                    (f._state == FINISHED and f._exception is None) or
+                    (f._state in PENDING_OR_RUNNING and f.at is not None and f.at[0] == worker and f.at[1] >= first)
+                    for f in inputs):
+                with d.wake:
+                    if future.waits and not future.cancelled():
+                        future.waits = False
+                        ready.append((future, payload, inputs))
+        entry.ahead = None
+        return ready
 
     def order(self, worker: int, order: tuple) -> None:
         """Send worker an order whose answer, if any, nothing waits for here."""
@@ -284,6 +315,8 @@ class Dispatch:
         while i < len(held):
             tid, entry = held[i]
             i += 1
+            if entry.done() and not entry.cancelled():
+                continue   # failed while held (its input failed just before it): its worker fails it too
             if entry.set_running_or_notify_cancel():
                 break
             if tid not in self.told:

@@ -236,7 +236,7 @@ class Dispatcher:
                         prefer: int | None) -> None:
         """Queue a dataflow call whose inputs are done (graph.py), for worker `prefer` first."""
         with self.wake:
-            if future.cancelled():
+            if future.cancelled() or not future.waits:   # cancelled, or sent behind its inputs
                 return
             try:
                 self.refuse_if_closed()
@@ -414,6 +414,8 @@ class TaskFuture(cf.Future):
 
     dispatcher: Dispatcher        # set on each Dispatcher's subclass
     waits = False                 # True while a dataflow call waits for its inputs (graph.py)
+    at: tuple[int, int] | None = None   # (worker, task id) once sent
+    ahead: list | None = None     # (future, payload, inputs) of small dataflow calls waiting for it
 
     def cancel(self) -> bool:
         d = self.dispatcher

@@ -59,6 +59,7 @@ class Worker:
         self.skip: set[int] = set()
         self.codes, self.values = bytearray(), []   # results not yet sent
         self.kept: dict[int, Any] = {}         # task id -> value rank 0 has not released
+        self.wanted: dict[int, int] = {}       # task id -> calls behind it here that take its value
         self.inbox: dict[int, list] = {}       # task id -> [(ok, pickled value or why lost)] from DATA
         self.outgoing: list = []               # isends of DATA not known complete
         self.where = f"on rank {world.rank}, host {world.host}, pid {world.pid}"
@@ -122,6 +123,8 @@ class Worker:
     def keep(self, tid: int, value: Any) -> tuple[int, Any]:
         """A submit()'s outcome: its value if small and plain, else HELD, the value kept here."""
         if travels_back(value):
+            if tid in self.wanted:   # a call behind it takes it from here too
+                self.kept[tid] = value
             return p.RAW, value
         self.kept[tid] = value
         return p.HELD, None
@@ -135,10 +138,24 @@ class Worker:
                 values.append(item)
             elif holder == -2:          # kept here once, lost since
                 raise InputLost(item)
+            elif holder == self.world.rank:   # ran here just before, in the same batch
+                values.append(self.taken(item))
             else:
                 values.append(self.received(holder, item))
         call = loaded_with_inputs(payload, values)
         return DUMPS(call) if pickled else call
+
+    def taken(self, tid: int) -> Any:
+        """The value of task tid, which ran here just before the call that takes it."""
+        if tid not in self.kept:
+            raise InputLost(f"input task {tid} did not succeed on rank {self.world.rank}")
+        value = self.kept[tid]
+        left = self.wanted.pop(tid) - 1
+        if left:
+            self.wanted[tid] = left
+        elif travels_back(value):   # rank 0 has it: no one else will ask here
+            del self.kept[tid]
+        return value
 
     def received(self, holder: int, tid: int) -> Any:
         """The value of task tid that holder sends on DATA, once it has come (orders are obeyed
@@ -204,12 +221,20 @@ class Worker:
     def localized(self, tasks: list[tuple]) -> list[tuple]:
         """The tasks of a TASKS order with their inputs kept here taken now (a RELEASE that
         follows cannot drop them before they run)."""
-        rank, kept = self.world.rank, self.kept
+        rank, kept, batch = self.world.rank, self.kept, None
         for i, (tid, payload, refs) in enumerate(tasks):
             if refs:
-                tasks[i] = (tid, payload, tuple(
-                    ref if ref[0] != rank else (-1, kept[ref[1]]) if ref[1] in kept else (-2, self.lost(ref[1]))
-                    for ref in refs))
+                local = []
+                for ref in refs:
+                    if ref[0] == rank:
+                        if ref[1] in kept:
+                            ref = (-1, kept[ref[1]])
+                        elif ref[1] in (batch := batch or {task[0] for task in tasks}):
+                            self.wanted[ref[1]] = self.wanted.get(ref[1], 0) + 1   # sent behind it
+                        else:
+                            ref = (-2, self.lost(ref[1]))
+                    local.append(ref)
+                tasks[i] = (tid, payload, tuple(local))
         return tasks
 
     def read_orders(self) -> None:
@@ -286,6 +311,7 @@ class Worker:
         self.codes.clear()
         self.values.clear()
         self.kept.clear()
+        self.wanted.clear()
         self.inbox.clear()
         if self.outgoing:   # the targets take their DATA in their own loops, whatever they do
             poll_until(lambda: self.take_data() or MPI.Request.Testall(self.outgoing) or None, QUIET_PAUSE)

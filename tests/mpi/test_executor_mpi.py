@@ -558,3 +558,27 @@ def test_a_holder_that_broke_fails_its_dependents_naming_the_lost_input(monkeypa
     with executor() as ex:
         if ex is not None:
             assert ex.submit(use, ex.submit(make, "y")).result(timeout=10)[1][0][0] == "y"
+
+
+def step(history, fail_at=None):
+    """The history of a chain with this rank added; raises at length fail_at."""
+    if len(history) == fail_at:
+        raise ValueError(f"step {fail_at} failed")
+    return history + [comm.rank]
+
+
+def test_a_chain_travels_behind_its_inputs_and_a_failure_in_it_names_the_failed_step():
+    from mtcmpi.graph import DependencyError
+    with executor() as ex:
+        if ex is not None:
+            value = []
+            for _ in range(300):
+                value = ex.submit(step, value)
+            history = value.result(timeout=30)
+            assert len(history) == 300 and len(set(history)) == 1   # one worker ran it all: no transfer
+            value = []
+            for _ in range(50):
+                value = ex.submit(step, value, 20)
+            with pytest.raises(DependencyError, match="step 20 failed") as err:
+                value.result(timeout=30)
+            assert "step#" in err.value.failed or err.value.failed.startswith("task ")
