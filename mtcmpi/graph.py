@@ -122,6 +122,8 @@ class Graph:
     def start(self, future: Future, payload: bytes, found: list[Future], problem: list[Future]) -> None:
         """All inputs are done: fail, cancel, or queue the call (for the worker that keeps
         most of its inputs, if any does)."""
+        for source in found:                      # done: no call can travel behind it any more
+            source.ahead = None                   # (and the record's cycle is broken)
         try:
             if future.done():                     # cancelled while it waited
                 return

@@ -157,6 +157,8 @@ class Dispatch:
         while work:
             entry, payload, inputs = work.popleft()
             refs = self.refs(entry, inputs, worker, sends) if inputs else inputs
+            if inputs:
+                inputs.clear()   # nothing needs them now: their Futures may go (and release their values)
             if refs is False:
                 continue
             tid = next(self.tids)

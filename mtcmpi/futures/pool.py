@@ -435,6 +435,19 @@ class TaskFuture(cf.Future):
             return self.dispatcher.fetch(value, timeout)
         return value
 
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The call's exception, or the one its kept value raises on its way to rank 0 (it
+        does not pickle, or does not unpickle here): result() would raise it."""
+        exc = cf.Future.exception(self, timeout)
+        if exc is None and type(self._result) is Held:
+            try:
+                self.dispatcher.fetch(self._result, timeout)
+            except cf.TimeoutError:
+                raise
+            except BaseException as error:
+                return error
+        return exc
+
 
 @atexit.register
 def finish_live_executors() -> None:

@@ -111,8 +111,8 @@ class Worker:
                         code, value = self.keep(tid, value)
                 else:
                     code, value = isolated(payload)
-                    if refs is not None and code == p.PICKLED:
-                        code, value = self.keep(tid, loads(value))
+                    if refs is not None and code in (p.RAW, p.PICKLED):
+                        code, value = self.keep(tid, value if code == p.RAW else loads(value))
             except BaseException as exc:   # a task's SystemExit, KeyboardInterrupt... fail it only
                 code, value = p.FAILED_CALL, failure(exc, f"task {tid} failed {self.where}:\n")
             codes.append(code)

@@ -567,15 +567,23 @@ def step(history, fail_at=None):
     return history + [comm.rank]
 
 
-def test_a_chain_travels_behind_its_inputs_and_a_failure_in_it_names_the_failed_step():
+@pytest.mark.parametrize("isolate", [False, True])
+def test_a_chain_travels_behind_its_inputs_and_a_failure_in_it_names_the_failed_step(isolate):
     from mtcmpi.graph import DependencyError
-    with executor() as ex:
+    with executor(isolate=isolate) as ex:
         if ex is not None:
             value = []
             for _ in range(300):
                 value = ex.submit(step, value)
             history = value.result(timeout=30)
             assert len(history) == 300 and len(set(history)) == 1   # one worker ran it all: no transfer
+            number = 0
+            for _ in range(200):   # plain values: they come back, and the worker keeps them for the next
+                number = ex.submit(square, number) if number == 0 else ex.submit(pow, number, 1)
+                number = ex.submit(int.__add__, number, 1)
+            assert number.result(timeout=30) == 200
+            if comm.size > 1:
+                assert sum(ex.submit(kept_here).result(timeout=20) for _ in WORKERS) <= 2 * len(WORKERS)
             value = []
             for _ in range(50):
                 value = ex.submit(step, value, 20)
