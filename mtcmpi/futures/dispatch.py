@@ -243,13 +243,16 @@ class Dispatch(KeptValues):
     def settle(self, worker: int, codes: bytes, values: list) -> None:
         """Give each call its outcome, in the order the worker ran them."""
         held, started = self.held[worker], self.started[worker]
-        told, released = self.told, self.d.released.append
+        told, released, fast = self.told, self.d.released.append, self.d.future_class
         for code, value in zip(codes, values):
             if not held:
                 return   # failed already: the Executor broke
             tid, entry = held.popleft()
             if told:
                 told.discard(tid)
+            if code == p.RAW and type(entry) is fast and entry.finish(value):
+                started -= started > 0
+                continue
             if started:
                 started -= 1
                 go = not entry.done()

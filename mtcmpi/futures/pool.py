@@ -37,6 +37,7 @@ except ImportError:   # no mpi4py: only parallel_map's sequential loop is availa
     MPI = None
 
 logger = logging.getLogger(__name__)
+PENDING_OR_RUNNING = (cf._base.PENDING, cf._base.RUNNING)
 numbers = count()     # every Executor of this process has its own number (stale replies say so)
 live: dict[int, "Dispatcher"] = {}   # communicator handle -> the dispatcher that drives it
 
@@ -426,6 +427,21 @@ class TaskFuture(cf.Future):
         self._result = self._exception = None
         self._waiters: list = []
         self._done_callbacks: list = []
+
+    def finish(self, value: Any) -> bool:
+        """set_running_or_notify_cancel() and set_result(value) in one step, if the Future is
+        pending or running (the dispatcher's path for most results); False if it is not."""
+        with self._condition:
+            if self._state not in PENDING_OR_RUNNING:
+                return False
+            self._result, self._state = value, cf._base.FINISHED
+            for waiter in self._waiters:
+                waiter.add_result(self)
+            if self._condition._waiters:
+                self._condition.notify_all()
+        if self._done_callbacks:
+            self._invoke_callbacks()
+        return True
 
     def wait_done(self, timeout: float | None) -> None:
         if self._state not in self.DONE:
