@@ -128,7 +128,8 @@ class Graph:
             if future.done():                     # cancelled while it waited
                 return
             if not problem:
-                kept = [value.worker for f in found if type(value := f._result) is Held]
+                mine = self.dispatcher.future_class
+                kept = [value.worker for f in found if type(value := f._result) is Held and type(f) is mine]
                 prefer = Counter(kept).most_common(1)[0][0] if kept else None
                 self.dispatcher.queue_dependent(future, payload, found, prefer)
             elif problem[0].cancelled():

@@ -56,6 +56,8 @@ class KeptValues:
                 refs.append(future.at)
                 continue
             value = future._result
+            if type(value) is Held and getattr(type(future), "dispatcher", None) is not self.d:
+                value = future.result()   # kept by another Executor's worker: it comes inline
             if type(value) is not Held:
                 refs.append((-1, value))
                 continue
@@ -77,7 +79,8 @@ class KeptValues:
         for future, payload, inputs in entry.ahead:
             if future.waits and all(
                     (f._state == FINISHED and f._exception is None) or
-                    (f._state in PENDING_OR_RUNNING and f.at is not None and f.at[0] == worker and f.at[1] >= first)
+                    (f._state in PENDING_OR_RUNNING and getattr(f, "at", None) is not None
+                     and f.at[0] == worker and f.at[1] >= first and type(f).dispatcher is d)
                     for f in inputs):
                 with d.wake:
                     if future.waits and not future.cancelled():

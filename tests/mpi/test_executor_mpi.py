@@ -590,3 +590,15 @@ def test_a_chain_travels_behind_its_inputs_and_a_failure_in_it_names_the_failed_
             with pytest.raises(DependencyError, match="step 20 failed") as err:
                 value.result(timeout=30)
             assert "step#" in err.value.failed or err.value.failed.startswith("task ")
+
+
+def test_a_future_of_an_executor_that_ended_is_an_input_of_the_next():
+    old = None
+    with executor() as ex:
+        if ex is not None:
+            old = ex.submit(make, "old")
+            pending = ex.submit(make, "pending", 0.3)
+    with executor() as ex:
+        if ex is not None:   # their values came to rank 0 when the first ended: they go inline
+            ran_on, inputs = ex.submit(use, old, pending).result(timeout=20)
+            assert [tag for tag, _ in inputs] == ["old", "pending"]
