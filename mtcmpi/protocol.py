@@ -29,7 +29,8 @@ ENDED once per END. Results come in the order the tasks were sent, so they carry
 Dataflow (tags 13-14; graph.py). A task of TASKS is (task id, pickled call, refs): refs None
 for a map() call (its result travels back), else a tuple, one item per input of a dataflow call
 (empty for a plain submit): (-1, value) inline, or (holder rank, task id) of a value kept on a
-worker. A submit's result that is small and plain travels back (RAW: it is no bigger than a
+worker, or of a call earlier in the same TASKS (a call sent right behind its inputs: its
+worker keeps their values, plain ones too, until it has run). A submit's result that is small and plain travels back (RAW: it is no bigger than a
 reference); any other is kept by its worker, which answers HELD (no value). Rank 0 then sends
 SEND (a list of (task id, target rank)) to a holder, which sends each value to its target on
 DATA between calls: (Executor number, task id, True, value) or (..., False, why it is lost).
