@@ -1,23 +1,31 @@
 """Dataflow for mtcmpi.Executor: a Future passed as an argument makes the call wait for it.
 
 Executor.submit hands a call here only when one of its arguments holds a Future (at top level
-or inside lists, tuples and dicts): the call then gets a Dependent future at once, counts its
-inputs down with done-callbacks, and is submitted to the Executor, with the inputs' values in
-place of the futures, as soon as the last input is done. An input that failed fails the call
-with DependencyError naming that input (and so on down the graph); a cancelled input cancels
-the call. Values pass through rank 0 (the driver), as results of any task do.
+or inside lists, tuples and dicts): the call is pickled at once with each future as a
+reference (futures/calls.py), gets its Future, counts its inputs down with done-callbacks and
+is queued as soon as the last input is done. An input that failed fails the call with
+DependencyError naming that input (and so on down the graph); a cancelled input cancels the
+call. Values do not pass through rank 0: when the call is sent, each input is a reference to
+the worker that kept its value (futures/dispatch.py), the call goes preferably to that worker,
+and an input kept elsewhere comes worker to worker (protocol.py, Dataflow).
 """
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future
+from collections import Counter
 from concurrent.futures import Executor as StandardExecutor
+from concurrent.futures import CancelledError, Future
+from concurrent.futures._base import FINISHED
 from itertools import count
 from typing import Any, Callable, Iterator
 
+from .futures.calls import Held, InputLost, pickled_with_inputs
+
+__all__ = ["DependencyError", "InputLost", "holds_future", "in_call", "listed", "submit", "map_calls", "drain"]
 CONTAINERS = (list, tuple, dict)
 MAY_HOLD = (Future, *CONTAINERS)   # the kinds of item holds_future looks into
 _names = count(1)
+AHEAD = 4   # a call with at most this many inputs may travel in the batch of its inputs
 
 
 class DependencyError(Exception):
@@ -62,58 +70,10 @@ def listed(iterables: tuple) -> tuple:
     return tuple(it if isinstance(it, (list, tuple)) else list(it) for it in iterables)
 
 
-def inputs(value: Any, found: dict[int, Future]) -> None:
-    """Collect the distinct futures in value (keyed by id) into found."""
-    if isinstance(value, Future):
-        found[id(value)] = value
-    elif isinstance(value, CONTAINERS):
-        for item in (value.values() if isinstance(value, dict) else value):
-            inputs(item, found)
-
-
-def resolved(value: Any, values: dict[int, Any]) -> Any:
-    """value with every future replaced by its value (values: id(future) -> value), containers
-    rebuilt."""
-    if isinstance(value, Future):
-        return values[id(value)]
-    if isinstance(value, dict):
-        return type(value)((k, resolved(v, values)) for k, v in value.items()) if holds_future(value) else value
-    if isinstance(value, (list, tuple)) and holds_future(value):
-        items = [resolved(item, values) for item in value]
-        if type(value) in (list, tuple):
-            return type(value)(items)
-        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
-    return value
-
-
 def task_name(fn: Callable) -> str:
     """A call's name for messages: its function's qualified name and a graph-wide number."""
     return f"{getattr(fn, '__qualname__', None) or type(fn).__name__}#{next(_names)}"
 
-
-class Dependent(Future):
-    """The future of a call that waits for its inputs; cancel() works until the call has
-    started on a worker (before that, it also drops the call from the Executor's queue)."""
-
-    def __init__(self, name: str):
-        super().__init__()
-        self.name = name
-        self.inner: Future | None = None      # the Executor's future, once submitted
-        self.lock = threading.RLock()
-
-    def cancel(self) -> bool:
-        with self.lock:
-            if self.inner is not None:
-                return self.inner.cancel()    # its outcome is copied here by settle_from
-            if not self.done():
-                cancel_waiting(self)
-            return self.cancelled()
-
-
-def cancel_waiting(future: Future) -> None:
-    """Cancel a future that is not running, telling wait() and as_completed() at once."""
-    Future.cancel(future)
-    future.set_running_or_notify_cancel()
 
 
 def describe(future: Future) -> str:
@@ -126,64 +86,62 @@ def describe(future: Future) -> str:
 
 
 class Graph:
-    """The calls of one Executor that wait for inputs; shutdown waits until each is submitted."""
+    """The calls of one Executor that wait for inputs; shutdown waits until each is queued."""
 
-    def __init__(self, executor: StandardExecutor):
-        self.executor = executor
-        self.waiting: set[Dependent] = set()
+    def __init__(self, dispatcher: Any):
+        self.dispatcher = dispatcher             # futures/pool.py's Dispatcher
+        self.waiting: set[Future] = set()
         self.idle = threading.Condition(threading.Lock())
 
-    def submit(self, fn: Callable, args: tuple, kwargs: dict) -> Dependent:
+    def submit(self, fn: Callable, args: tuple, kwargs: dict) -> Future:
         """fn(*args, **kwargs) once every future in the arguments is done; its future now."""
-        found: dict[int, Future] = {}
-        inputs(args, found)
-        inputs(kwargs, found)
-        future = Dependent(task_name(fn))
-        values: dict[int, Any] = {}               # id(input) -> its value, as each is done
-        problem: list[Future] = []                # the first input that failed or was cancelled
+        payload, found = pickled_with_inputs(fn, args, kwargs)
+        future = self.dispatcher.future_class()
+        future.name, future.waits = task_name(fn), True
+        problem: list[Future] = []                # inputs that failed or were cancelled
+        done, last = count(1), len(found)         # next() is atomic: the count needs no lock
         with self.idle:
             self.waiting.add(future)
         future.add_done_callback(self.release)   # a cancelled call waits no more
 
         def input_done(source: Future) -> None:
-            try:                                  # one look at the input: its value or its failure
-                value = source.result(timeout=0)
-            except BaseException:
-                value = problem.append(source)
-            with future.lock:
-                values[id(source)] = value
-                if len(values) < len(found):
-                    return
-            self.start(future, fn, args, kwargs, values, problem)
+            if source._state != FINISHED or source._exception is not None:
+                problem.append(source)
+            if next(done) == last:
+                self.start(future, payload, found, problem)
 
-        for source in found.values():
+        if last <= AHEAD:   # the dispatch may send it right behind its inputs (dispatch.py)
+            record = (future, payload, found)
+            for source in found:
+                if getattr(type(source), "dispatcher", None) is self.dispatcher:
+                    source.ahead = [record] if source.ahead is None else [*source.ahead, record]
+        for source in found:
             source.add_done_callback(input_done)
         return future
 
-    def start(self, future: Dependent, fn: Callable, args: tuple, kwargs: dict,
-              values: dict[int, Any], problem: list[Future]) -> None:
-        """All inputs are done: fail, cancel, or submit the call with their values."""
+    def start(self, future: Future, payload: bytes, found: list[Future], problem: list[Future]) -> None:
+        """All inputs are done: fail, cancel, or queue the call (for the worker that keeps
+        most of its inputs, if any does)."""
+        for source in found:                      # done: no call can travel behind it any more
+            source.ahead = None                   # (and the record's cycle is broken)
         try:
-            with future.lock:
-                if future.done():                 # cancelled while it waited
-                    return
-                if not problem:
-                    try:
-                        future.inner = self.executor.submit(fn, *resolved(args, values),
-                                                            **resolved(kwargs, values))
-                    except BaseException as exc:   # e.g. the values do not pickle
-                        future.set_exception(exc)
-                        return
-                    future.inner.add_done_callback(lambda inner: settle_from(future, inner))
-                elif problem[0].cancelled():
-                    cancel_waiting(future)
-                else:
-                    future.set_exception(dependency_error(future, problem[0]))
+            if future.done():                     # cancelled while it waited
+                return
+            if not problem:
+                mine = self.dispatcher.future_class
+                kept = [value.worker for f in found if type(value := f._result) is Held and type(f) is mine]
+                prefer = Counter(kept).most_common(1)[0][0] if kept else None
+                self.dispatcher.queue_dependent(future, payload, found, prefer)
+            elif problem[0].cancelled():
+                if not future.cancel():   # sent behind its input, and started: it cannot run
+                    future.set_exception(CancelledError(f"{future.name}: its input was cancelled"))
+            else:
+                future.set_exception(dependency_error(future, problem[0]))
         finally:
             self.release(future)
 
-    def release(self, future: Dependent) -> None:
-        """future no longer waits: it was submitted, failed or cancelled."""
+    def release(self, future: Future) -> None:
+        """future no longer waits: it was queued, failed or cancelled."""
         with self.idle:
             self.waiting.discard(future)
             self.idle.notify_all()
@@ -200,7 +158,7 @@ class Graph:
                 self.idle.wait()
 
 
-def dependency_error(future: Dependent, problem: Future) -> DependencyError:
+def dependency_error(future: Future, problem: Future) -> DependencyError:
     """The error of a call whose input failed, naming the first failed task up the graph."""
     cause = problem.exception()
     if isinstance(cause, DependencyError):
@@ -211,25 +169,15 @@ def dependency_error(future: Dependent, problem: Future) -> DependencyError:
     return error
 
 
-def settle_from(future: Dependent, inner: Future) -> None:
-    """Copy the Executor future's outcome into the Dependent that the user holds."""
-    if inner.cancelled():
-        cancel_waiting(future)
-    elif inner.exception() is not None:
-        future.set_exception(inner.exception())
-    else:
-        future.set_result(inner.result())
-
-
 def graph_of(executor: StandardExecutor) -> Graph:
     """The Graph of an Executor, made on first use."""
     graph = executor.__dict__.get("_mtcmpi_graph")
     if graph is None:
-        graph = executor.__dict__.setdefault("_mtcmpi_graph", Graph(executor))
+        graph = executor.__dict__.setdefault("_mtcmpi_graph", Graph(executor._dispatcher))
     return graph
 
 
-def submit(executor: StandardExecutor, fn: Callable, args: tuple, kwargs: dict) -> Dependent:
+def submit(executor: StandardExecutor, fn: Callable, args: tuple, kwargs: dict) -> Future:
     """Executor.submit for a call whose arguments hold futures."""
     return graph_of(executor).submit(fn, args, kwargs)
 

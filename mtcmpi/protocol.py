@@ -19,12 +19,25 @@ all its requests are answered.
 The Executor (tags 11-12; futures/dispatch.py on rank 0, futures/worker.py on the others).
 Rank 0 sends ORDERS, each a pickled tuple whose first item is its kind, all on one tag so a
 worker reads them in the order sent: START (an Executor begins: its number, initializer,
-initargs, isolate), TASKS (a list of (task id, pickled call)), CANCEL (task ids the worker must
+initargs, isolate), TASKS (a list of tasks, see Dataflow below), CANCEL (task ids the worker must
 skip if it has not started them), END (the Executor ends: drop what is left, answer ENDED),
 STOP (leave the worker loop). A worker sends REPLIES, a pickled tuple (Executor number, kind,
 data): READY or BROKEN (its initializer, or its loop, failed: data says why) once per START;
 RESULTS (codes, values: one code byte and one value per task, in the order the tasks came);
 ENDED once per END. Results come in the order the tasks were sent, so they carry no ids.
+
+Dataflow (tags 13-14; graph.py). A task of TASKS is (task id, pickled call, refs): refs None
+for a map() call (its result travels back), else a tuple, one item per input of a dataflow call
+(empty for a plain submit): (-1, value) inline, or (holder rank, task id) of a value kept on a
+worker, or of a call earlier in the same TASKS (a call sent right behind its inputs: its
+worker keeps their values, plain ones too, until it has run). A submit's result that is small and plain travels back (RAW: it is no bigger than a
+reference); any other is kept by its worker, which answers HELD (no value). Rank 0 then sends
+SEND (a list of (task id, target rank)) to a holder, which sends each value to its target on
+DATA between calls: (Executor number, task id, True, value) or (..., False, why it is lost).
+FETCH (task ids) asks a holder for values rank 0 wants (Future.result()); it answers on FETCHED:
+(Executor number, [(task id, code, value)]). RELEASE (task ids) drops kept values whose Future
+rank 0 dropped. Orders to one rank keep their order, so a value is never dropped before the
+SEND or TASKS that needs it.
 """
 from array import array
 
@@ -33,9 +46,11 @@ WORK = 2
 RETRY = 3   # a worker hands failed tasks back: a pickled list of (task id, payload)
 ORDERS = 11    # rank 0 -> an Executor's worker
 REPLIES = 12   # an Executor's worker -> rank 0
-START, TASKS, CANCEL, END, STOP = range(5)              # kinds of ORDERS
+DATA = 13      # a worker -> another worker: a kept value a dataflow call there needs
+FETCHED = 14   # a worker -> rank 0: kept values rank 0 fetched
+START, TASKS, CANCEL, END, STOP, SEND, RELEASE, FETCH = range(8)   # kinds of ORDERS
 READY, BROKEN, RESULTS, ENDED = range(4)                # kinds of REPLIES
-RAW, PICKLED, FAILED_CALL, SKIPPED = b"r"[0], b"p"[0], b"f"[0], b"s"[0]   # codes of RESULTS
+RAW, PICKLED, FAILED_CALL, SKIPPED, HELD = b"r"[0], b"p"[0], b"f"[0], b"s"[0], b"h"[0]   # codes of RESULTS
 DONE, FAILED, BUSY, HALT = 0, 1, 2, 3   # fields of a request; HALT 1: the worker had to stop
 FAR = 2   # ask ahead freely while more than FAR x workers tasks remain (any, with costs)
 

@@ -10,6 +10,8 @@ pipeline against the four separate commands of README's Littlewood section.
   arguments), in the same run, with --dask-groups groups (100 by default: see its help).
   tasks/s = calls / (first submit to last reducer's result).
 * chain: 10,000 calls, each taking the previous call's future, on 1 master + 1 worker.
+* --profile: only the fan-out/fan-in graph, with cProfile on rank 0's two threads (the driver's,
+  which submits, and the Executor's dispatcher), printing the top functions of each.
 * pipeline: `mtcmpi pipeline examples/lw_pipeline.py` end to end against the four commands
   (params CSV, mpirun ... run --schedule static --out, reduce, render), same degree, same ranks
   (default 3: rank 0 of the pipeline drives and does not compute, so on this 2-core machine
@@ -50,10 +52,13 @@ def fan(submit, result, groups: int) -> float:
     return groups * (GROUP + 1) / (time.perf_counter() - start)
 
 
-def child_graph(groups: int, chain: int) -> None:
-    """Under mpiexec -n 2: the graph and the chain on mtcmpi.Executor; prints JSON."""
+def child_graph(groups: int, chain: int, profile: bool = False) -> None:
+    """Under mpiexec -n 2: the graph and the chain on mtcmpi.Executor; prints JSON (or, with
+    profile, rank 0's profile of the graph)."""
     from mtcmpi.futures import executor
 
+    if profile:
+        return profiled_graph(groups)
     with executor() as ex:
         if ex is None:
             return
@@ -64,6 +69,30 @@ def child_graph(groups: int, chain: int) -> None:
             value = ex.submit(noop, value)
         value.result()
         print(json.dumps({"graph_tps": tps, "chain_tps": chain / (time.perf_counter() - start)}))
+
+
+def profiled_graph(groups: int) -> None:
+    """The graph with cProfile on rank 0's driver thread and dispatcher thread."""
+    import cProfile
+    import pstats
+
+    from mtcmpi.futures import dispatch, executor
+
+    profiles, run = [], dispatch.Dispatch.run
+
+    def profiled_run(self):   # the dispatcher thread's whole life
+        profiles.append(cProfile.Profile())
+        profiles[-1].runcall(run, self)
+    dispatch.Dispatch.run = profiled_run
+    with executor() as ex:
+        if ex is not None:
+            driver = cProfile.Profile()
+            tps = driver.runcall(fan, ex.submit, lambda f: f.result(), groups)
+    if profiles:
+        print(f"graph_tps={tps:.0f} (under the profiler)")
+        for name, profile in (("driver thread", driver), ("dispatcher thread", profiles[0])):
+            print(f"--- rank 0, {name}")
+            pstats.Stats(profile).sort_stats("tottime").print_stats(15)
 
 
 def dask_tps(groups: int) -> tuple[float | None, str]:
@@ -125,11 +154,16 @@ def main() -> None:
     parser.add_argument("--dask-groups", type=int, default=100, help="groups of Dask's run of the same "
                         "graph shape (default 100: Dask runs ~100-1,000 tasks/s here, so 1,000 groups "
                         "would take many minutes)")
+    parser.add_argument("--profile", action="store_true", help="profile rank 0 on the graph (only)")
     parser.add_argument("--child", nargs=2, type=int, metavar=("GROUPS", "CHAIN"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child_graph(*args.child)
+        return child_graph(*args.child, profile=args.profile)
     groups, chain = (100, 2_000) if args.quick else (1_000, 10_000)
+    if args.profile:
+        print(mpirun(2, [os.path.abspath(__file__), "--profile", "--child", str(groups), "0"],
+                     env=environment(ONE_THREAD)).stdout)
+        return
     degree = args.degree or (12 if args.quick else 16)
     ours = last_json(mpirun(2, [os.path.abspath(__file__), "--child", str(groups), str(chain)],
                             env=environment(ONE_THREAD)).stdout)

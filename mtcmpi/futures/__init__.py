@@ -18,7 +18,8 @@ calls (results are passed back as they are, not pickled).
 
 Modules: pool (rank 0: the Executor and its dispatcher thread), dispatch (rank 0's loop with
 workers), mapping (map()'s results), worker (the other ranks), calls (what travels between
-them), spmd (executor(), map(), and `mtcmpi exec`'s hooks).
+them), values (rank 0's side of the values workers keep for dataflow calls), spmd
+(executor(), map(), and `mtcmpi exec`'s hooks).
 """
 from ..errors import RemoteError, RemoteTraceback
 from .pool import Executor

@@ -2,7 +2,9 @@
 one by one, failures as data, and the exception rebuilt from them on rank 0."""
 from __future__ import annotations
 
+import io
 import pickle
+from concurrent.futures import Future
 from functools import partial
 from itertools import islice
 from typing import Any, Callable, Iterator
@@ -14,6 +16,73 @@ DUMPS = partial(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL)
 # Results of these exact types travel inside the message as they are: they always unpickle.
 # Any other result is pickled on its own, so one that does not unpickle fails its task only.
 PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
+SMALL = 64   # bytes: a plain str or bytes result up to this long is no bigger than a reference
+
+
+def travels_back(value: Any) -> bool:
+    """Whether a submit()'s result goes back to rank 0 with its done notice (a small plain
+    value) rather than staying on its worker until a dependent or Future.result() needs it."""
+    kind = type(value)
+    return kind in PLAIN and (kind is not str and kind is not bytes or len(value) <= SMALL)
+
+
+class InputLost(RuntimeError):
+    """An input of a dataflow call cannot be had: the worker that kept its value broke, or
+    the value does not travel between ranks."""
+
+
+class Held:
+    """A Future's result while its value is kept on the worker that computed it: where it is,
+    and the value once Future.result() fetched it (a dependent still takes it from the worker)."""
+
+    __slots__ = ("worker", "tid", "fetched")
+    NOT_FETCHED = object()
+
+    def __init__(self, worker: int, tid: int):
+        self.worker, self.tid, self.fetched = worker, tid, self.NOT_FETCHED
+
+
+class _InputPickler(pickle.Pickler):
+    """Pickles a call with each Future in it replaced by its number in `found` (a reference
+    the worker resolves with the input's value)."""
+
+    def __init__(self, file: io.BytesIO, found: dict[int, Future]):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.found = found
+
+    def persistent_id(self, obj: Any) -> int | None:
+        if isinstance(obj, Future):
+            return self.found.setdefault(id(obj), (len(self.found), obj))[0]
+        return None
+
+
+class _InputUnpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, values: list):
+        super().__init__(file)
+        self.values = values
+
+    def persistent_load(self, index: int) -> Any:
+        return self.values[index]
+
+
+def pickled_with_inputs(fn: Callable, args: tuple, kwargs: dict) -> tuple[bytes, list[Future]]:
+    """A dataflow call as bytes with its futures as references, and those futures (distinct,
+    in the order the references number them); a PicklingError as pickled_call's."""
+    pickled_call(fn, (), {})   # the function first: its error names it
+    found: dict[int, tuple[int, Future]] = {}
+    buffer = io.BytesIO()
+    try:
+        _InputPickler(buffer, found).dump((fn, args, kwargs))
+    except Exception as exc:
+        raise pickle.PicklingError(f"cannot send the arguments of a call of "
+                                   f"{getattr(fn, '__qualname__', fn)!r} to other ranks: they do "
+                                   f"not pickle ({exc})") from exc
+    return buffer.getvalue(), [future for _, future in found.values()]
+
+
+def loaded_with_inputs(payload: bytes, values: list) -> tuple[Callable, tuple, dict]:
+    """A dataflow call unpickled, its references replaced by the inputs' values."""
+    return _InputUnpickler(io.BytesIO(payload), values).load()
 
 
 def pickled_call(fn: Callable, args: tuple, kwargs: dict) -> bytes:

@@ -5,14 +5,22 @@ Rank 0 knows which call a worker runs without being told per call: a worker runs
 holds in the order sent, so the first call it holds that is not cancelled is the one running
 (marked running() then); its results, sent at the end of each batch and every FLUSH seconds,
 move that mark on.
+
+Dataflow (graph.py, protocol.py): a submit()'s value that its worker keeps settles its Future
+with a Held (where it is); a weak reference to that Future releases the value when the Future
+is dropped, and shutdown fetches the values of the Futures still alive, so result() works
+after the Executor ended. A dataflow call is sent with references to its inputs; a holder
+that is not the call's worker is told to SEND the value there (values.py: that side of it).
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
-from collections import deque
+import weakref
+from collections import defaultdict, deque
+from functools import partial
 from itertools import count
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mpi4py import MPI
 
@@ -20,7 +28,8 @@ from .. import protocol as p
 from ..errors import RemoteTraceback
 from ..policies import Guided
 from ..world import Backoff
-from .calls import decoded
+from .calls import Held, InputLost, decoded
+from .values import KeptValues, fail, forget
 
 if TYPE_CHECKING:
     from .pool import Dispatcher
@@ -31,15 +40,7 @@ DRIVER_PAUSE = 1e-3   # longest nap of rank 0 between polls for results (s)
 logger = logging.getLogger(__name__)
 
 
-def fail(entry: Any, error: BaseException) -> None:
-    """Fail a call not finished yet (a Future in any state, or a Slot)."""
-    try:
-        entry.set_exception(error)
-    except (cf.InvalidStateError, RuntimeError):
-        pass   # it finished or was cancelled meanwhile
-
-
-class Dispatch:
+class Dispatch(KeptValues):
     """The multi-rank dispatch loop of one Dispatcher, with what it holds per worker."""
 
     def __init__(self, d: Dispatcher):
@@ -55,6 +56,9 @@ class Dispatch:
         self.told: set[int] = set()                    # ids the workers were told to skip
         self.requests: list = []                       # isends of cancels, completed at the end
         self.share = Guided(k=PREFETCH)
+        self.kept: dict[tuple[int, int], weakref.ref] = {}   # (worker, task id) -> its Future, weakly
+        self.fetching: dict[tuple[int, int], list[cf.Future]] = defaultdict(list)   # asked, not come
+        self.lost: set[int] = set()                     # workers that broke: their kept values are gone
         self.debug = logger.isEnabledFor(logging.DEBUG)
 
     def run(self) -> None:
@@ -87,21 +91,38 @@ class Dispatch:
         while True:
             if d.cancels or d.cancel_all:
                 self.tell_cancels()
-            while self.free and d.queue and d.broken is None:
-                self.send(self.free.popleft())
-            if not self.starting and not any(self.held.values()):
+            if d.fetches:
+                self.ask_fetches()
+            if len(d.released) > MAX_BATCH:
+                self.release()
+            while self.free and d.has_work() and d.broken is None:
+                self.send(self.next_free())
+            if not self.starting and not self.fetching and not any(self.held.values()):
+                self.release()
                 with d.wake:
-                    while not (d.queue or d.closed or d.cancels):
+                    while not (d.has_work() or d.closed or d.cancels or d.fetches):
                         d.wake.wait()
-                    if not d.queue and d.closed:
+                    if not d.has_work() and not d.fetches and d.closed:
                         return
             elif self.receive(status):
                 backoff.reset()
             else:
                 pause = backoff.next()
                 with d.wake:
-                    if not (self.free and d.queue) and not d.cancels and not d.cancel_all:
+                    if not (self.free and d.has_work()) and not d.cancels and not d.cancel_all \
+                            and not d.fetches:
                         d.wake.wait(pause)
+
+    def next_free(self) -> int:
+        """The free worker to send to next: one for which calls wait (it keeps their inputs)
+        first, so another takes them only while it is busy."""
+        if self.d.n_local:
+            local = self.d.local
+            for worker in self.free:
+                if local[worker]:
+                    self.free.remove(worker)
+                    return worker
+        return self.free.popleft()
 
     def send(self, worker: int) -> None:
         """Send the next batch of queued calls to worker (it has room for one), or to a worker
@@ -111,23 +132,46 @@ class Dispatch:
             self.free.remove(worker)
             self.free.appendleft(other)
         self.idle.discard(worker)
-        batch = self.d.take(min(MAX_BATCH, self.share.chunk_size(len(self.d.queue), len(self.usable))))
-        if not batch:
+        d = self.d
+        batch = d.take(worker, min(MAX_BATCH, self.share.chunk_size(len(d.queue) + d.n_local, len(self.usable))))
+        held, tasks, sends = self.held[worker], [], {}
+        idle, first = not held, None
+        work = deque(batch)
+        del batch
+        while work:
+            entry, payload, inputs = work.popleft()
+            refs = self.refs(entry, inputs, worker, sends) if inputs else inputs
+            if inputs:
+                inputs.clear()   # nothing needs them now: their Futures may go (and release their values)
+            if refs is False:
+                continue
+            tid = next(self.tids)
+            first = tid if first is None else first
+            tasks.append((tid, payload, refs))
+            held.append((tid, entry))
+            if inputs is not None:   # a submit's call: its dependents may follow it here
+                entry.at = (worker, tid)
+                if entry.ahead is not None and len(tasks) + len(work) < MAX_BATCH:
+                    work.extend(self.behind(entry, worker, first))
+        del work
+        if not tasks:
             self.free.appendleft(worker)
             return
-        held, tasks = self.held[worker], []
-        idle = not held
-        for entry, payload in batch:
-            tid = next(self.tids)
-            tasks.append((tid, payload))
-            held.append((tid, entry))
         request = self.comm.isend((p.TASKS, tasks), worker, p.ORDERS)
+        for holder, pairs in sends.items():
+            self.order(holder, (p.SEND, pairs))
         self.batches[worker].append([request, len(tasks)])
         if self.debug:
             logger.debug("sent tasks %d-%d to rank %d (%d queued)", tasks[0][0], tasks[-1][0], worker,
                       len(self.d.queue))
         if idle:
             self.mark_started(worker)
+
+    def order(self, worker: int, order: tuple) -> None:
+        """Send worker an order whose answer, if any, nothing waits for here."""
+        if len(self.requests) > MAX_BATCH:
+            self.requests = [r for r in self.requests if not r.Test()]
+        self.requests.append(self.comm.isend(order, worker, p.ORDERS))
 
     def mark_started(self, worker: int) -> None:
         """Mark as running the call worker runs now: the first of those it holds not cancelled."""
@@ -136,6 +180,8 @@ class Dispatch:
         while i < len(held):
             tid, entry = held[i]
             i += 1
+            if entry.done() and not entry.cancelled():
+                continue   # failed while held (its input failed just before it): its worker fails it too
             if entry.set_running_or_notify_cancel():
                 break
             if tid not in self.told:
@@ -162,7 +208,7 @@ class Dispatch:
 
     def tell(self, worker: int, ids: list[int]) -> None:
         self.told.update(ids)
-        self.requests.append(self.comm.isend((p.CANCEL, ids), worker, p.ORDERS))
+        self.order(worker, (p.CANCEL, ids))
         if self.debug:
             logger.debug("told rank %d to skip %d cancelled tasks", worker, len(ids))
 
@@ -170,7 +216,7 @@ class Dispatch:
         """Act on one reply of a worker if one has come; False if none had."""
         message = self.comm.improbe(MPI.ANY_SOURCE, p.REPLIES, status)
         if message is None:
-            return False
+            return bool(self.fetching) and self.receive_fetched()
         worker = status.Get_source()
         number, kind, data = message.recv()
         if number != self.d.number:
@@ -197,13 +243,16 @@ class Dispatch:
     def settle(self, worker: int, codes: bytes, values: list) -> None:
         """Give each call its outcome, in the order the worker ran them."""
         held, started = self.held[worker], self.started[worker]
-        told = self.told
+        told, released, fast = self.told, self.d.released.append, self.d.future_class
         for code, value in zip(codes, values):
             if not held:
                 return   # failed already: the Executor broke
             tid, entry = held.popleft()
             if told:
                 told.discard(tid)
+            if code == p.RAW and type(entry) is fast and entry.finish(value):
+                started -= started > 0
+                continue
             if started:
                 started -= 1
                 go = not entry.done()
@@ -215,6 +264,10 @@ class Dispatch:
             if go and code != p.SKIPPED:
                 if code == p.RAW:
                     entry.set_result(value)
+                elif code == p.HELD:
+                    held_value = Held(worker, tid)
+                    self.kept[worker, tid] = weakref.ref(entry, partial(forget, released, (worker, tid)))
+                    entry.set_result(held_value)
                 else:
                     ok, outcome = decoded(code, value)
                     entry.set_result(outcome) if ok else entry.set_exception(outcome)
@@ -245,6 +298,12 @@ class Dispatch:
         error.__cause__ = RemoteTraceback(described.traceback)
         logger.debug("rank %d broke: %s", worker, error)
         initializing = worker in self.starting
+        self.lost.add(worker)
+        self.d.lost(worker)
+        for (holder, tid) in [key for key in self.fetching if key[0] == worker]:
+            for wanted in self.fetching.pop((holder, tid)):
+                wanted.set_exception(InputLost(f"the value of task {tid} is lost: rank {worker}, "
+                                               f"which kept it, broke: {error}"))
         if initializing:
             self.started_up(worker)
         if worker in self.usable:
@@ -268,6 +327,10 @@ class Dispatch:
     def end(self, status: MPI.Status) -> None:
         """Tell every worker this Executor ends and wait until each has said so, so that no
         message of this Executor is left for the next one (or for the end of the job)."""
+        try:
+            self.fetch_kept()
+        except Exception:   # noqa: BLE001 - the values stay unfetched; the workers must still end
+            logger.exception("mtcmpi.Executor could not fetch the values kept on its workers")
         self.ending = set(self.d.workers)
         for worker in self.d.workers:
             self.requests.append(self.comm.isend((p.END,), worker, p.ORDERS))
@@ -276,5 +339,11 @@ class Dispatch:
             if not self.receive(status):
                 backoff.sleep()
         MPI.Request.Waitall([*self.requests, *(r for b in self.batches.values() for r, _ in b)])
+        with self.d.wake:   # a result() that asked meanwhile gets a clear error, not a hang
+            self.d.ended = True
+            for held, wanted in self.d.fetches:
+                wanted.set_exception(cf.BrokenExecutor(f"the value of task {held.tid} stayed on rank "
+                                                       f"{held.worker}: the Executor ended"))
+            self.d.fetches.clear()
         if self.debug:
             logger.debug("Executor %d ended on ranks %s", self.d.number, self.d.workers)

@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterable, Iterator
 from .. import graph
 from .. import protocol as p
 from ..errors import RemoteTraceback
-from .calls import DUMPS, call, call_chunk, call_encoded, chunked, decoded, failure, pickled_call, rebuilt
+from .calls import (DUMPS, Held, InputLost, call, call_chunk, call_encoded, chunked, decoded, failure,
+                    loaded_with_inputs, pickled_call, rebuilt)
 from .mapping import MapResults, Slot
 
 try:
@@ -36,6 +37,7 @@ except ImportError:   # no mpi4py: only parallel_map's sequential loop is availa
     MPI = None
 
 logger = logging.getLogger(__name__)
+PENDING_OR_RUNNING = (cf._base.PENDING, cf._base.RUNNING)
 numbers = count()     # every Executor of this process has its own number (stale replies say so)
 live: dict[int, "Dispatcher"] = {}   # communicator handle -> the dispatcher that drives it
 
@@ -104,7 +106,7 @@ class Executor(cf.Executor):
         future = d.future_class()
         with d.wake:
             d.refuse_if_closed()
-            d.queue.append((future, payload))
+            d.queue.append((future, payload, ()))
             d.wake.notify()
         return future
 
@@ -145,7 +147,7 @@ class Executor(cf.Executor):
         results = MapResults(len(payloads), unordered, d.note_cancel)
         with d.wake:
             d.refuse_if_closed()
-            d.queue.extend((Slot(results, i), payload) for i, payload in enumerate(payloads))
+            d.queue.extend((Slot(results, i), payload, None) for i, payload in enumerate(payloads))
             d.wake.notify()
         return results.read(end)
 
@@ -181,15 +183,26 @@ class Dispatcher:
             pickled_call(initializer, initargs, {})
         self.start_order = DUMPS((p.START, self.number, initializer, initargs, isolate))
         self.owner: weakref.ref | None = None   # the Executor, weakly
-        self.queue: deque[tuple[Any, bytes]] = deque()
+        # (entry, pickled call, inputs): inputs None for a map()'s call (its result travels
+        # back), () for a submit (its result may be kept by its worker), the input futures of
+        # a dataflow call (graph.py); calls with a preferred worker wait in local[worker]
+        self.queue: deque[tuple[Any, bytes, Any]] = deque()
+        self.local: dict[int, deque] = {w: deque() for w in workers}
+        self.gone: set[int] = set()   # workers that broke: no call waits for them
+        self.ended = False            # the workers ended: no value can be fetched any more
+        self.n_local = 0
+        self.fetches: deque[tuple[Held, cf.Future]] = deque()   # values Future.result() wants
+        self.released: deque[tuple[int, int]] = deque()   # (worker, task id) of dropped Futures
+        self.dispatch: "Dispatch | None" = None
         self.wake = threading.Condition(threading.RLock())   # RLock: collected() may run anywhere
         self.closed = False
         self.broken: cf.BrokenExecutor | None = None
         self.cancels = False       # a call was cancelled: tell the workers holding it
         self.cancelled_any = False   # some call was cancelled, ever: take() looks at each
         self.cancel_all = False    # shutdown(cancel_futures=True): cancel what has not started
-        self.future_class = type("Future", (cf.Future,), {"cancel": cancel_and_tell(self.note_cancel),
-                                                          "__module__": cf.Future.__module__})
+        self.settled = threading.Condition(threading.RLock())   # every TaskFuture's
+        self.future_class = type("Future", (TaskFuture,), {"dispatcher": self,
+                                                           "__module__": cf.Future.__module__})
         self.thread = threading.Thread(target=self.guarded, daemon=True, name="mtcmpi-executor")
 
     # -- called from the user's threads --
@@ -207,11 +220,66 @@ class Dispatcher:
             self.closed = True
             if cancel_futures:
                 self.cancel_all = self.cancelled_any = True
-                while self.queue:
-                    entry = self.queue.popleft()[0]
+                for entry, _, _ in self.unqueued():
                     entry.cancel()
                     entry.set_running_or_notify_cancel()
             self.wake.notify()
+
+    def unqueued(self) -> list[tuple[Any, bytes, Any]]:
+        """Every queued call, taken out of the queues (under self.wake)."""
+        items = [*self.queue, *(item for local in self.local.values() for item in local)]
+        self.queue.clear()
+        for local in self.local.values():
+            local.clear()
+        self.n_local = 0
+        return items
+
+    def queue_dependent(self, future: cf.Future, payload: bytes, inputs: list[cf.Future],
+                        prefer: int | None) -> None:
+        """Queue a dataflow call whose inputs are done (graph.py), for worker `prefer` first."""
+        with self.wake:
+            if future.cancelled() or not future.waits:   # cancelled, or sent behind its inputs
+                return
+            try:
+                self.refuse_if_closed()
+            except BaseException as exc:
+                future.set_exception(exc)
+                return
+            future.waits = False
+            if prefer is None or prefer in self.gone:
+                self.queue.append((future, payload, inputs))
+            else:
+                self.local[prefer].append((future, payload, inputs))
+                self.n_local += 1
+            self.wake.notify()
+
+    def fetch(self, held: Held, timeout: float | None) -> Any:
+        """The value a worker keeps for a Future, brought to rank 0 once (Future.result())."""
+        if held.fetched is Held.NOT_FETCHED:
+            if threading.current_thread() is self.thread and self.dispatch is not None:
+                held.fetched = self.dispatch.fetch_now(held)   # a done-callback of the dispatch
+            else:
+                wanted = cf.Future()
+                with self.wake:
+                    if held.worker in self.gone:
+                        wanted.set_exception(InputLost(f"the value of task {held.tid} is lost: rank "
+                                                       f"{held.worker}, which kept it, broke"))
+                    elif self.ended:
+                        wanted.set_exception(cf.BrokenExecutor(
+                            f"the value of task {held.tid} stayed on rank {held.worker}: the Executor ended"))
+                    else:
+                        self.fetches.append((held, wanted))
+                        self.wake.notify()
+                try:
+                    held.fetched = (True, wanted.result(timeout))
+                except cf.TimeoutError:
+                    raise
+                except BaseException as exc:
+                    held.fetched = (False, exc)
+        ok, value = held.fetched
+        if not ok:
+            raise value
+        return value
 
     def collected(self, _ref: weakref.ref) -> None:
         """The Executor was garbage-collected without shutdown(): shut down, letting queued
@@ -231,7 +299,8 @@ class Dispatcher:
         key = self.world.comm.py2f()
         try:
             if self.workers:
-                Dispatch(self).run()
+                self.dispatch = Dispatch(self)
+                self.dispatch.run()
             else:
                 self.run_locally()
         except BaseException as exc:   # noqa: BLE001 - mtcmpi's own failure: break, never hang
@@ -250,26 +319,47 @@ class Dispatcher:
         with self.wake:
             self.broken = error
             self.closed = True
-            queued = [entry for entry, _ in self.queue]
-            self.queue.clear()
+            queued = [entry for entry, _, _ in self.unqueued()]
         for entry in [*queued, *held]:
             fail(entry, error)
 
-    def take(self, limit: int) -> list[tuple[Any, bytes]]:
-        """Up to limit queued calls; cancelled ones are dropped (and notified)."""
-        batch, queue = [], self.queue
+    def has_work(self) -> bool:
+        return bool(self.queue) or self.n_local > 0
+
+    def take(self, worker: int, limit: int) -> list[tuple[Any, bytes, Any]]:
+        """Up to limit queued calls for worker: those that prefer it, then any, then those
+        that prefer another (busy) worker; cancelled ones are dropped (and notified)."""
+        batch = []
         with self.wake:
-            if not self.cancelled_any:   # no call was ever cancelled: none to look at
-                for _ in range(min(limit, len(queue))):
-                    batch.append(queue.popleft())
-                return batch
-            while queue and len(batch) < limit:
-                item = queue.popleft()
-                if item[0].cancelled():
-                    item[0].set_running_or_notify_cancel()
+            local = self.local[worker]
+            queues = [local, self.queue]
+            if not self.queue and self.n_local > len(local):
+                queues += [q for w, q in self.local.items() if q and w != worker]
+            for queue in queues:
+                before = len(queue)
+                if not self.cancelled_any:   # no call was ever cancelled: none to look at
+                    for _ in range(min(limit - len(batch), len(queue))):
+                        batch.append(queue.popleft())
                 else:
-                    batch.append(item)
+                    while queue and len(batch) < limit:
+                        item = queue.popleft()
+                        if item[0].cancelled():
+                            item[0].set_running_or_notify_cancel()
+                        else:
+                            batch.append(item)
+                if queue is not self.queue:
+                    self.n_local -= before - len(queue)
+                if len(batch) >= limit:
+                    break
         return batch
+
+    def lost(self, worker: int) -> None:
+        """worker cannot serve: the calls that preferred it may go anywhere."""
+        with self.wake:
+            self.gone.add(worker)
+            self.queue.extend(self.local[worker])
+            self.n_local -= len(self.local[worker])
+            self.local[worker].clear()
 
     def run_locally(self) -> None:
         """One rank: run the calls in this thread, in order, each as it comes."""
@@ -296,32 +386,102 @@ class Dispatcher:
                         self.wake.wait()
                     if not self.queue:
                         return
-                    entry, payload = self.queue.popleft()
+                    entry, payload, inputs = self.queue.popleft()
                 if not entry.set_running_or_notify_cancel():
                     continue
                 tid = next(tids)
                 try:
-                    if isolated is not None:
+                    if inputs:   # a dataflow call: its inputs' values are here
+                        fn, args, kwargs = loaded_with_inputs(payload, [f.result() for f in inputs])
+                        if isolated is None:
+                            ok, value = True, fn(*args, **kwargs)
+                        else:
+                            ok, value = decoded(*isolated(DUMPS((fn, args, kwargs))))
+                    elif isolated is not None:
                         ok, value = decoded(*isolated(payload))
                     else:
                         ok, value = True, call(payload)
                 except BaseException as exc:   # the call's, whatever it is: fails its future only
                     ok, value = False, rebuilt(*failure(exc, f"task {tid} {head}"))
                 entry.set_result(value) if ok else entry.set_exception(value)
-                del entry, value
+                del entry, value, inputs
         finally:
             if isolated is not None:
                 isolated.close()
 
 
-def cancel_and_tell(tell: Callable[[], None]) -> Callable:
-    """Future.cancel that also tells the dispatcher, which tells the worker holding the call."""
-    def cancel(self: cf.Future) -> bool:
-        if not cf.Future.cancel(self):
-            return False
-        tell()
+class TaskFuture(cf.Future):
+    """The Future of a submit(): cancel() also tells the dispatcher (which tells the worker
+    holding the call), and result() fetches a value its worker kept (futures/calls.py Held)."""
+
+    dispatcher: Dispatcher        # set on each Dispatcher's subclass
+    waits = False                 # True while a dataflow call waits for its inputs (graph.py)
+    DONE = (cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED, cf._base.FINISHED)
+
+    def __init__(self) -> None:
+        """cf.Future's state, with the Executor's one Condition instead of a new one per Future
+        (a Condition costs 2 us to make: a tenth of a dataflow task's budget on rank 0).
+        result() and exception() therefore wait in a loop until their own Future is done."""
+        self._condition = self.dispatcher.settled
+        self._state = cf._base.PENDING
+        self._result = self._exception = None
+        self._waiters: list = []
+        self._done_callbacks: list = []
+
+    def finish(self, value: Any) -> bool:
+        """set_running_or_notify_cancel() and set_result(value) in one step, if the Future is
+        pending or running (the dispatcher's path for most results); False if it is not."""
+        with self._condition:
+            if self._state not in PENDING_OR_RUNNING:
+                return False
+            self._result, self._state = value, cf._base.FINISHED
+            for waiter in self._waiters:
+                waiter.add_result(self)
+            if self._condition._waiters:
+                self._condition.notify_all()
+        if self._done_callbacks:
+            self._invoke_callbacks()
         return True
-    return cancel
+
+    def wait_done(self, timeout: float | None) -> None:
+        if self._state not in self.DONE:
+            with self._condition:
+                self._condition.wait_for(lambda: self._state in self.DONE, timeout)
+    at: tuple[int, int] | None = None   # (worker, task id) once sent
+    ahead: list | None = None     # (future, payload, inputs) of small dataflow calls waiting for it
+
+    def cancel(self) -> bool:
+        d = self.dispatcher
+        with d.wake:
+            if not cf.Future.cancel(self):
+                return False
+            waiting = self.waits
+        if waiting:   # not queued: no one else will tell wait() and as_completed()
+            self.set_running_or_notify_cancel()
+        else:
+            d.note_cancel()
+        return True
+
+    def result(self, timeout: float | None = None) -> Any:
+        self.wait_done(timeout)
+        value = cf.Future.result(self, 0)
+        if type(value) is Held:
+            return self.dispatcher.fetch(value, timeout)
+        return value
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The call's exception, or the one its kept value raises on its way to rank 0 (it
+        does not pickle, or does not unpickle here): result() would raise it."""
+        self.wait_done(timeout)
+        exc = cf.Future.exception(self, 0)
+        if exc is None and type(self._result) is Held:
+            try:
+                self.dispatcher.fetch(self._result, timeout)
+            except cf.TimeoutError:
+                raise
+            except BaseException as error:
+                return error
+        return exc
 
 
 @atexit.register

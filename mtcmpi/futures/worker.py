@@ -7,6 +7,12 @@ did, it sends rank 0 the results so far (so rank 0 knows which task runs now: th
 and reads the orders waiting (new tasks, ids to skip because rank 0 cancelled them, END).
 Every task's outcome is one code and one value in its batch's answer, each result pickled on
 its own: whatever a task, its result or its pickling raises fails that task only.
+
+Dataflow (protocol.py): a submit()'s result that is not small and plain stays here (`kept`)
+until rank 0 releases it; this rank sends it to the rank whose call needs it when told (SEND,
+between calls), or to rank 0 when a Future.result() wants it (FETCH). A call whose input was
+kept here takes it without a copy; one kept elsewhere waits for it on DATA, serving the
+others' SENDs meanwhile (two ranks that wait for each other's value both go on).
 """
 from __future__ import annotations
 
@@ -17,10 +23,12 @@ from collections import deque
 from typing import Any, Callable
 
 from .. import protocol as p
-from .calls import PLAIN, call_encoded, encoded, failure
+from .calls import DUMPS, PLAIN, InputLost, call_encoded, encoded, failure, loaded_with_inputs, travels_back
 
 try:
-    from ..world import QUIET_PAUSE, World, poll_until
+    from mpi4py import MPI
+
+    from ..world import QUIET_PAUSE, Backoff, World, poll_until
 except ImportError:   # no mpi4py: no rank serves (mtcmpi.map runs its loop)
     pass
 
@@ -50,19 +58,24 @@ class Worker:
         self.pending: deque[tuple[int, bytes] | None] = deque()   # None ends a batch
         self.skip: set[int] = set()
         self.codes, self.values = bytearray(), []   # results not yet sent
+        self.kept: dict[int, Any] = {}         # task id -> value rank 0 has not released
+        self.wanted: dict[int, int] = {}       # task id -> calls behind it here that take its value
+        self.inbox: dict[int, list] = {}       # task id -> [(ok, pickled value or why lost)] from DATA
+        self.outgoing: list = []               # isends of DATA not known complete
         self.where = f"on rank {world.rank}, host {world.host}, pid {world.pid}"
 
     def serve(self) -> None:
         """Obey rank 0's orders and run the tasks they bring, until STOP."""
         probe = self.comm.improbe
         while True:
-            if not self.pending:
-                self.answer()
-                if not self.obey(poll_until(lambda: probe(0, p.ORDERS), QUIET_PAUSE).recv()):
-                    return
-                continue
             try:
-                self.run_pending()
+                if self.pending:
+                    self.run_pending()
+                    continue
+                self.answer()
+                order = poll_until(lambda: probe(0, p.ORDERS) or self.take_data(), QUIET_PAUSE).recv()
+                if not self.obey(order):
+                    return
             except Exception as exc:   # mtcmpi's own failure, not a task's: tell rank 0
                 self.broken(exc, "its worker loop failed")
 
@@ -80,25 +93,149 @@ class Worker:
                 if pending and pending[0] is None:
                     pending.popleft()
                 continue
-            tid, payload = pending.popleft()
+            tid, payload, refs = pending.popleft()
             if tid in skip:
                 skip.discard(tid)
                 codes.append(p.SKIPPED)
                 values.append(None)
                 continue
             try:
+                if refs:
+                    payload = self.with_inputs(payload, refs, isolated is not None)
                 if isolated is None:   # inline: calls of no-ops run at 200k+/s here
-                    fn, args, kwargs = loads(payload)
+                    fn, args, kwargs = loads(payload) if type(payload) is bytes else payload
                     value = fn(*args, **kwargs)
-                    code, value = (p.RAW, value) if type(value) in PLAIN else encoded(value)
+                    if refs is None:   # a map()'s call: its result travels back
+                        code, value = (p.RAW, value) if type(value) in PLAIN else encoded(value)
+                    else:
+                        code, value = self.keep(tid, value)
                 else:
                     code, value = isolated(payload)
+                    if refs is not None and code in (p.RAW, p.PICKLED):
+                        code, value = self.keep(tid, value if code == p.RAW else loads(value))
             except BaseException as exc:   # a task's SystemExit, KeyboardInterrupt... fail it only
                 code, value = p.FAILED_CALL, failure(exc, f"task {tid} failed {self.where}:\n")
             codes.append(code)
             values.append(value)
         skip.clear()
         self.answer()
+
+    def keep(self, tid: int, value: Any) -> tuple[int, Any]:
+        """A submit()'s outcome: its value if small and plain, else HELD, the value kept here."""
+        if travels_back(value):
+            if tid in self.wanted:   # a call behind it takes it from here too
+                self.kept[tid] = value
+            return p.RAW, value
+        self.kept[tid] = value
+        return p.HELD, None
+
+    def with_inputs(self, payload: bytes, refs: tuple, pickled: bool) -> Any:
+        """A dataflow call with its inputs' values in place: (fn, args, kwargs), or as bytes
+        for the isolated child; InputLost if an input cannot be had."""
+        values = []
+        for holder, item in refs:
+            if holder == -1:            # inline, or kept here and taken when the task came
+                values.append(item)
+            elif holder == -2:          # kept here once, lost since
+                raise InputLost(item)
+            elif holder == self.world.rank:   # ran here just before, in the same batch
+                values.append(self.taken(item))
+            else:
+                values.append(self.received(holder, item))
+        call = loaded_with_inputs(payload, values)
+        return DUMPS(call) if pickled else call
+
+    def taken(self, tid: int) -> Any:
+        """The value of task tid, which ran here just before the call that takes it."""
+        if tid not in self.kept:
+            raise InputLost(f"input task {tid} did not succeed on rank {self.world.rank}")
+        value = self.kept[tid]
+        left = self.wanted.pop(tid) - 1
+        if left:
+            self.wanted[tid] = left
+        elif travels_back(value):   # rank 0 has it: no one else will ask here
+            del self.kept[tid]
+        return value
+
+    def received(self, holder: int, tid: int) -> Any:
+        """The value of task tid that holder sends on DATA, once it has come (orders are obeyed
+        meanwhile, so this rank's own SENDs go out while it waits)."""
+        backoff = None
+        while not (box := self.inbox.get(tid)):
+            self.take_data()
+            self.read_orders()
+            if not self.serving:
+                raise InputLost(f"the Executor ended before the value of task {tid} came from rank {holder}")
+            backoff = backoff or Backoff(FLUSH)
+            backoff.sleep()
+        ok, data = box.pop()
+        if not box:
+            del self.inbox[tid]
+        if not ok:
+            raise InputLost(data)
+        try:
+            return pickle.loads(data)
+        except BaseException as exc:
+            raise InputLost(f"the value of task {tid} from rank {holder} does not unpickle on rank "
+                            f"{self.world.rank}: {type(exc).__name__}: {exc}") from None
+
+    def take_data(self) -> None:
+        """Put the values other workers sent into the inbox (those of an ended Executor are
+        dropped); None, so the idle loop can poll with it."""
+        probe = self.comm.improbe
+        while (message := probe(MPI.ANY_SOURCE, p.DATA)) is not None:
+            number, tid, ok, data = message.recv()
+            if number == self.executor and self.serving:
+                self.inbox.setdefault(tid, []).append((ok, data))
+
+    def send_values(self, pairs: list[tuple[int, int]]) -> None:
+        """SEND: each (task id, target rank): the kept value goes to target on DATA, or why it cannot."""
+        self.outgoing = [r for r in self.outgoing if not r.Test()]
+        for tid, target in pairs:
+            if tid in self.kept:
+                try:
+                    ok, data = True, DUMPS(self.kept[tid])
+                except BaseException as exc:
+                    ok, data = False, (f"the value of task {tid} does not pickle on rank {self.world.rank}: "
+                                       f"{type(exc).__name__}: {exc}")
+            else:
+                ok, data = False, self.lost(tid)
+            self.outgoing.append(self.comm.isend((self.executor, tid, ok, data), target, p.DATA))
+
+    def lost(self, tid: int) -> str:
+        return f"the value of task {tid} is no longer kept on rank {self.world.rank} (its worker broke)"
+
+    def fetched(self, tids: list[int]) -> None:
+        """FETCH: send rank 0 the kept values it asks for, each encoded as a result."""
+        items = []
+        for tid in tids:
+            try:
+                if tid not in self.kept:
+                    raise InputLost(self.lost(tid))
+                code, data = encoded(self.kept[tid])
+            except BaseException as exc:
+                code, data = p.FAILED_CALL, failure(exc, f"fetching the value of task {tid} {self.where}:\n")
+            items.append((tid, code, data))
+        self.comm.send((self.executor, items), 0, p.FETCHED)
+
+    def localized(self, tasks: list[tuple]) -> list[tuple]:
+        """The tasks of a TASKS order with their inputs kept here taken now (a RELEASE that
+        follows cannot drop them before they run)."""
+        rank, kept, batch = self.world.rank, self.kept, None
+        for i, (tid, payload, refs) in enumerate(tasks):
+            if refs:
+                local = []
+                for ref in refs:
+                    if ref[0] == rank:
+                        if ref[1] in kept:
+                            ref = (-1, kept[ref[1]])
+                        elif ref[1] in (batch := batch or {task[0] for task in tasks}):
+                            self.wanted[ref[1]] = self.wanted.get(ref[1], 0) + 1   # sent behind it
+                        else:
+                            ref = (-2, self.lost(ref[1]))
+                    local.append(ref)
+                tasks[i] = (tid, payload, tuple(local))
+        return tasks
 
     def read_orders(self) -> None:
         """Act on the orders that have come, without waiting. Open MPI matches an arrived
@@ -124,10 +261,17 @@ class Worker:
         kind = order[0]
         if kind == p.TASKS:
             if self.serving:
-                self.pending.extend(order[1])
+                self.pending.extend(self.localized(order[1]))
                 self.pending.append(None)   # the batch ends: answer then, so rank 0 sends the next
         elif kind == p.CANCEL:
             self.skip.update(order[1])
+        elif kind == p.SEND:
+            self.send_values(order[1])
+        elif kind == p.RELEASE:
+            for tid in order[1]:
+                self.kept.pop(tid, None)
+        elif kind == p.FETCH:
+            self.fetched(order[1])
         elif kind == p.START:
             self.start(*order[1:])
         elif kind == p.END:
@@ -166,6 +310,12 @@ class Worker:
         self.skip.clear()
         self.codes.clear()
         self.values.clear()
+        self.kept.clear()
+        self.wanted.clear()
+        self.inbox.clear()
+        if self.outgoing:   # the targets take their DATA in their own loops, whatever they do
+            poll_until(lambda: self.take_data() or MPI.Request.Testall(self.outgoing) or None, QUIET_PAUSE)
+            self.outgoing.clear()
         if self.isolated is not None:
             self.isolated.close()
             self.isolated = None

@@ -427,3 +427,178 @@ def test_dispatch_is_traced_at_debug_level_on_rank_0(caplog):
     if comm.rank == 0 and comm.size > 1:
         text = caplog.text
         assert "sent tasks 0-" in text and "Executor" in text and "ended on ranks" in text
+
+
+# -- dataflow: values go from the rank that computed them to the rank that needs them --
+
+UNPICKLED = []   # the ranks where a Counted value was unpickled, in this process
+
+
+def counted(tag):
+    UNPICKLED.append(comm.rank)
+    return Counted(tag)
+
+
+class Counted:
+    """A value that notes every rank that unpickles it, and where it was made."""
+
+    def __init__(self, tag, made_on=None):
+        self.tag, self.made_on = tag, comm.rank if made_on is None else made_on
+
+    def __reduce__(self):
+        return counted_on, (self.tag, self.made_on)
+
+
+def counted_on(tag, made_on):
+    UNPICKLED.append(comm.rank)
+    return Counted(tag, made_on)
+
+
+def make(tag, seconds=0.0):
+    time.sleep(seconds)
+    return Counted(tag)
+
+
+def use(*values):
+    """Where this ran, and (tag, rank that made it) of each input."""
+    return comm.rank, [(v.tag, v.made_on) for v in values]
+
+
+def kept_here():
+    """How many values this worker keeps for rank 0."""
+    import gc
+
+    from mtcmpi.futures.worker import Worker
+    return sum(len(w.kept) for w in gc.get_objects() if isinstance(w, Worker))
+
+
+def test_a_dependent_runs_where_its_input_is_kept_and_rank_0_never_sees_it():
+    with executor() as ex:
+        if ex is not None:
+            value = ex.submit(make, "a")
+            ran_on, inputs = ex.submit(use, value).result(timeout=20)
+            assert inputs == [("a", ran_on)]          # ran on the rank that made it: no transfer
+            assert UNPICKLED == []                     # the value never came to rank 0
+            fetched = [0] if comm.size > 1 else []     # (one rank: the value is here already)
+            assert value.result(timeout=20).tag == "a" and UNPICKLED == fetched   # result() fetches it
+            assert value.result().tag == "a" and UNPICKLED == fetched             # once
+            UNPICKLED.clear()
+            late = ex.submit(make, "b")
+            ex.submit(use, late).result(timeout=20)
+    if comm.rank == 0:   # a value still held at shutdown came back before the workers ended
+        assert late.result().tag == "b" and UNPICKLED == ([0] if comm.size > 1 else [])
+        UNPICKLED.clear()
+
+
+def test_inputs_kept_on_two_workers_meet_worker_to_worker():
+    with executor() as ex:
+        if ex is not None:
+            a, b = ex.submit(make, "a", 0.2), ex.submit(make, "b", 0.2)   # one per worker
+            ran_on, inputs = ex.submit(use, a, b).result(timeout=20)
+            made = dict(inputs)
+            assert set(made) == {"a", "b"} and ran_on in made.values()
+            if comm.size > 2:
+                assert made["a"] != made["b"]          # so one value came from the other worker
+            assert UNPICKLED == []                     # and not through rank 0
+
+
+def test_dropped_futures_release_their_values_on_the_workers():
+    with executor() as ex:
+        if ex is not None and comm.size > 1:
+            values = [ex.submit(make, i) for i in range(20)]
+            cf.wait(values, timeout=20)
+            assert sum(ex.submit(kept_here).result(timeout=20) for _ in WORKERS) > 0
+            del values
+            assert wait_until(lambda: sum(ex.submit(kept_here).result(timeout=20) for _ in WORKERS) == 0)
+
+
+def test_failures_and_cancels_propagate_down_the_graph(tmp_path_factory):
+    from mtcmpi.graph import DependencyError
+    path = comm.bcast(str(tmp_path_factory.mktemp("gate") / "go") if comm.rank == 0 else None)
+    with executor() as ex:
+        if ex is not None:
+            bad = ex.submit(fail, "broken input")
+            below = ex.submit(use, ex.submit(use, bad))
+            with pytest.raises(DependencyError, match="broken input") as err:
+                below.result(timeout=20)
+            assert err.value.failed.startswith("task ")
+            gates = [ex.submit(touch_and_nap, path, 0.5) for _ in WORKERS]   # every worker busy
+            middle = ex.submit(use, ex.submit(make, "m"), gates[0])
+            last = ex.submit(use, middle)
+            assert middle.cancel()
+            done, _ = cf.wait([last], timeout=20)
+            assert last in done and last.cancelled()
+            assert ex.submit(use, ex.submit(make, "ok")).result(timeout=20)[1][0][0] == "ok"
+
+
+def test_a_holder_that_broke_fails_its_dependents_naming_the_lost_input(monkeypatch):
+    from mtcmpi.futures.calls import InputLost
+    from mtcmpi.futures.worker import Worker
+    from mtcmpi.graph import DependencyError
+
+    def broken(self, tasks):
+        if any(task[2] for task in tasks):
+            raise RuntimeError("the worker loop broke")
+        return tasks
+    if comm.rank == 1:
+        monkeypatch.setattr(Worker, "localized", broken)
+    with executor() as ex:
+        if ex is not None and comm.size > 1:
+            value = ex.submit(make, "x")
+            cf.wait([value], timeout=20)   # (exception() would fetch the value)
+            if value._result.worker == 1:   # (the first call goes to rank 1)
+                with pytest.raises(cf.BrokenExecutor, match="its worker loop failed on rank 1"):
+                    ex.submit(use, value).result(timeout=20)   # went to its holder, which broke
+                with pytest.raises(InputLost, match="rank 1, which kept it, broke"):
+                    value.result(timeout=20)
+                if comm.size > 2:
+                    with pytest.raises(DependencyError, match="kept on rank 1.*rank 1 broke"):
+                        ex.submit(use, value).result(timeout=20)
+    monkeypatch.undo()
+    with executor() as ex:
+        if ex is not None:
+            assert ex.submit(use, ex.submit(make, "y")).result(timeout=10)[1][0][0] == "y"
+
+
+def step(history, fail_at=None):
+    """The history of a chain with this rank added; raises at length fail_at."""
+    if len(history) == fail_at:
+        raise ValueError(f"step {fail_at} failed")
+    return history + [comm.rank]
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_a_chain_travels_behind_its_inputs_and_a_failure_in_it_names_the_failed_step(isolate):
+    from mtcmpi.graph import DependencyError
+    with executor(isolate=isolate) as ex:
+        if ex is not None:
+            value = []
+            for _ in range(300):
+                value = ex.submit(step, value)
+            history = value.result(timeout=30)
+            assert len(history) == 300 and len(set(history)) == 1   # one worker ran it all: no transfer
+            number = 0
+            for _ in range(200):   # plain values: they come back, and the worker keeps them for the next
+                number = ex.submit(square, number) if number == 0 else ex.submit(pow, number, 1)
+                number = ex.submit(int.__add__, number, 1)
+            assert number.result(timeout=30) == 200
+            if comm.size > 1:
+                assert sum(ex.submit(kept_here).result(timeout=20) for _ in WORKERS) <= 2 * len(WORKERS)
+            value = []
+            for _ in range(50):
+                value = ex.submit(step, value, 20)
+            with pytest.raises(DependencyError, match="step 20 failed") as err:
+                value.result(timeout=30)
+            assert "step#" in err.value.failed or err.value.failed.startswith("task ")
+
+
+def test_a_future_of_an_executor_that_ended_is_an_input_of_the_next():
+    old = None
+    with executor() as ex:
+        if ex is not None:
+            old = ex.submit(make, "old")
+            pending = ex.submit(make, "pending", 0.3)
+    with executor() as ex:
+        if ex is not None:   # their values came to rank 0 when the first ended: they go inline
+            ran_on, inputs = ex.submit(use, old, pending).result(timeout=20)
+            assert [tag for tag, _ in inputs] == ["old", "pending"]
