@@ -52,14 +52,16 @@ def project(tmp_path, text=PIPELINE, bad=False):
     return tmp_path
 
 
-def ran(tmp_path) -> list[str]:
+def ran(tmp_path, keep=False) -> list[str]:
+    """What the tasks logged they ran since the last call (keep: also for the next call)."""
     path = tmp_path / "ran.log"
     lines = path.read_text().split() if path.exists() else []
-    path.unlink(missing_ok=True)
+    if not keep:
+        path.unlink(missing_ok=True)
     return lines
 
 
-def run(tmp_path, *args, ranks=3):
+def run(tmp_path, *args, ranks: int | None = 3):
     return mtcmpi(["pipeline", "pipe.py", "--out", "p.h5", *args], ranks=ranks, cwd=str(tmp_path), timeout=100)
 
 
@@ -336,3 +338,28 @@ def test_options_are_refused_with_the_words_of_run(tmp_path, option, words):
         assert proc.returncode == 2, proc.stderr
         lines.append([line for line in proc.stderr.splitlines() if line.startswith("mtcmpi: error:")])
     assert lines[0] == lines[1] and len(lines[0]) == 1 and words in lines[0][0]
+
+
+def test_a_task_still_running_at_grace_ends_the_job_with_exit_75_and_the_journal_kept(tmp_path):
+    from mtcmpi.errors import EXIT_STOPPED
+    from tests.helpers import kill_session, start
+
+    faulty(tmp_path, ["ok1", "ok2", "ok3", "stuck"])
+    job = start(2, ["-m", "mtcmpi", "pipeline", "pipe.py", "--out", "p.h5", "--grace", "1"],
+                {"PYTHONPATH": str(tmp_path)}, str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    journal = tmp_path / "p.h5.journal"
+    try:
+        deadline = time.monotonic() + 60
+        while not journal.exists() or len(journal.read_text().splitlines()) < 3 or "stuck" not in ran(tmp_path, keep=True):
+            assert time.monotonic() < deadline and job.poll() is None, "the quick tasks did not finish"
+            time.sleep(0.05)
+        signalled = time.monotonic()
+        kill_session(job.pid, signal.SIGUSR1)
+        stdout, stderr = job.communicate(timeout=60)
+    finally:
+        kill_session(job.pid, signal.SIGKILL)
+    assert time.monotonic() - signalled < 15
+    assert job.returncode == EXIT_STOPPED, stdout + stderr
+    assert "still running 1 s after signal SIGUSR1 (--grace)" in stderr and "in the journal" in stderr
+    dry = run(tmp_path, "--dry-run", ranks=None)
+    assert "3 up to date, 1 would run" in dry.stdout, dry.stdout + dry.stderr
