@@ -36,6 +36,7 @@ class Journal:
                         continue
 
     def append(self, entry: dict) -> None:
+        """One task's end, on disk before this returns (any thread)."""
         with self.lock:
             if self.file is None:
                 self.file = open(self.path, "w" if self.restart else "a", encoding="utf-8")
