@@ -226,7 +226,7 @@ def work(src, dst):
     if name.startswith("bad"):
         time.sleep(0.2)
         raise ValueError(f"{name} is bad")
-    time.sleep(float(os.environ.get("STAGE_SLEEP", "0")))
+    time.sleep(0.2 if name.startswith("slow") else float(os.environ.get("STAGE_SLEEP", "0")))
     with open(dst, "w") as f:
         f.write(name)
 
@@ -363,3 +363,15 @@ def test_a_task_still_running_at_grace_ends_the_job_with_exit_75_and_the_journal
     assert "still running 1 s after signal SIGUSR1 (--grace)" in stderr and "in the journal" in stderr
     dry = run(tmp_path, "--dry-run", ranks=None)
     assert "3 up to date, 1 would run" in dry.stdout, dry.stdout + dry.stderr
+
+
+def test_walltime_starts_no_task_that_cannot_finish_and_exits_75(tmp_path):
+    from mtcmpi.errors import EXIT_STOPPED
+
+    faulty(tmp_path, [f"slow{i:02}" for i in range(40)])   # 0.2 s each, on one worker
+    proc = mtcmpi(["pipeline", "pipe.py", "--out", "p.h5", "--walltime", "0:00:03", "--grace", "1"],
+                  ranks=2, cwd=str(tmp_path), timeout=100)
+    assert proc.returncode == EXIT_STOPPED, proc.stdout + proc.stderr
+    assert "stopped early: walltime" in proc.stdout
+    statuses = [status for status, _, _ in record(tmp_path).values()]
+    assert statuses.count("ok") >= 1 and statuses.count("not-run") >= 1
