@@ -248,10 +248,10 @@ def record(tmp_path) -> dict[str, tuple]:
     from mtcmpi.tasklog import STATUS_NAMES
 
     with h5py.File(tmp_path / "p.h5") as f:
-        tasks, messages = f["tasks"][:], f["errors/message"].asstr()[:]
-    names = sorted(p.name[:-3] for p in tmp_path.glob("*.in"))
-    return {name: (STATUS_NAMES[int(row["status"])], int(row["attempts"]), message)
-            for name, row, message in zip(names, tasks, messages)}
+        tasks, messages, ids = f["tasks"][:], f["errors/message"].asstr()[:], f["task_ids"].asstr()[:]
+    names = sorted(p.name[:-3] for p in tmp_path.glob("*.in"))   # task work:i reads the i-th
+    return {names[int(tid.split(":")[1])]: (STATUS_NAMES[int(row["status"])], int(row["attempts"]), message)
+            for tid, row, message in zip(ids, tasks, messages)}
 
 
 @pytest.mark.parametrize("ranks", [1, 2])
