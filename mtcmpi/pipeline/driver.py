@@ -99,7 +99,11 @@ class Driver:
             return self.settle(tid, entry, error)
         else:   # mtcmpi's own failure (a broken Executor): the task failed
             entry.update(status="failed", type=type(error).__name__, message=str(error))
-        self.journal.append(entry)
+        try:
+            self.journal.append(entry)
+        except OSError as exc:   # a full disk: start nothing more (what is journalled stays)
+            self.stop.halt(f"the journal {self.journal.path} cannot be written: {exc}")
+            self.changed.set()
         self.settle(tid, entry, error)
 
     def blocked_by(self, waits: list[str]) -> str | None:
