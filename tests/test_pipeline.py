@@ -375,3 +375,12 @@ def test_walltime_starts_no_task_that_cannot_finish_and_exits_75(tmp_path):
     assert "stopped early: walltime" in proc.stdout
     statuses = [status for status, _, _ in record(tmp_path).values()]
     assert statuses.count("ok") >= 1 and statuses.count("not-run") >= 1
+
+
+def test_a_journal_that_cannot_be_read_is_one_line_and_exit_2(tmp_path):
+    faulty(tmp_path, ["ok"])
+    (tmp_path / "p.h5.journal").mkdir()
+    proc = run(tmp_path, ranks=2)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("mtcmpi: error:")]
+    assert len(lines) == 1 and "the journal p.h5.journal cannot be read" in lines[0]

@@ -44,8 +44,9 @@ def pipeline_main(args: argparse.Namespace) -> int:
         problems.append(str(exc))
     plan = load(args.pipeline)
     world.agree("; ".join(problems + plan.problems) or None)
+    journal = world.agree_on((lambda: read_journal(args.out + ".journal", options.restart))
+                             if world.rank == 0 else None)
     if world.rank == 0:
-        journal = Journal(args.out + ".journal", options.restart)
         state = decide(plan, journal, options.retry_failed)
         if args.dry_run:
             dry_run(args.pipeline, plan, state)
@@ -71,6 +72,15 @@ def pipeline_main(args: argparse.Namespace) -> int:
     ignore_late()
     code = finish(args.out, plan, state, journal, driver, world, started) if world.rank == 0 else None
     return world.comm.bcast(code, root=0)
+
+
+def read_journal(path: str, restart: bool) -> Journal:
+    """The journal of earlier runs; one that cannot be read is a UsageError (one line, exit 2)."""
+    try:
+        return Journal(path, restart)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"the journal {path} cannot be read ({exc}): move it away, or pass "
+                         "--restart to run every task again") from None
 
 
 def dry_run(path: str, plan: Plan, state: dict[str, str]) -> None:
