@@ -125,6 +125,8 @@ def test_runs_then_skips_what_is_up_to_date_and_redoes_what_an_edit_feeds(tmp_pa
     assert sorted(ran(tmp_path)) == sorted(["work/in2.up", "work/in2.wc", "total"])
     report = mtcmpi(["report", "p.h5"], ranks=None, cwd=str(tmp_path)).stdout
     assert "stage upper: 5 tasks, 1 ok" in report
+    plot = mtcmpi(["plot", "p.h5"], ranks=None, cwd=str(tmp_path))   # a Gantt chart coloured by stage
+    assert plot.returncode == 0 and (tmp_path / "p-gantt.png").stat().st_size > 0, plot.stderr
 
 
 def test_a_failed_task_blocks_its_dependents_until_retry_failed(tmp_path):
@@ -220,6 +222,8 @@ def work(src, dst):
         f.write(name + "\\n")
     if name.startswith("stuck"):
         time.sleep(300)                    # past --timeout: killed with its child process
+    if name.startswith("crash"):
+        os._exit(3)                        # under --isolate: its child process dies, not the rank
     if name.startswith("flaky") and not os.path.exists(name + ".tried"):
         open(name + ".tried", "w").close()
         raise RuntimeError(f"first try of {name} fails")
@@ -265,6 +269,15 @@ def test_a_function_stage_past_timeout_is_killed_and_recorded_as_timeout(tmp_pat
     assert time.monotonic() - started < 60
     rows = record(tmp_path)
     assert rows["stuck"][0] == "timeout" and "--timeout 1 s" in rows["stuck"][2]
+    assert rows["ok1"][0] == rows["ok2"][0] == "ok"
+
+
+def test_isolate_fails_a_crashing_function_task_alone(tmp_path):
+    faulty(tmp_path, ["crash", "ok1", "ok2"])
+    proc = run(tmp_path, "--isolate", ranks=2)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rows = record(tmp_path)
+    assert rows["crash"][0] == "crashed" and "exit status 3" in rows["crash"][2]
     assert rows["ok1"][0] == rows["ok2"][0] == "ok"
 
 
