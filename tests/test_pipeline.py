@@ -397,3 +397,14 @@ def test_a_journal_that_cannot_be_read_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("mtcmpi: error:")]
     assert len(lines) == 1 and "the journal p.h5.journal cannot be read" in lines[0]
+
+
+def test_a_retry_that_max_failures_keeps_from_starting_leaves_the_failed_try_on_record(tmp_path):
+    faulty(tmp_path, [f"bad{i}" for i in range(4)])
+    proc = run(tmp_path, "--retries", "3", "--max-failures", "1", ranks=2)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rows = record(tmp_path)
+    failed = [row for row in rows.values() if row[0] == "failed"]
+    assert failed and all("is bad" in message for _, _, message in failed)
+    assert {status for status, _, _ in rows.values()} <= {"failed", "not-run"}
+    assert sum(attempts for _, attempts, _ in rows.values()) < 4 * 4   # not every retry ran

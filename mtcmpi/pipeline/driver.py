@@ -36,6 +36,7 @@ class Driver:
         self.retries, self.stop = retries, stop
         self.outcomes: dict[str, Future] = {}   # task -> settles when its last try ends
         self.tries: dict[str, Future] = {}      # task -> its try submitted last
+        self.retrying: dict[str, TaskError] = {}   # task -> the failed try its next try repeats
         self.entries: dict[str, dict] = {}      # task -> how it ended in this run
         self.worker_stop: str | None = None     # a rank that would not start a task says why
         self.left = 0
@@ -78,12 +79,16 @@ class Driver:
         task = self.plan.tasks[tid]
         entry = {"task": tid, "stage": task.stage.name, "waits": task.waits}
         error = None if future.cancelled() else future.exception()
+        earlier = self.retrying.pop(tid, None)   # the failed try this one repeats
         if future.cancelled() or isinstance(error, NotStarted):
             if isinstance(error, NotStarted):
                 self.worker_stop = self.worker_stop or str(error)
                 self.changed.set()
-            return self.settle(tid, None, None)
-        if error is None:
+            if earlier is None:
+                return self.settle(tid, None, None)
+            error = earlier   # a retry that did not start: the task ends with its failed try
+            entry.update(error.record)
+        elif error is None:
             record = future.result()
             self.stop.observe(1, 0, record["end"] - record["start"])
             entry.update(record, mtimes=mtimes(task.outputs))
@@ -91,6 +96,7 @@ class Driver:
             self.stop.observe(1, 1, error.record["end"] - error.record["start"])
             self.changed.set()   # --max-failures may be reached
             if attempt <= self.retries and self.reason is None and not self.cancelled:
+                self.retrying[tid] = error
                 return self.submit(tid, [], attempt + 1)
             entry.update(error.record)
         elif isinstance(error, DependencyError):   # not journalled: decide() finds it blocked
