@@ -16,8 +16,8 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         "are up to date is skipped (make-like), and a killed run resumes when run again.",
         epilog="examples:\n  mpirun -n 32 python -m mtcmpi pipeline examples/lw_pipeline.py --out lw.h5\n"
         "  python -m mtcmpi pipeline examples/lw_pipeline.py --dry-run\n\nexit status: 0 all tasks ok "
-        "or up to date, 1 some failed (or --max-failures), 2 a bad pipeline or option, 75 stopped early by a "
-        "signal or the walltime: run the same command again to resume",
+        "or up to date, 1 some failed (or --max-failures),\n  2 a bad pipeline or option, 75 stopped "
+        "early by a signal or the walltime: run the same\n  command again to resume",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("pipeline", metavar="FILE.py", help="the pipeline file")
     p.add_argument("--out", metavar="FILE.h5", help="the per-task record (default: FILE.h5 here, FILE "
