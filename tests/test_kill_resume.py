@@ -12,10 +12,9 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scaling"))
 from faults import trial  # noqa: E402
-from _mpirun import environment  # noqa: E402
 
 from mtcmpi.output import direct, journal  # noqa: E402
-from tests.helpers import ROOT, mtcmpi  # noqa: E402
+from tests.helpers import mtcmpi, start  # noqa: E402
 from tests.output_tasks import rows  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -50,9 +49,7 @@ def test_kill_while_rows_go_into_the_file_then_resume(tmp_path):
     out, n = str(tmp_path / "r.h5"), 120
     args = ["run", "tests.output_tasks:slow_rows", "--count", str(n), "--out", out, "--quiet",
             "--flush-interval", "0.1"]
-    job = subprocess.Popen(["mpiexec", "-n", "3", sys.executable, "-m", "mtcmpi", *args], env=environment(),
-                           cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+    job = start(3, ["-m", "mtcmpi", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline and not journalled(out):
         time.sleep(0.05)
