@@ -108,10 +108,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     store.add_argument("--out", metavar="FILE.h5", help="write results and the per-task log to one "
                        "HDF5 file (parallel HDF5, written by all ranks); run the same command again "
                        "to resume: tasks already done are skipped")
-    store.add_argument("--restart", action="store_true", help="with --out: discard what an "
-                       "earlier run of this output did and start over")
-    store.add_argument("--retry-failed", action="store_true", help="with --out: run again the "
-                       "tasks that failed in an earlier run")
+    add_resume_arguments(store)
     store.add_argument("--serial-io", action="store_true", help="rank 0 writes the whole file "
                        "(for an h5py without MPI; results then travel to rank 0)")
     store.add_argument("--pickle-results", action="store_true", help="store return values that are "
@@ -123,6 +120,37 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                        "datasets (chunked; written collectively; see the README for what it costs)")
     store.add_argument("--chunk-rows", type=int, metavar="N", help="chunk the result datasets by N "
                        "rows (default: contiguous, or about 1 MiB of rows when compressed)")
+    add_stop_arguments(parser)
+    shown = parser.add_argument_group("progress (rank 0, on stderr)")
+    shown.add_argument("--quiet", action="store_true", help="no progress display (the summary "
+                       "is still printed)")
+    shown.add_argument("--progress-interval", type=float, default=30.0, metavar="S", help="in a "
+                       "batch log (stderr not a terminal): one status line every S seconds "
+                       "(default 30); on a terminal a live bar instead")
+    shown.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error: what "
+                       "rank 0 logs on stderr (debug traces every dispatch; default: warnings)")
+    begin = parser.add_argument_group("start-up")
+    begin.add_argument("--profile-startup", action="store_true", help="print where start-up went "
+                       "(Python, imports, MPI init, checks, results file, first task; median and max "
+                       "over ranks); the results file keeps it as startup_* attributes either way")
+    begin.add_argument("--import-broadcast", action="store_true", help="rank 0 reads the run's "
+                       "pure-Python modules (mtcmpi's, the task module, numpy's...) and broadcasts "
+                       "them; the other ranks import from memory, sparing a shared filesystem "
+                       "(for big jobs; also MTCMPI_IMPORT_BROADCAST=1)")
+
+
+def add_resume_arguments(group: argparse._ArgumentGroup) -> None:
+    """--restart and --retry-failed: how a rerun treats what an earlier run of its output did
+    (`run` and `pipeline` alike; RunOptions checks them)."""
+    group.add_argument("--restart", action="store_true", help="with --out: discard what an "
+                       "earlier run of this output did and start over")
+    group.add_argument("--retry-failed", action="store_true", help="with --out: run again the "
+                       "tasks that failed in an earlier run")
+
+
+def add_stop_arguments(parser: argparse.ArgumentParser) -> None:
+    """The "stopping early" group: --walltime, --grace, --max-failures, --fail-fast, --timeout,
+    --isolate, --retries (`run` and `pipeline` alike; RunOptions checks them)."""
     faults = parser.add_argument_group("stopping early (a stopped run resumes when run again)")
     faults.add_argument("--walltime", metavar="HH:MM:SS", help="start no task that would not finish "
                         "before this much time from now, less --grace (default: the job's end time "
@@ -142,22 +170,6 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--retries", type=int, default=0, metavar="K", help="try a failed task again "
                         "up to K times, on another rank where possible (static: on the same rank); "
                         "the file's attempts field counts the tries")
-    shown = parser.add_argument_group("progress (rank 0, on stderr)")
-    shown.add_argument("--quiet", action="store_true", help="no progress display (the summary "
-                       "is still printed)")
-    shown.add_argument("--progress-interval", type=float, default=30.0, metavar="S", help="in a "
-                       "batch log (stderr not a terminal): one status line every S seconds "
-                       "(default 30); on a terminal a live bar instead")
-    shown.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error: what "
-                       "rank 0 logs on stderr (debug traces every dispatch; default: warnings)")
-    begin = parser.add_argument_group("start-up")
-    begin.add_argument("--profile-startup", action="store_true", help="print where start-up went "
-                       "(Python, imports, MPI init, checks, results file, first task; median and max "
-                       "over ranks); the results file keeps it as startup_* attributes either way")
-    begin.add_argument("--import-broadcast", action="store_true", help="rank 0 reads the run's "
-                       "pure-Python modules (mtcmpi's, the task module, numpy's...) and broadcasts "
-                       "them; the other ranks import from memory, sparing a shared filesystem "
-                       "(for big jobs; also MTCMPI_IMPORT_BROADCAST=1)")
 
 
 def parse_run(run_args: list[str]) -> argparse.Namespace:

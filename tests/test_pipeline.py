@@ -52,14 +52,16 @@ def project(tmp_path, text=PIPELINE, bad=False):
     return tmp_path
 
 
-def ran(tmp_path) -> list[str]:
+def ran(tmp_path, keep=False) -> list[str]:
+    """What the tasks logged they ran since the last call (keep: also for the next call)."""
     path = tmp_path / "ran.log"
     lines = path.read_text().split() if path.exists() else []
-    path.unlink(missing_ok=True)
+    if not keep:
+        path.unlink(missing_ok=True)
     return lines
 
 
-def run(tmp_path, *args, ranks=3):
+def run(tmp_path, *args, ranks: int | None = 3):
     return mtcmpi(["pipeline", "pipe.py", "--out", "p.h5", *args], ranks=ranks, cwd=str(tmp_path), timeout=100)
 
 
@@ -123,6 +125,8 @@ def test_runs_then_skips_what_is_up_to_date_and_redoes_what_an_edit_feeds(tmp_pa
     assert sorted(ran(tmp_path)) == sorted(["work/in2.up", "work/in2.wc", "total"])
     report = mtcmpi(["report", "p.h5"], ranks=None, cwd=str(tmp_path)).stdout
     assert "stage upper: 5 tasks, 1 ok" in report
+    plot = mtcmpi(["plot", "p.h5"], ranks=None, cwd=str(tmp_path))   # a Gantt chart coloured by stage
+    assert plot.returncode == 0 and (tmp_path / "p-gantt.png").stat().st_size > 0, plot.stderr
 
 
 def test_a_failed_task_blocks_its_dependents_until_retry_failed(tmp_path):
@@ -206,3 +210,201 @@ def test_a_dry_run_changes_nothing_even_with_restart(tmp_path):
     proc = run(tmp_path, "--dry-run", "--restart", ranks=2)
     assert proc.returncode == 0 and "12 would run" in proc.stdout
     assert (tmp_path / "p.h5.journal").read_text() == journal
+
+
+FAULTY = '''
+import os, sys, time
+from mtcmpi.pipeline import transform
+
+def work(src, dst):
+    name = os.path.basename(src)[:-3]
+    with open("ran.log", "a") as f:
+        f.write(name + "\\n")
+    if name.startswith("stuck"):
+        time.sleep(300)                    # past --timeout: killed with its child process
+    if name.startswith("crash"):
+        os._exit(3)                        # under --isolate: its child process dies, not the rank
+    if name.startswith("flaky") and not os.path.exists(name + ".tried"):
+        open(name + ".tried", "w").close()
+        raise RuntimeError(f"first try of {name} fails")
+    if name.startswith("bad"):
+        time.sleep(0.2)
+        raise ValueError(f"{name} is bad")
+    time.sleep(0.2 if name.startswith("slow") else float(os.environ.get("STAGE_SLEEP", "0")))
+    with open(dst, "w") as f:
+        f.write(name)
+
+out = transform("work", input=sorted(n for n in os.listdir(".") if n.endswith(".in")),
+                output="work/{/.}.out", run=work)
+'''
+
+
+def faulty(tmp_path, names):
+    """A one-stage pipeline over files called names (+ .in), whose names say how each behaves."""
+    for name in names:
+        (tmp_path / f"{name}.in").write_text(name)
+    (tmp_path / "pipe.py").write_text(FAULTY)
+    return tmp_path
+
+
+def record(tmp_path) -> dict[str, tuple]:
+    """task input name -> (status name, attempts, error message) from the record p.h5."""
+    from mtcmpi.tasklog import STATUS_NAMES
+
+    with h5py.File(tmp_path / "p.h5") as f:
+        tasks, messages, ids = f["tasks"][:], f["errors/message"].asstr()[:], f["task_ids"].asstr()[:]
+    names = sorted(p.name[:-3] for p in tmp_path.glob("*.in"))   # task work:i reads the i-th
+    return {names[int(tid.split(":")[1])]: (STATUS_NAMES[int(row["status"])], int(row["attempts"]), message)
+            for tid, row, message in zip(ids, tasks, messages)}
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_a_function_stage_past_timeout_is_killed_and_recorded_as_timeout(tmp_path, ranks):
+    """As `run --timeout`: the function runs in a child of its rank, killed at the limit (on one
+    rank too, where tasks run in a thread and SIGALRM could not reach them)."""
+    faulty(tmp_path, ["ok1", "stuck", "ok2"])
+    started = time.monotonic()
+    proc = run(tmp_path, "--timeout", "1", ranks=ranks)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert time.monotonic() - started < 60
+    rows = record(tmp_path)
+    assert rows["stuck"][0] == "timeout" and "--timeout 1 s" in rows["stuck"][2]
+    assert rows["ok1"][0] == rows["ok2"][0] == "ok"
+
+
+def test_isolate_fails_a_crashing_function_task_alone(tmp_path):
+    faulty(tmp_path, ["crash", "ok1", "ok2"])
+    proc = run(tmp_path, "--isolate", ranks=2)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rows = record(tmp_path)
+    assert rows["crash"][0] == "crashed" and "exit status 3" in rows["crash"][2]
+    assert rows["ok1"][0] == rows["ok2"][0] == "ok"
+
+
+def test_retries_try_a_failed_task_again_and_count_the_attempts(tmp_path):
+    faulty(tmp_path, ["flaky1", "flaky2", "ok"])
+    proc = run(tmp_path, "--retries", "1", ranks=3)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = record(tmp_path)
+    assert rows == {"flaky1": ("ok", 2, ""), "flaky2": ("ok", 2, ""), "ok": ("ok", 1, "")}
+    assert sorted(ran(tmp_path)) == ["flaky1", "flaky1", "flaky2", "flaky2", "ok"]
+
+
+@pytest.mark.parametrize("flag", [["--max-failures", "1"], ["--fail-fast"]])
+def test_max_failures_starts_no_more_tasks_and_exits_1(tmp_path, flag):
+    faulty(tmp_path, [f"bad{i:02}" for i in range(16)])
+    proc = run(tmp_path, *flag, ranks=2)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "stopped early: 1 failed tasks (--max-failures 1)" in proc.stdout
+    statuses = [status for status, _, _ in record(tmp_path).values()]
+    assert 1 <= statuses.count("failed") < 16 and statuses.count("not-run") == 16 - statuses.count("failed")
+
+
+@pytest.mark.parametrize("how", ["SIGUSR1 to every process", "Ctrl-C to mpiexec"])
+def test_a_stop_signal_stops_cleanly_and_the_same_command_resumes_redoing_nothing(tmp_path, how):
+    """As for `run`: no task starts after the signal, the running ones finish, everything
+    finished is journalled, exit 75; the same command then runs only the rest."""
+    from mtcmpi.errors import EXIT_STOPPED
+    from tests.helpers import kill_session, start
+
+    names = [f"x{i:02}" for i in range(30)]
+    faulty(tmp_path, names)
+    # Open MPI's mpiexec answers a Ctrl-C with SIGTERM to the ranks 2 s later, SIGKILL 2 s after
+    env = {"PYTHONPATH": str(tmp_path), "STAGE_SLEEP": "0.3", "OMPI_MCA_odls_base_sigkill_timeout": "2"}
+    job = start(3, ["-m", "mtcmpi", "pipeline", "pipe.py", "--out", "p.h5"], env, str(tmp_path),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    journal = tmp_path / "p.h5.journal"
+    try:
+        deadline = time.monotonic() + 60
+        while not journal.exists() or len(journal.read_text().splitlines()) < 4:
+            assert time.monotonic() < deadline and job.poll() is None, "no 4 journalled tasks"
+            time.sleep(0.05)
+        if how.startswith("SIGUSR1"):   # a batch system's warning (Open MPI's mpiexec forwards it)
+            kill_session(job.pid, signal.SIGUSR1)
+        else:
+            job.send_signal(signal.SIGINT)
+        stdout, stderr = job.communicate(timeout=60)
+    finally:
+        kill_session(job.pid, signal.SIGKILL)
+    assert "stopped early: signal SIG" in stdout, stdout + stderr
+    if how.startswith("SIGUSR1"):   # (mpiexec exits its own way after a SIGTERM or Ctrl-C)
+        assert job.returncode == EXIT_STOPPED, stdout + stderr
+    finished = {json.loads(line)["task"] for line in journal.read_text().splitlines()}
+    first = ran(tmp_path)
+    assert 4 <= len(finished) < 30 and len(first) == len(set(first)) == len(finished)
+    assert {status for status, _, _ in record(tmp_path).values()} == {"ok", "not-run"}
+    done = run(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    again = ran(tmp_path)
+    assert not set(again) & set(first) and sorted(first + again) == names
+    assert f"{len(first)} skipped" in done.stdout
+
+
+@pytest.mark.parametrize("option, words", [(["--timeout", "0"], "--timeout must be > 0"),
+                                           (["--retries", "-1"], "--retries must be >= 0"),
+                                           (["--grace", "-1"], "--grace must be >= 0")])
+def test_options_are_refused_with_the_words_of_run(tmp_path, option, words):
+    faulty(tmp_path, ["ok"])
+    lines = []
+    for args in (["pipeline", "pipe.py"], ["run", "kernels.sleep:task", "--count", "1"]):
+        proc = mtcmpi(args + option, ranks=None, cwd=str(tmp_path))
+        assert proc.returncode == 2, proc.stderr
+        lines.append([line for line in proc.stderr.splitlines() if line.startswith("mtcmpi: error:")])
+    assert lines[0] == lines[1] and len(lines[0]) == 1 and words in lines[0][0]
+
+
+def test_a_task_still_running_at_grace_ends_the_job_with_exit_75_and_the_journal_kept(tmp_path):
+    from mtcmpi.errors import EXIT_STOPPED
+    from tests.helpers import kill_session, start
+
+    faulty(tmp_path, ["ok1", "ok2", "ok3", "stuck"])
+    job = start(2, ["-m", "mtcmpi", "pipeline", "pipe.py", "--out", "p.h5", "--grace", "1"],
+                {"PYTHONPATH": str(tmp_path)}, str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    journal = tmp_path / "p.h5.journal"
+    try:
+        deadline = time.monotonic() + 60
+        while not journal.exists() or len(journal.read_text().splitlines()) < 3 or "stuck" not in ran(tmp_path, keep=True):
+            assert time.monotonic() < deadline and job.poll() is None, "the quick tasks did not finish"
+            time.sleep(0.05)
+        signalled = time.monotonic()
+        kill_session(job.pid, signal.SIGUSR1)
+        stdout, stderr = job.communicate(timeout=60)
+    finally:
+        kill_session(job.pid, signal.SIGKILL)
+    assert time.monotonic() - signalled < 15
+    assert job.returncode == EXIT_STOPPED, stdout + stderr
+    assert "still running 1 s after signal SIGUSR1 (--grace)" in stderr and "in the journal" in stderr
+    dry = run(tmp_path, "--dry-run", ranks=None)
+    assert "3 up to date, 1 would run" in dry.stdout, dry.stdout + dry.stderr
+
+
+def test_walltime_starts_no_task_that_cannot_finish_and_exits_75(tmp_path):
+    from mtcmpi.errors import EXIT_STOPPED
+
+    faulty(tmp_path, [f"slow{i:02}" for i in range(40)])   # 0.2 s each, on one worker
+    proc = mtcmpi(["pipeline", "pipe.py", "--out", "p.h5", "--walltime", "0:00:03", "--grace", "1"],
+                  ranks=2, cwd=str(tmp_path), timeout=100)
+    assert proc.returncode == EXIT_STOPPED, proc.stdout + proc.stderr
+    assert "stopped early: walltime" in proc.stdout
+    statuses = [status for status, _, _ in record(tmp_path).values()]
+    assert statuses.count("ok") >= 1 and statuses.count("not-run") >= 1
+
+
+def test_a_journal_that_cannot_be_read_is_one_line_and_exit_2(tmp_path):
+    faulty(tmp_path, ["ok"])
+    (tmp_path / "p.h5.journal").mkdir()
+    proc = run(tmp_path, ranks=2)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("mtcmpi: error:")]
+    assert len(lines) == 1 and "the journal p.h5.journal cannot be read" in lines[0]
+
+
+def test_a_retry_that_max_failures_keeps_from_starting_leaves_the_failed_try_on_record(tmp_path):
+    faulty(tmp_path, [f"bad{i}" for i in range(4)])
+    proc = run(tmp_path, "--retries", "3", "--max-failures", "1", ranks=2)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rows = record(tmp_path)
+    failed = [row for row in rows.values() if row[0] == "failed"]
+    assert failed and all("is bad" in message for _, _, message in failed)
+    assert {status for status, _, _ in rows.values()} <= {"failed", "not-run"}
+    assert sum(attempts for _, attempts, _ in rows.values()) < 4 * 4   # not every retry ran

@@ -1,6 +1,7 @@
 """The results file: its layout, and writing and reading its rows in bounded blocks.
 
-Layout (row = task id):
+Layout (row = task id; the /tasks and /errors layout is layout.py's, shared with the records of
+pipelines and sessions):
   /tasks           the per-task log, a table with fields rank, host, pid, start, end (epoch
                    seconds), status (enum: not-run, ok, failed, skipped, timeout, crashed),
                    attempts, ranks (1, or a parallel task's number of ranks); rank -1, NaN
@@ -30,23 +31,13 @@ import h5py
 import numpy as np
 from mpi4py import MPI
 
-from ..tasklog import FAILED_STATES, OK, STATUS_NAMES, Failure, TaskLog
+from ..tasklog import FAILED_STATES, OK, Failure, TaskLog
 from . import members
+from .layout import COLUMNS, FAILURE_TEXT, STATUS, TEXT, log_dtype  # noqa: F401 (the layout's names, here too)
 from .values import Column, dataset_name, fill_value, only_fill, result_sets
 
-STATUS = h5py.enum_dtype({name: code for code, name in STATUS_NAMES.items()}, basetype="i1")
-TEXT = h5py.string_dtype("utf-8")
-COLUMNS = {"rank": (np.int32, -1), "host": (None, b""), "pid": (np.int64, -1),
-           "start": (np.float64, np.nan), "end": (np.float64, np.nan), "status": (STATUS, 0),
-           "attempts": (np.int16, 0), "ranks": (np.int16, 0)}   # host: fixed-length bytes as wide as the longest name
-FAILURE_TEXT = ("type", "message", "traceback")
 PIECES = 256            # hyperslab pieces OR-ed into one selection (the OR is quadratic in them)
 BLOCK_BYTES = 32 << 20  # rows read or written at a time from an earlier file
-
-
-def log_dtype(host_width: int) -> np.dtype:
-    """The row type of /tasks."""
-    return np.dtype([(k, f"S{host_width}" if k == "host" else dt) for k, (dt, _) in COLUMNS.items()])
 
 
 def tries_dtype(host_width: int) -> np.dtype:

@@ -1,43 +1,29 @@
-"""The per-task record of a pipeline run, written by rank 0 with plain h5py.
+"""The per-task record of a pipeline run, written by rank 0 (output/layout.py's writer).
 
-Same /tasks table as a results file (rank, host, pid, start, end, status enum, attempts) plus
+The /tasks table of a results file (rank, host, pid, start, end, status, attempts, ranks) plus
 a stage column (an index into the `stages` attribute), /task_ids ("stage:i"), /waited_for (the
 task ids each task waited for, comma-separated) and /errors/{type, message, traceback}, so
-`mtcmpi report` and `mtcmpi plot` read it. Built as <out>.tmp and renamed.
+`mtcmpi report` and `mtcmpi plot` read it as they read a results file.
 """
 from __future__ import annotations
 
-import os
-import time
-
-import h5py
 import numpy as np
 
-from .. import __version__
+from ..output.layout import FAILURE_TEXT, write_record as write_layout
 from ..tasklog import STATUS_NAMES
 
 CODES = {name: code for code, name in STATUS_NAMES.items()}
+FIELDS = {"rank": -1, "host": "", "pid": -1, "start": np.nan, "end": np.nan, "attempts": 0}
 
 
 def write_record(path: str, rows: list[dict], stages: list[str], ranks: int, started: float,
                  command_line: str) -> None:
     """Write one row per task (dicts as the journal holds them) to path."""
-    hosts = [str(r.get("host", "")).encode() for r in rows]
-    table = np.zeros(len(rows), dtype=[
-        ("rank", np.int32), ("host", f"S{max(map(len, hosts), default=1) or 1}"), ("pid", np.int64),
-        ("start", np.float64), ("end", np.float64),
-        ("status", h5py.enum_dtype(CODES, basetype="i1")), ("attempts", np.int16), ("stage", np.int16)])
-    for i, row in enumerate(rows):
-        table[i] = (row.get("rank", -1), hosts[i], row.get("pid", -1), row.get("start", np.nan),
-                    row.get("end", np.nan), CODES[row["status"]], row.get("attempts", 0),
-                    stages.index(row["stage"]))
-    text = h5py.string_dtype("utf-8")
-    with h5py.File(path + ".tmp", "w") as f:
-        f["tasks"] = table
-        f["task_ids"] = np.array([r["task"] for r in rows], dtype=text)
-        f["waited_for"] = np.array([",".join(r.get("waits", [])) for r in rows], dtype=text)
-        for key in ("type", "message", "traceback"):
-            f[f"errors/{key}"] = np.array([r.get(key, "") for r in rows], dtype=text)
-        f.attrs.update(mtcmpi_version=__version__, ranks=ranks, policy="dynamic (pipeline)", n_tasks=len(rows),
-                       stages=stages, start_time=started, end_time=time.time(), command_line=command_line)
-    os.replace(path + ".tmp", path)
+    columns = {name: [row.get(name, empty) for row in rows] for name, empty in FIELDS.items()}
+    columns["status"] = [CODES[row["status"]] for row in rows]
+    columns["stage"] = np.array([stages.index(row["stage"]) for row in rows], np.int16)
+    write_layout(path, columns, [tuple(row.get(k, "") for k in FAILURE_TEXT) for row in rows],
+                 dict(ranks=ranks, policy="dynamic (pipeline)", stages=stages, start_time=started,
+                      command_line=command_line),
+                 {"task_ids": [row["task"] for row in rows],
+                  "waited_for": [",".join(row.get("waits", [])) for row in rows]})

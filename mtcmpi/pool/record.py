@@ -1,8 +1,9 @@
 """The per-task record of a session (`connect(out=...)`): the /tasks table of a results file.
 
-Written with plain h5py in the layout the README documents for `run --out` (rank, host, pid,
-start, end, status enum, attempts, plus the pool), with /errors texts, so `mtcmpi report` and
-`mtcmpi plot` read it. Rank numbers count the workers of every pool in the order they joined.
+Written by output/layout.py's writer, in the layout of `run --out` (rank, host, pid, start, end,
+status enum, attempts, ranks, plus the pool), with /errors texts, so `mtcmpi report` and
+`mtcmpi plot` read it as they read a results file. Rank numbers count the workers of every
+pool in the order they joined.
 
 While the session runs, finished tasks are appended to OUT.journal (JSON lines, flushed and
 fsynced every FLUSH_S seconds by the session's I/O thread), so a notebook that dies loses at
@@ -21,13 +22,11 @@ import time
 
 import numpy as np
 
-from .. import __version__
-from ..tasklog import NOT_RUN, STATUS_NAMES
+from ..tasklog import NOT_RUN
 from .connection import SessionError
 
 log = logging.getLogger("mtcmpi.pool")
-FIELDS = [("rank", np.int32), ("host", None), ("pid", np.int64), ("start", np.float64),
-          ("end", np.float64), ("status", None), ("attempts", np.int16), ("pool", np.int16)]
+FIELDS = ("rank", "host", "pid", "start", "end", "status", "attempts", "pool")   # a row's, in order
 NO_ROW = (-1, b"", -1, np.nan, np.nan, NOT_RUN, 0, -1)
 NO_ERROR = ("", "", "")
 FLUSH_S = 2.0   # seconds between journal flushes: what a dead notebook can lose of its record
@@ -143,22 +142,12 @@ def follow(earlier: dict, rows: list[tuple], errors: list) -> tuple[list[tuple],
 
 def write_file(path: str, rows: list[tuple], errors: list, started: float, sessions: int,
                command_line: str) -> None:
-    """The /tasks table and /errors texts, to a temporary name renamed when complete."""
-    import h5py
+    """The /tasks table (with a pool column) and /errors texts, by output/layout.py's writer."""
+    from ..output.layout import write_record   # h5py: only when a session writes its record
 
-    width = max((len(r[1]) for r in rows), default=1) or 1
-    status = h5py.enum_dtype({name: code for code, name in STATUS_NAMES.items()}, basetype="i1")
-    dtype = np.dtype([(name, {"host": f"S{width}", "status": status}.get(name, kind))
-                      for name, kind in FIELDS])
-    table = np.array(rows, dtype=dtype)
-    text = h5py.string_dtype("utf-8")
-    temporary = path + ".tmp"
-    with h5py.File(temporary, "w") as f:
-        f.create_dataset("tasks", data=table)
-        for k, name in enumerate(("type", "message", "traceback")):
-            f.create_dataset(f"errors/{name}", data=[e[k] for e in errors], dtype=text)
-        f.attrs.update(mtcmpi_version=__version__, ranks=int(table["rank"].max(initial=-1)) + 1,
-                       policy="pool", n_tasks=len(rows), start_time=started, end_time=time.time(),
-                       io_mode="serial", command_line=command_line, sessions=sessions,
-                       pools=len({int(p) for p in table["pool"] if p >= 0}))
-    os.replace(temporary, path)
+    columns = {name: [r[i] for r in rows] for i, name in enumerate(FIELDS)}
+    columns["pool"] = np.array(columns["pool"], np.int16)
+    write_record(path, columns, errors,
+                 dict(ranks=max((r[0] for r in rows), default=-1) + 1, policy="pool", start_time=started,
+                      command_line=command_line, sessions=sessions,
+                      pools=len({r[7] for r in rows if r[7] >= 0})))
