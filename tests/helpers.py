@@ -7,7 +7,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scaling"))
-from _mpirun import (MPI_ENV, command, end_job, env_option, environment, job_processes,  # noqa: E402,F401
+from _mpirun import (MPI_ENV, command, end_job, environment, job_processes,  # noqa: E402,F401
                      launcher, ranks_of, run, signal_job, start)   # one way to start MPI jobs,
 # shared with the benchmarks
 
