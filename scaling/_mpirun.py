@@ -48,10 +48,26 @@ def environment(extra: dict | None = None) -> dict:
     return env
 
 
-def command(ranks: int | None, args: list[str]) -> list[str]:
-    """`mpiexec -n ranks python ARGS`, or `python ARGS` alone for ranks None, through a shell
-    that puts its own pid in JOB_TAG and then becomes that command (same pid)."""
-    job = [*(["mpiexec", "-n", str(ranks)] if ranks else []), sys.executable, *args]
+# How many ranks a job has: None (no mpiexec), a count, or one (count, variables) per app
+# context of an MPMD job (`mpiexec -n 1 -x V=a python ARGS : -n 1 -x V=b python ARGS`), each
+# context's ranks with variables of their own (as nodes that see other files).
+Ranks = int | None | list[tuple[int, dict[str, str]]]
+
+
+def command(ranks: Ranks, args: list[str]) -> list[str]:
+    """`mpiexec -n ranks python ARGS` (an app context of its own for each (count, variables)
+    of an MPMD ranks), or `python ARGS` alone for ranks None; tagged with JOB_TAG."""
+    if not ranks:
+        return _tagged([sys.executable, *args])
+    job = ["mpiexec"]
+    for count, variables in [(ranks, {})] if isinstance(ranks, int) else ranks:
+        options = [o for name, value in variables.items() for o in env_option(name, value)]
+        job += [":"] * (len(job) > 1) + ["-n", str(count), *options, sys.executable, *args]
+    return _tagged(job)
+
+
+def _tagged(job: list[str]) -> list[str]:
+    """job run by a shell that puts its own pid in JOB_TAG and then becomes job (same pid)."""
     return ["/bin/sh", "-c", f'{JOB_TAG}=$$; export {JOB_TAG}; exec "$@"', "sh", *job]
 
 
@@ -67,14 +83,14 @@ def env_option(name: str, value: str) -> list[str]:
     return ["-env", name, value] if launcher() == "mpich" else ["-x", f"{name}={value}"]
 
 
-def start(ranks: int | None, args: list[str], env: dict | None = None, cwd: str | None = None,
+def start(ranks: Ranks, args: list[str], env: dict | None = None, cwd: str | None = None,
           **popen) -> subprocess.Popen:
     """Start command(ranks, args) in a new session (end_job ends all of it), text mode."""
     return subprocess.Popen(command(ranks, args), env=environment(env), cwd=cwd or ROOT,
                             start_new_session=True, text=True, **popen)
 
 
-def run(ranks: int | None, args: list[str], timeout: float, env: dict | None = None,
+def run(ranks: Ranks, args: list[str], timeout: float, env: dict | None = None,
         cwd: str | None = None) -> subprocess.CompletedProcess:
     """start() and wait for the output; past the timeout every process of the job is killed
     and subprocess.TimeoutExpired raised."""

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.helpers import MPI_ENV, ROOT, env_option, mtcmpi
+from tests.helpers import ROOT, mtcmpi, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -172,17 +172,14 @@ def test_ranks_that_see_another_task_module_stop_the_run_with_one_message(tmp_pa
     for name, body in (("a", "def f(x):\n    return x\n"), ("b", "def f(x):\n    return -x\n")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "mymodel.py").write_text(body)
-    run = [sys.executable, "-m", "mtcmpi", "run", "mymodel:f", "--count", "4"]
-    env = dict(os.environ, **MPI_ENV)
-    contexts = [["-n", "1", *env_option("PYTHONPATH", f"{tmp_path / d}{os.pathsep}{ROOT}"), *run] for d in "ab"]
-    proc = subprocess.run(["mpiexec", *contexts[0], ":", *contexts[1]], capture_output=True,
-                          text=True, timeout=60, cwd=str(tmp_path), env=env, start_new_session=True)
+    args = ["-m", "mtcmpi", "run", "mymodel:f", "--count", "4"]
+    a, b = ((1, {"PYTHONPATH": f"{tmp_path / d}{os.pathsep}{ROOT}"}) for d in "ab")
+    proc = run([a, b], args, 60, cwd=str(tmp_path))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.count("mtcmpi: error: rank 1 on ") == 1, proc.stderr
     assert "runs other code than rank 0" in proc.stderr and "task module mymodel" in proc.stderr
     assert "Traceback" not in proc.stderr and "0 ok" not in proc.stdout
-    same = subprocess.run(["mpiexec", *contexts[0], ":", *contexts[0]], capture_output=True,
-                          text=True, timeout=60, cwd=str(tmp_path), env=env, start_new_session=True)
+    same = run([a, a], args, 60, cwd=str(tmp_path))
     assert same.returncode == 0 and "4 ok, 0 failed" in same.stdout, same.stderr
 
 

@@ -14,6 +14,7 @@ from mtcmpi.errors import UsageError
 from mtcmpi import faults
 from mtcmpi.faults import CHECK_EVERY, REPEAT, SIGNALS, Stop, catch_early, parse_walltime
 from mtcmpi.tasklog import FAILED, OK, TaskLog
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.timeout(30, method="thread")   # the Stop's signal handlers are the test's
 
@@ -48,13 +49,6 @@ def test_every_way_out_of_a_task_is_a_failed_task_and_the_run_goes_on(exc):
     assert log.failures[1].type == type(exc).__name__ and log.results == {0: 0, 2: 2}
 
 
-def wait_for(condition, seconds=10.0):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
 def test_an_early_signal_counts_at_install_and_the_run_ends_grace_later_even_in_start_up(handlers):
     catch_early()
     os.kill(os.getpid(), signal.SIGUSR2)        # before the run: remembered, not fatal
@@ -63,7 +57,7 @@ def test_an_early_signal_counts_at_install_and_the_run_ends_grace_later_even_in_
     stop.expired = ended.append
     stop.install()
     assert stop.reason == "signal SIGUSR2"
-    wait_for(lambda: ended)                      # no task ran, no engine: the watchdog ends it
+    wait_until(lambda: ended, 10, "the watchdog")   # no task ran, no engine: the watchdog ends it
     assert ended == ["still running 0.2 s after signal SIGUSR2 (--grace)"]
     stop.uninstall()
 
@@ -75,7 +69,7 @@ def test_a_signal_before_any_run_ends_the_job_grace_later(handlers):
     ended = []
     faults._early.expired = ended.append
     os.kill(os.getpid(), signal.SIGTERM)
-    wait_for(lambda: ended)
+    wait_until(lambda: ended, 10, "the watchdog")
     assert ended == ["still running 0.1 s after signal SIGTERM (--grace)"]
     faults._early.uninstall()
     faults._early = None

@@ -1,7 +1,6 @@
 """Parallel tasks under faults: --retries, and a kill -9 of the whole job, then resume."""
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -12,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.helpers import mtcmpi, signal_job, start
+from tests.helpers import mtcmpi, signal_job, start, wait_journalled
 
 pytestmark = pytest.mark.timeout(180)
 TASKS = "tests.tasks_for_groups"
@@ -40,15 +39,9 @@ def started_mid_run(tmp_path: Path, n: int, **pipes) -> tuple[subprocess.Popen, 
     args = ["run", f"{TASKS}:nap", "--params", str(params), "--ranks", "k", "--out", str(out),
             "--flush-interval", "0.1", "--quiet"]
     job = start(4, ["-m", "mtcmpi", *args], **pipes)
-    journal = f"{out}.journal"
-    deadline = time.monotonic() + 60
     try:
-        while time.monotonic() < deadline:
-            frames = [p for p in os.listdir(journal) if p.endswith(".jnl")] if os.path.isdir(journal) else []
-            if any(os.path.getsize(os.path.join(journal, p)) for p in frames):
-                return job, args, out
-            time.sleep(0.05)
-        pytest.fail("no task was journalled within 60 s")
+        wait_journalled(str(out))
+        return job, args, out
     except BaseException:
         signal_job(job.pid, signal.SIGKILL)
         job.communicate(timeout=30)

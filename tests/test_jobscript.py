@@ -14,7 +14,7 @@ import pytest
 
 from mtcmpi import jobscript
 from mtcmpi.errors import UsageError
-from tests.helpers import MPI_ENV, ROOT, mtcmpi
+from tests.helpers import MPI_ENV, ROOT, mtcmpi, wait_journalled
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -190,11 +190,8 @@ def test_bad_input_is_not_resubmitted(job, tmp_path):
 
 def warn_when_running(proc: subprocess.Popen, tmp_path: Path, group: bool = False) -> None:
     """SIGUSR1 to the job shell (as Slurm sends it) or its process group (as Grid Engine does),
-    once mtcmpi has started its tasks."""
-    deadline = time.time() + 60
-    while not list((tmp_path / "res.h5.journal").glob("*.jnl")) and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1)
+    once mtcmpi has journalled a task."""
+    wait_journalled(str(tmp_path / "res.h5"))
     (os.killpg if group else os.kill)(proc.pid, signal.SIGUSR1)
 
 

@@ -19,19 +19,9 @@ import pytest
 
 import mtcmpi
 from mtcmpi.pool.connection import SessionError, read
-from tests.helpers import ROOT, run, signal_job, start
+from tests.helpers import ROOT, run, signal_job, start, wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def wait_until(condition, timeout: float = 30, what: str = "condition"):
-    """Poll condition until it returns something true; fail after timeout seconds."""
-    end = time.monotonic() + timeout
-    while not (found := condition()):
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-    return found
 
 
 class Pool:

@@ -8,7 +8,8 @@ import h5py
 import pytest
 
 from mtcmpi.errors import EXIT_STOPPED
-from tests.helpers import ROOT, end_job, job_processes, launcher, mtcmpi, ranks_of, signal_job, start
+from tests.helpers import (ROOT, end_job, job_processes, journalled, launcher, mtcmpi, ranks_of,
+                           signal_job, start, wait_journalled, wait_until)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -42,7 +43,7 @@ def test_a_signal_stops_handing_out_work_stores_everything_and_the_rerun_resumes
     out = str(tmp_path / "r.h5")
     args = ["run", "kernels.sleep:task", "--count", "40", "--out", out, "--flush-interval", "0.2"]
     job = start_mtcmpi(args)
-    wait_for(lambda: journalled(out), 90, "a journalled task")
+    wait_journalled(out, 1, 90)
     signal_job(job.pid, sig)   # every process, as a batch system does
     stdout, stderr = job.communicate(timeout=60)
     assert f"stopped early: signal {signal.Signals(sig).name}" in stdout, stdout + stderr
@@ -175,20 +176,6 @@ class Stalling:
         return proc
 
 
-def journalled(out: str) -> set[int]:
-    """The ids of the tasks in the journal of results file `out`."""
-    from mtcmpi.output import journal
-    return {int(t) for frame in journal.read(out) for t in frame.ids}
-
-
-def wait_for(condition, seconds=30.0, what="the condition"):
-    """Poll condition until true; fail after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not met within {seconds} s"
-        time.sleep(0.05)
-
-
 def signal_ranks(job, sig):
     """Signal the ranks only (each leads its own process group), not mpiexec."""
     pids = ranks_of(job.pid)
@@ -202,7 +189,7 @@ def test_tasks_still_running_at_grace_end_the_job_with_everything_finished_journ
     """No periodic flush (--flush-interval 1000): the signal itself journals what finished."""
     model = Stalling(tmp_path)
     job = model.start("--grace", str(grace))
-    wait_for(lambda: len(model.finished()) == 4, what="the quick tasks")
+    wait_until(lambda: len(model.finished()) == 4, what="the quick tasks")
     signalled = time.monotonic()
     signal_ranks(job, signal.SIGTERM)
     stdout, stderr = job.communicate(timeout=30)
@@ -221,9 +208,9 @@ def test_a_task_that_finishes_after_the_stop_signal_is_journalled_at_once(tmp_pa
     log = tmp_path / "finished.log"
     model = Stalling(tmp_path, setup=f"if i == 4: time.sleep(2); open({str(log)!r}, 'a').write('4\\n'); return i")
     job = model.start("--grace", "100")
-    wait_for(lambda: len(model.finished()) == 4, what="the quick tasks")
+    wait_until(lambda: len(model.finished()) == 4, what="the quick tasks")
     signal_ranks(job, signal.SIGTERM)
-    wait_for(lambda: model.journalled() == {0, 1, 2, 3, 4}, 15, "task 4 in the journal")
+    wait_until(lambda: model.journalled() == {0, 1, 2, 3, 4}, 15, "task 4 in the journal")
     end_job(job.pid)
     job.communicate(timeout=30)
     assert "resumed: 5 tasks were done" in model.resume().stdout
@@ -233,11 +220,11 @@ def test_a_second_ctrl_c_ends_the_job_at_once(tmp_path):
     from mtcmpi.faults import REPEAT
     model = Stalling(tmp_path)
     job = model.start("--grace", "100")
-    wait_for(lambda: len(model.finished()) == 4, what="the quick tasks")
+    wait_until(lambda: len(model.finished()) == 4, what="the quick tasks")
     signal_ranks(job, signal.SIGINT)
     first = time.monotonic()
-    wait_for(lambda: model.journalled() == {0, 1, 2, 3}, what="the journal")   # the first Ctrl-C wrote it
-    wait_for(lambda: time.monotonic() > first + REPEAT + 0.1, what="a second past the first Ctrl-C")
+    wait_until(lambda: model.journalled() == {0, 1, 2, 3}, what="the journal")   # the first Ctrl-C wrote it
+    wait_until(lambda: time.monotonic() > first + REPEAT + 0.1, what="a second past the first Ctrl-C")
     signal_ranks(job, signal.SIGINT)
     stdout, stderr = job.communicate(timeout=30)
     assert time.monotonic() - first < 30
@@ -254,7 +241,7 @@ def test_ctrl_c_or_kill_of_mpiexec_journals_every_finished_task_though_the_ranks
     task outlives it, and the rank's first signal has journalled everything that finished."""
     model = Stalling(tmp_path)
     job = model.start("--grace", "2", OMPI_MCA_odls_base_sigkill_timeout="1")
-    wait_for(lambda: len(model.finished()) == 4, what="the quick tasks")
+    wait_until(lambda: len(model.finished()) == 4, what="the quick tasks")
     job.send_signal(sig)
     stdout, stderr = job.communicate(timeout=30)
     if launcher() == "mpich":
@@ -274,14 +261,14 @@ def test_a_second_ctrl_c_to_mpiexec_ends_the_job_and_loses_nothing_finished(tmp_
     is a kill -9, which keeps what the last periodic flush journalled; README.)"""
     model = Stalling(tmp_path)
     job = model.start("--grace", "100", OMPI_MCA_odls_base_sigkill_timeout="1")
-    wait_for(lambda: len(model.finished()) == 4, what="the quick tasks")
+    wait_until(lambda: len(model.finished()) == 4, what="the quick tasks")
     job.send_signal(signal.SIGINT)
     first = time.monotonic()
-    wait_for(lambda: model.journalled() == {0, 1, 2, 3}, what="the journal")
+    wait_until(lambda: model.journalled() == {0, 1, 2, 3}, what="the journal")
     job.send_signal(signal.SIGINT)
     stdout, stderr = job.communicate(timeout=30)
     assert time.monotonic() - first < 20 and job.returncode != 0, stdout + stderr
-    wait_for(lambda: not job_processes(job.pid), 10, "every rank gone")
+    wait_until(lambda: not job_processes(job.pid), 10, "every rank gone")
     assert not os.path.exists(model.out) and model.journalled() == {0, 1, 2, 3}
     assert "resumed: 4 tasks were done" in model.resume().stdout
 
@@ -295,7 +282,7 @@ def test_ctrl_c_to_mpiexec_with_scripts_mpienv_stops_stores_and_resumes(tmp_path
         delay = re.search(r"odls_base_sigkill_timeout:-(\d+)", f.read()).group(1)
     model = Stalling(tmp_path, stall=1)
     job = model.start(count=40, OMPI_MCA_odls_base_sigkill_timeout=delay)
-    wait_for(lambda: len(model.finished()) == 4, what="the quick tasks")
+    wait_until(lambda: len(model.finished()) == 4, what="the quick tasks")
     job.send_signal(signal.SIGINT)
     stdout, stderr = job.communicate(timeout=60)
     seen = "SIGINT" if launcher() == "mpich" else "SIGTERM"
@@ -309,7 +296,7 @@ def test_ctrl_c_to_mpiexec_with_scripts_mpienv_stops_stores_and_resumes(tmp_path
 def test_a_task_that_ignores_sigterm_does_not_turn_stopping_off(tmp_path):
     model = Stalling(tmp_path, quick=1000, setup="signal.signal(signal.SIGTERM, signal.SIG_IGN) if i < 2 else None")
     job = model.start(count=1000)
-    wait_for(lambda: len(model.finished()) > 60, what="1.5 s of tasks")   # mtcmpi looks once a second
+    wait_until(lambda: len(model.finished()) > 60, what="1.5 s of tasks")   # mtcmpi looks once a second
     signal_ranks(job, signal.SIGTERM)
     stdout, stderr = job.communicate(timeout=30)
     assert job.returncode == EXIT_STOPPED and "stopped early: signal SIGTERM" in stdout, stdout + stderr
@@ -322,7 +309,7 @@ def test_a_stop_signal_while_a_rank_is_frozen_in_start_up_ends_the_job_at_grace(
     (tmp_path / "slow.py").write_text(f"import os, time\nopen({str(tmp_path / 'started')!r} + str(os.getpid()), 'w')"
                                       "\ntime.sleep(2)\n\ndef f(i):\n    return i\n")
     job = start_mtcmpi(["run", "slow:f", "--count", "4", "--grace", "1"], 3, str(tmp_path))
-    wait_for(lambda: len(list(tmp_path.glob("started*"))) == 3, what="every rank importing")
+    wait_until(lambda: len(list(tmp_path.glob("started*"))) == 3, what="every rank importing")
     frozen = int(sorted(tmp_path.glob("started*"))[-1].name[len("started"):])
     os.kill(frozen, signal.SIGSTOP)
     t0 = time.monotonic()
@@ -341,7 +328,7 @@ def test_a_task_waiting_in_an_mpi_collective_ends_at_grace(tmp_path):
         f"from mpi4py import MPI\n\ndef f(i):\n    open({str(tmp_path / 'entered')!r}, 'w').close()\n"
         "    MPI.COMM_WORLD.Barrier()\n    return i\n")
     job = start_mtcmpi(["run", "collective:f", "--count", "4", "--grace", "1"], 3, str(tmp_path))
-    wait_for(lambda: (tmp_path / "entered").exists(), what="a task in the Barrier")
+    wait_until(lambda: (tmp_path / "entered").exists(), what="a task in the Barrier")
     t0 = time.monotonic()
     signal_ranks(job, signal.SIGTERM)
     stdout, stderr = job.communicate(timeout=30)
