@@ -305,7 +305,7 @@ def test_a_stop_signal_stops_cleanly_and_the_same_command_resumes_redoing_nothin
     """As for `run`: no task starts after the signal, the running ones finish, everything
     finished is journalled, exit 75; the same command then runs only the rest."""
     from mtcmpi.errors import EXIT_STOPPED
-    from tests.helpers import kill_session, start
+    from tests.helpers import end_job, signal_job, start
 
     names = [f"x{i:02}" for i in range(30)]
     faulty(tmp_path, names)
@@ -320,12 +320,12 @@ def test_a_stop_signal_stops_cleanly_and_the_same_command_resumes_redoing_nothin
             assert time.monotonic() < deadline and job.poll() is None, "no 4 journalled tasks"
             time.sleep(0.05)
         if how.startswith("SIGUSR1"):   # a batch system's warning (Open MPI's mpiexec forwards it)
-            kill_session(job.pid, signal.SIGUSR1)
+            signal_job(job.pid, signal.SIGUSR1)
         else:
             job.send_signal(signal.SIGINT)
         stdout, stderr = job.communicate(timeout=60)
     finally:
-        kill_session(job.pid, signal.SIGKILL)
+        end_job(job.pid)
     assert "stopped early: signal SIG" in stdout, stdout + stderr
     if how.startswith("SIGUSR1"):   # (mpiexec exits its own way after a SIGTERM or Ctrl-C)
         assert job.returncode == EXIT_STOPPED, stdout + stderr
@@ -355,7 +355,7 @@ def test_options_are_refused_with_the_words_of_run(tmp_path, option, words):
 
 def test_a_task_still_running_at_grace_ends_the_job_with_exit_75_and_the_journal_kept(tmp_path):
     from mtcmpi.errors import EXIT_STOPPED
-    from tests.helpers import kill_session, start
+    from tests.helpers import end_job, signal_job, start
 
     faulty(tmp_path, ["ok1", "ok2", "ok3", "stuck"])
     job = start(2, ["-m", "mtcmpi", "pipeline", "pipe.py", "--out", "p.h5", "--grace", "1"],
@@ -367,10 +367,10 @@ def test_a_task_still_running_at_grace_ends_the_job_with_exit_75_and_the_journal
             assert time.monotonic() < deadline and job.poll() is None, "the quick tasks did not finish"
             time.sleep(0.05)
         signalled = time.monotonic()
-        kill_session(job.pid, signal.SIGUSR1)
+        signal_job(job.pid, signal.SIGUSR1)
         stdout, stderr = job.communicate(timeout=60)
     finally:
-        kill_session(job.pid, signal.SIGKILL)
+        end_job(job.pid)
     assert time.monotonic() - signalled < 15
     assert job.returncode == EXIT_STOPPED, stdout + stderr
     assert "still running 1 s after signal SIGUSR1 (--grace)" in stderr and "in the journal" in stderr

@@ -33,13 +33,21 @@ class InputLost(RuntimeError):
 
 class Held:
     """A Future's result while its value is kept on the worker that computed it: where it is,
-    and the value once Future.result() fetched it (a dependent still takes it from the worker)."""
+    and rank 0's copy: the pickled bytes sent with the done notice (decoded on first use), so
+    result() needs no round trip and a finished value outlives its worker; fetched from the
+    worker only when it did not pickle there. A dependent still takes it from the worker."""
 
     __slots__ = ("worker", "tid", "fetched")
     NOT_FETCHED = object()
 
     def __init__(self, worker: int, tid: int):
         self.worker, self.tid, self.fetched = worker, tid, self.NOT_FETCHED
+
+    def arrived(self) -> bool:
+        """Whether rank 0 has the value (its copy decoded here, once, on first use)."""
+        if type(self.fetched) is bytes:
+            self.fetched = decoded(PICKLED, self.fetched)
+        return self.fetched is not self.NOT_FETCHED
 
 
 class _InputPickler(pickle.Pickler):

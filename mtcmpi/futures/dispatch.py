@@ -266,6 +266,8 @@ class Dispatch(KeptValues):
                     entry.set_result(value)
                 elif code == p.HELD:
                     held_value = Held(worker, tid)
+                    if value is not None:   # rank 0's copy, decoded if result() asks
+                        held_value.fetched = value
                     self.kept[worker, tid] = weakref.ref(entry, partial(forget, released, (worker, tid)))
                     entry.set_result(held_value)
                 else:

@@ -255,7 +255,7 @@ class Dispatcher:
 
     def fetch(self, held: Held, timeout: float | None) -> Any:
         """The value a worker keeps for a Future, brought to rank 0 once (Future.result())."""
-        if held.fetched is Held.NOT_FETCHED:
+        if not held.arrived():
             if threading.current_thread() is self.thread and self.dispatch is not None:
                 held.fetched = self.dispatch.fetch_now(held)   # a done-callback of the dispatch
             else:

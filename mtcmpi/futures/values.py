@@ -61,6 +61,9 @@ class KeptValues:
             if type(value) is not Held:
                 refs.append((-1, value))
                 continue
+            if value.worker in self.lost and value.arrived() and value.fetched[0]:
+                refs.append((-1, value.fetched[1]))   # its holder broke; rank 0's copy goes
+                continue
             if value.worker in self.lost:
                 from ..graph import DependencyError
                 fail(entry, DependencyError(getattr(entry, "name", "a call"), f"task {value.tid} (kept on rank "

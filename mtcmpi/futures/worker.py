@@ -127,7 +127,8 @@ class Worker:
                 self.kept[tid] = value
             return p.RAW, value
         self.kept[tid] = value
-        return p.HELD, None
+        code, data = encoded(value)   # and a copy for rank 0: nothing finished is lost with its worker
+        return p.HELD, data if code == p.PICKLED else None
 
     def with_inputs(self, payload: bytes, refs: tuple, pickled: bool) -> Any:
         """A dataflow call with its inputs' values in place: (fn, args, kwargs), or as bytes

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
-from ..graph import DependencyError, cancel_waiting
+from ..graph import DependencyError
 from .journal import Journal, mtimes
 from .task import NotStarted, TaskError, run_task
 
@@ -130,7 +130,8 @@ class Driver:
             if not self.left:
                 self.changed.set()
         if entry is None:
-            cancel_waiting(outcome)
+            outcome.cancel()   # a plain Future, not running: wait() and as_completed() hear at once
+            outcome.set_running_or_notify_cancel()
         elif error is None:
             outcome.set_result(None)
         else:

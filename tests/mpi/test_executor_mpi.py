@@ -531,10 +531,11 @@ def test_failures_and_cancels_propagate_down_the_graph(tmp_path_factory):
             assert ex.submit(use, ex.submit(make, "ok")).result(timeout=20)[1][0][0] == "ok"
 
 
-def test_a_holder_that_broke_fails_its_dependents_naming_the_lost_input(monkeypatch):
-    from mtcmpi.futures.calls import InputLost
+def test_a_holder_that_broke_loses_no_finished_value(monkeypatch):
+    """A worker that broke took none of its finished values with it: rank 0 got a pickled copy
+    with the done notice (not unpickled until asked), so result() has the value and a dependent
+    sent later runs elsewhere on that copy."""
     from mtcmpi.futures.worker import Worker
-    from mtcmpi.graph import DependencyError
 
     def broken(self, tasks):
         if any(task[2] for task in tasks):
@@ -545,15 +546,14 @@ def test_a_holder_that_broke_fails_its_dependents_naming_the_lost_input(monkeypa
     with executor() as ex:
         if ex is not None and comm.size > 1:
             value = ex.submit(make, "x")
-            cf.wait([value], timeout=20)   # (exception() would fetch the value)
+            cf.wait([value], timeout=20)
             if value._result.worker == 1:   # (the first call goes to rank 1)
                 with pytest.raises(cf.BrokenExecutor, match="its worker loop failed on rank 1"):
                     ex.submit(use, value).result(timeout=20)   # went to its holder, which broke
-                with pytest.raises(InputLost, match="rank 1, which kept it, broke"):
-                    value.result(timeout=20)
+                assert (value.result(timeout=20).tag, value.result().made_on) == ("x", 1)
                 if comm.size > 2:
-                    with pytest.raises(DependencyError, match="kept on rank 1.*rank 1 broke"):
-                        ex.submit(use, value).result(timeout=20)
+                    ran_on, inputs = ex.submit(use, value).result(timeout=20)
+                    assert ran_on != 1 and inputs == [("x", 1)]
     monkeypatch.undo()
     with executor() as ex:
         if ex is not None:
