@@ -234,6 +234,9 @@ def main() -> None:
                      f"futures,{','.join(PEERS)}")
     policies += ["futures"] if "futures" in peers and "futures" not in policies else []
     args.peer_list = [p for p in peers if p != "futures"]
+    from startup import compile_sources
+
+    compile_sources()   # as installed: no rank compiles mtcmpi's modules from source
     ranks = [8, 32] if args.quick else [int(r) for r in args.ranks.split(",")]
     os.makedirs(os.path.join(args.outdir, "runs"), exist_ok=True)
     rows: list[dict] = []

@@ -26,16 +26,15 @@ import errno
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
-import h5py
 import numpy as np
 from mpi4py import MPI
 
 from ..tasklog import FAILED_STATES, OK, STATUS_NAMES, Failure, TaskLog
 from . import members
-from .values import Column, dataset_name, fill_value, only_fill, result_sets
+from .values import TEXT, Column, dataset_name, fill_value, only_fill, result_sets
 
-STATUS = h5py.enum_dtype({name: code for code, name in STATUS_NAMES.items()}, basetype="i1")
-TEXT = h5py.string_dtype("utf-8")
+# h5py.enum_dtype without h5py, which only the ranks that write the file import (values.TEXT too)
+STATUS = np.dtype(np.int8, metadata={"enum": {name: code for code, name in STATUS_NAMES.items()}})
 COLUMNS = {"rank": (np.int32, -1), "host": (None, b""), "pid": (np.int64, -1),
            "start": (np.float64, np.nan), "end": (np.float64, np.nan), "status": (STATUS, 0),
            "attempts": (np.int16, 0), "ranks": (np.int16, 0)}   # host: fixed-length bytes as wide as the longest name
@@ -122,6 +121,8 @@ def pieces(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def selections(ids: np.ndarray, shape: tuple) -> Iterator[tuple[int, int, Callable[[h5py.h5s.SpaceID], None]]]:
     """(lo, hi, select) per write call: rows ids[lo:hi], and how to select them in a file space."""
+    import h5py
+
     first, steps, counts = pieces(ids)
     zeros, ones = (0,) * len(shape), (1,) * len(shape)
     for p in range(0, len(first), PIECES):
@@ -148,6 +149,8 @@ class Writer:
     raise together instead of some waiting in the next collective call forever."""
 
     def __init__(self, comm: MPI.Comm, collective: bool, parallel: bool):
+        import h5py
+
         self.comm, self.collective = comm, collective
         self.error: OSError | None = None   # collective: this rank's failure, not yet agreed on
         self.dxpl = None
@@ -160,6 +163,8 @@ class Writer:
 
     def write(self, ds: h5py.Dataset, ids: np.ndarray, values: np.ndarray) -> None:
         """values (in the order of ids, ascending) into rows ids of ds."""
+        import h5py
+
         shape, text = ds.shape[1:], ds.dtype.kind == "O"   # text: vlen strings, converted by h5py
         values = values if text else np.ascontiguousarray(values, dtype=ds.dtype)
         mtype = None if text else ds.id.get_type()
@@ -171,6 +176,8 @@ class Writer:
 
     def empty(self, ds: h5py.Dataset) -> None:
         """Take part in a collective write with nothing to write."""
+        import h5py
+
         fspace = ds.id.get_space()
         fspace.select_none()
         mem = np.zeros((1,) + ds.shape[1:], ds.dtype)
@@ -244,6 +251,8 @@ def blocks(n: int, row_bytes: int) -> Iterator[slice]:
 
 def read_state(path: str, prior: Any) -> dict[str, Any]:
     """An earlier results file: its attributes, and (into prior) status, tries, result schema."""
+    import h5py
+
     from ..errors import UsageError
 
     try:
@@ -309,6 +318,8 @@ def load_pickled(path: str, key: str = "value") -> list:
 
     Reading pickles runs code from the file: call this only on files you trust.
     """
+    import h5py
+
     import pickle
 
     with h5py.File(path, "r") as f:
@@ -325,6 +336,8 @@ def load_results(path: str) -> list[dict[str, np.ndarray] | None]:
     """Each task's stored values as {key: array}, None where it stored none (what mtcmpi.run
     returns with out=: the values live in the file, not in the ranks' memory). Read a block of
     rows at a time."""
+    import h5py
+
     with h5py.File(path, "r") as f:
         ok = f["tasks"].fields("status")[:] == OK
         out: list[dict[str, np.ndarray] | None] = [None] * len(ok)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import h5py
 import numpy as np
 
+from .values import TEXT
+
 FIELD = "members"   # the journal frame's field
-TEXT = h5py.string_dtype("utf-8")
 Group = tuple[list[int], list[str]]   # (member ranks, their hosts)
 
 
