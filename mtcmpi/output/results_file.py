@@ -265,7 +265,7 @@ class Output:
         if it cannot be written (a full disk), the journal and the .tmp file left in place."""
         import h5py
 
-        parallel = not self.serial_io
+        parallel = comm.Get_size() > 1   # one writer (one node, --serial-io): no MPI-IO to start
         filters = self.filters()
         writer = hdf5.Writer(comm, bool(filters) and parallel, parallel)
         f, error, failed = None, None, False
