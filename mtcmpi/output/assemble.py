@@ -10,7 +10,7 @@ the fill value into rows that no task filled; after a flush, this run's rows fol
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 from mpi4py import MPI
@@ -18,6 +18,9 @@ from mpi4py import MPI
 from ..tasklog import DONE, FAILED, FAILED_STATES, OK, Failure, TaskLog
 from . import hdf5, journal, members
 from .values import Column, ResultMismatch, fits, mismatch, result_sets
+
+if TYPE_CHECKING:   # h5py is imported where used: only the ranks that write the file load it
+    import h5py
 
 Batch = tuple[np.ndarray, Callable[[], np.ndarray]]
 

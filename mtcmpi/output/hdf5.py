@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 from mpi4py import MPI
@@ -32,6 +32,9 @@ from mpi4py import MPI
 from ..tasklog import FAILED_STATES, OK, STATUS_NAMES, Failure, TaskLog
 from . import members
 from .values import TEXT, Column, dataset_name, fill_value, only_fill, result_sets
+
+if TYPE_CHECKING:   # h5py is imported where used: only the ranks that write the file load it
+    import h5py
 
 # h5py.enum_dtype without h5py, which only the ranks that write the file import (values.TEXT too)
 STATUS = np.dtype(np.int8, metadata={"enum": {name: code for code, name in STATUS_NAMES.items()}})

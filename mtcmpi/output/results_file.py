@@ -8,7 +8,6 @@ after the engine) completes that file from the journals and renames it into plac
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import sys
 import time
@@ -207,7 +206,8 @@ class Output:
         pickled = set().union(*comm.allgather(self.normalizer.pickled_keys if self.normalizer else set()))
         attrs = comm.bcast(dict(attrs, mtcmpi_version=__version__,
                                 mpi_library=MPI.Get_library_version().strip("\0\n "),
-                                command_line=command_line(), end_time=time.time()), root=0)
+                                command_line=command_line(), end_time=time.time())
+                           if rank == 0 else None, root=0)
         attrs = assemble.attrs_of(columns, pickled, self.serial_io, attrs)
         group, writers = self.writers(world)
         parts = group.gather((mine, tries, jnl.path if jnl else None), root=0)   # to its writer
@@ -327,7 +327,8 @@ class Output:
 
 
 def command_line() -> str:
-    """How this process was started, as a user would type it."""
+    """How this process was started, as a user would type it (rank 0)."""
+    import shlex
     argv = list(sys.argv)
     if argv and argv[0].endswith(os.path.join("mtcmpi", "__main__.py")):
         argv[0:1] = ["python", "-m", "mtcmpi"]
