@@ -176,25 +176,19 @@ class Output:
         """Collective: build the file from every journal, then rename it into place."""
         self.close()
         jnl = self.flusher.journal if self.flusher else None
-        world.agree(jnl.error if jnl else None)
-        if not self.rewrite:
-            return
         comm, rank = world.comm, world.rank
-        schema = Schema()
-        for part in comm.allgather(jnl.schema.seen if jnl else {}) + ([self.prior.schema.seen] if self.prior else []):
-            other = Schema()
-            other.seen = part
-            schema.merge(other)
-        columns = comm.bcast(schema.columns(), root=0)   # rank 0 alone knows the earlier runs
-        width = comm.allreduce(assemble.host_width(log, self.prior.host_width if self.prior else 1), op=MPI.MAX)
-        error = None
-        if rank == 0:
-            try:
-                direct.require(self.path, self.space(n, columns, width))
-                direct.settle(self.path, columns)
-            except (OSError, RuntimeError) as exc:
-                error = self.unwritable(exc)
-        world.agree(error)
+        # one gather and one broadcast where each step had its collective: on an oversubscribed
+        # node every collective costs each rank a wake-up, most of the store's time on 64 ranks
+        width = assemble.host_width(log, self.prior.host_width if self.prior else 1)
+        parts = comm.gather((jnl.error if jnl else None, jnl.schema.seen if jnl else {}, width,
+                             self.normalizer.pickled_keys if self.normalizer else set()), root=0)
+        plan = self.plan(parts, n, attrs) if rank == 0 else None
+        world.barrier()   # the others sleep while rank 0 plans (it may have a file to settle)
+        error, columns, width, attrs = comm.bcast(plan, root=0)
+        if error is not None:
+            raise UsageError(error)
+        if columns is None:   # an earlier run finished everything: the file stays as it is
+            return
         sources = assemble.Sources(self.fingerprint, [jnl.path] if jnl else [], file_kept=self.file_kept)
         assemble.mark_failed(log, assemble.mismatches(sources.frames(False), columns))
         prior_failed: dict = {}
@@ -203,12 +197,6 @@ class Output:
             prior_failed = assemble.mismatches(sources.frames(True), columns)
         mine = hdf5.Rows.of(log, width, self.attempts, retried)
         tries = None if retried is None else hdf5.every_try(log, width)
-        pickled = set().union(*comm.allgather(self.normalizer.pickled_keys if self.normalizer else set()))
-        attrs = comm.bcast(dict(attrs, mtcmpi_version=__version__,
-                                mpi_library=MPI.Get_library_version().strip("\0\n "),
-                                command_line=command_line(), end_time=time.time())
-                           if rank == 0 else None, root=0)
-        attrs = assemble.attrs_of(columns, pickled, self.serial_io, attrs)
         group, writers = self.writers(world)
         parts = group.gather((mine, tries, jnl.path if jnl else None), root=0)   # to its writer
         rows = mine
@@ -216,8 +204,10 @@ class Output:
             rows = hdf5.Rows.merged([r for r, _, _ in parts])
             tries = None if tries is None else np.concatenate([t for _, t, _ in parts])
             sources.journals = [path for _, _, path in parts if path]
-        failures = {t: x for part in comm.gather(mine.failures, root=0) or [] for t, x in part.items()}
-        groups = {t: g for part in comm.gather(mine.groups, root=0) or [] for t, g in part.items()}
+        failures, groups = {}, {}   # rank 0: every failure, every parallel task's members
+        for mine_failures, mine_groups in comm.gather((mine.failures, mine.groups), root=0) or []:
+            failures.update(mine_failures)
+            groups.update(mine_groups)
         tmp = direct.tmp_path(self.path)
         error = None
         if writers is not None:
@@ -239,8 +229,32 @@ class Output:
                 shutil.rmtree(journal.directory(self.path), ignore_errors=True)
             except (OSError, RuntimeError) as exc:
                 error = self.unwritable(exc)
-        world.agree(error)
-        world.barrier()
+        world.agree(error)   # every rank waits for rank 0's rename here
+
+    def plan(self, parts: list[tuple], n: int, attrs: dict[str, Any]) -> tuple:
+        """Rank 0, from every rank's (journal error, schema, host width, pickled keys): (error,
+        columns, width, attrs) for all; the first rank's journal error, or the file's space
+        and earlier state checked; columns None when the file is to stay as it is."""
+        errors = [e for e, _, _, _ in parts if e]
+        if errors:
+            return errors[0], None, 0, {}
+        if not self.rewrite:
+            return None, None, 0, {}
+        schema = Schema()
+        for seen in [seen for _, seen, _, _ in parts] + ([self.prior.schema.seen] if self.prior else []):
+            other = Schema()
+            other.seen = seen
+            schema.merge(other)
+        columns, width = schema.columns(), max(w for _, _, w, _ in parts)
+        try:
+            direct.require(self.path, self.space(n, columns, width))
+            direct.settle(self.path, columns)
+        except (OSError, RuntimeError) as exc:
+            return self.unwritable(exc), None, 0, {}
+        pickled = set().union(*(keys for _, _, _, keys in parts))
+        attrs = dict(attrs, mtcmpi_version=__version__, mpi_library=MPI.Get_library_version().strip("\0\n "),
+                     command_line=command_line(), end_time=time.time())
+        return None, columns, width, assemble.attrs_of(columns, pickled, self.serial_io, attrs)
 
     def writers(self, world: World) -> tuple[MPI.Comm, MPI.Comm | None]:
         """(group, writers): the ranks whose rows one rank writes, it first (the whole job with
