@@ -24,6 +24,11 @@ def without_heavy_modules(i: int) -> None:
         raise RuntimeError(f"imported at start-up: {', '.join(loaded)}")
 
 
+def h5py_loaded(i: int) -> int:
+    """A task: 1 if its rank has imported h5py by now, else 0."""
+    return int("h5py" in sys.modules)
+
+
 def read(path) -> dict[int, int]:
     """{rank: value} of a results file whose tasks each ran on a different rank."""
     import h5py   # here, not at the top: the ranks import this module as their task module
@@ -87,6 +92,24 @@ def test_a_run_without_out_or_costs_imports_neither_numpy_nor_h5py():
                    "--schedule", "static", "--quiet"], ranks=2)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 ok, 0 failed" in proc.stdout
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("writers", ["node", "all"])
+def test_workers_run_without_h5py_and_the_writers_build_the_same_file(tmp_path, monkeypatch, writers):
+    """With --out a worker never imports h5py for its tasks: the file is written at the end by
+    one rank per node (or, with MTCMPI_WRITERS=all, by every rank), with every row either way."""
+    monkeypatch.setenv("MTCMPI_WRITERS", writers)
+    out = tmp_path / "r.h5"
+    proc = mtcmpi(["run", "tests.test_startup:h5py_loaded", "--count", "8", "--quiet", "--chunk", "1",
+                   "--out", str(out)], ranks=3)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import h5py
+
+    with h5py.File(out) as f:
+        assert f["results/value"][:].tolist() == [0] * 8
+        assert (f["tasks"]["status"][:] == 1).all() and set(f["tasks"]["rank"][:].tolist()) <= {1, 2}
+        assert f.attrs["io_mode"] == "collective"
 
 
 @pytest.mark.e2e
