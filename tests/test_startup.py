@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 
 import pytest
@@ -55,6 +56,32 @@ def test_summary_is_median_and_max_over_the_ranks_that_have_the_phase():
     got = startup.summarise(per_rank)
     assert got["python"] == (1.0, 3.0) and got["first_task"] == (4.0, 4.0)
     assert startup.attributes(got)["startup_python_max"] == 3.0
+
+
+def test_each_rank_takes_its_share_of_the_cores_unless_the_user_chose(monkeypatch):
+    def cleared() -> None:   # recorded by monkeypatch first, so what share_cores sets is undone
+        for name in startup.THREAD_VARIABLES:
+            monkeypatch.setenv(name, "x")
+            monkeypatch.delenv(name)
+    threads = lambda: {os.environ.get(name) for name in startup.THREAD_VARIABLES}  # noqa: E731
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "4")
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    cleared()
+    startup.share_cores()
+    assert threads() == {"16"}   # 4 unbound ranks on 64 cores
+    cleared()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    startup.share_cores()
+    assert threads() == {"2"}    # bound to two cores: those
+    cleared()
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    startup.share_cores()
+    assert threads() == {"8", None}   # the user's choice, and nothing more
+    cleared()
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "1")
+    startup.share_cores()
+    assert threads() == {None}   # alone on its node: BLAS's own default
 
 
 @pytest.mark.e2e
