@@ -7,7 +7,6 @@ One rank runs everything in-process. Every path ends with this rank's TaskLog.
 """
 from __future__ import annotations
 
-import logging
 import time
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -17,7 +16,6 @@ from mpi4py import MPI
 from . import protocol
 from .faults import Retries, Stop
 from .policies import Dynamic, Policy, Static
-from .progress import Progress
 from .tasklog import FAILED_STATES, TaskLog
 from .tasks import Source, Task
 from .world import World
@@ -25,7 +23,8 @@ from .world import World
 if TYPE_CHECKING:
     import numpy as np
 
-logger = logging.getLogger(__name__)
+    from .progress import Progress   # rank 0's alone
+
 clock = time.time  # epoch seconds: task records from different ranks share one time axis
 
 
@@ -111,6 +110,8 @@ def run_master(world: World, tasks: Iterator[Task], n: int, policy: Dynamic, sto
     """The master: scatter a first chunk to every worker, then answer every request with the
     next chunk (retries first), or an empty one when none is left or stop says no more; tell
     progress what the requests report. Returns the retried tasks' outcome."""
+    import logging   # here: the master alone logs, so no worker imports it
+
     comm, workers = world.comm, world.size - 1
     recv, send = comm.Recv, comm.send
     req, status = protocol.request_buffer(), MPI.Status()
@@ -129,6 +130,7 @@ def run_master(world: World, tasks: Iterator[Task], n: int, policy: Dynamic, sto
         first.append(chunk)
     handed = n - remaining
     comm.scatter([(chunk, remaining > far) for chunk in first], root=0)
+    logger = logging.getLogger(__name__)
     debug = logger.isEnabledFor(logging.DEBUG)   # once: the loop below runs per request
     if debug:
         logger.debug("scattered %d tasks to %d workers, %d left", handed, workers, remaining)

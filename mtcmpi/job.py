@@ -114,7 +114,7 @@ def run_job(world: World, target: str | Callable, source: Source,
     except UsageError as exc:
         error = str(exc)
     world.agree(error)
-    retries, progress = options.retries, options.progress()
+    retries, progress = options.retries, options.progress() if world.rank == 0 else None
     stop = options.stop(world)
     isolated = None
 
@@ -156,14 +156,13 @@ def run_job(world: World, target: str | Callable, source: Source,
             startup.mark("results_file")
         world.barrier()
         started = time.time()
-        shown = progress if world.rank == 0 else None
         try:
             if parallel:
                 retried = groups.execute(world, fn, source.call, source, ids, sizes, spec.packing, log,
-                                         stop, retries, shown, invoke, estimate)
+                                         stop, retries, progress, invoke, estimate)
             else:
                 retried = engine.execute(world, invoke, source, ids, policy, log, stop, retries,
-                                         estimate, shown)
+                                         estimate, progress)
         finally:
             stop.quiet()   # no grace any more while storing; later stop signals change nothing
             if isolated:

@@ -1,5 +1,8 @@
 """Where a rank's start-up goes, and an import broadcast against import storms on big jobs.
 
+Before MPI starts each rank takes its share of its node's cores for BLAS and OpenMP threads
+(share_cores), unless the user chose.
+
 Profile: each rank marks its own timeline (process start, Python up, MPI initialised, the task
 module imported, the same-code check, the tasks checked, the results file opened, every rank
 ready, its first task started); rank 0 gathers the phases and shows the median and the maximum
@@ -22,6 +25,8 @@ if TYPE_CHECKING:   # typing is not imported at run time: it is one more module 
     from typing import Any, Iterable
 
 BROADCAST_VARIABLE = "MTCMPI_IMPORT_BROADCAST"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+LOCAL_RANKS = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE")   # ranks on this node
 PHASES = (   # (name, what it covers), in order; their sum is launch until the first task
     ("launch", "mpiexec until this process started"),
     ("python", "the interpreter, site and mtcmpi's command line"),
@@ -54,8 +59,26 @@ def process_start() -> float:
         return _marks["python"]
 
 
+def share_cores() -> None:
+    """Give this rank's BLAS and OpenMP threads its share of the node's cores (the cores it is
+    bound to, else the node's over its ranks there), as Dask and Ray give their workers, unless
+    the user set any of THREAD_VARIABLES. Before numpy loads: OpenBLAS otherwise starts a
+    thread per core in every rank that imports it (mtcmpi's journal does, with --out), and
+    they spin: 40% of numpy's import on 2 cores, 16,384 threads for 128 ranks on 128 cores."""
+    local = next((int(os.environ[v]) for v in LOCAL_RANKS if os.environ.get(v, "").isdigit()), 1)
+    if local < 2 or any(v in os.environ for v in THREAD_VARIABLES):
+        return
+    cores = os.cpu_count() or 1
+    mine = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    share = str(mine if mine < cores else max(1, cores // local))
+    for name in THREAD_VARIABLES:
+        os.environ[name] = share
+
+
 def init_mpi() -> Any:
-    """Import mpi4py.MPI (which initialises MPI) with its time marked; returns COMM_WORLD."""
+    """Share the node's cores (share_cores), then import mpi4py.MPI (which initialises MPI)
+    with its time marked; returns COMM_WORLD."""
+    share_cores()
     if "mpi4py.MPI" not in sys.modules:
         mark("mpi_start")
     from mpi4py import MPI

@@ -6,12 +6,16 @@ Start-up = launch (mpiexec started) until every rank is ready, as each tool defi
 plain mpi4py: every rank imported mpi4py.MPI and the task module (kernels.sleep) and passed a
 barrier; mpi4py.futures: MPIPoolExecutor.bootup() returned; mtcmpi: `mtcmpi run` summary's
 start-up (ready to hand out the first task), without --out, with --out, and with the import
-broadcast (--import-broadcast). Tools take turns within each repetition, so a change in the
+broadcast (--import-broadcast); and the CPU seconds per rank of each job (all its processes over
+their whole life, from getrusage: on a node with fewer cores than ranks, start-up is about the
+ranks' CPU over the cores). Tools take turns within each repetition, so a change in the
 machine's load hits them alike; the figure is the median over --repeat.
 
 File operations: `strace -c -f -e trace=%file` around rank 1 of a --strace-ranks job (an
 MPMD launch: the other ranks run untraced), the whole life of that rank (start-up and a
 few no-op tasks). Open MPI's own plugin loading is most of plain mpi4py's count.
+
+mtcmpi and kernels/ are byte-compiled first (compile_sources), as an installed package is.
 
 Last line: RESULT ranks=<largest> startup_ratio=<mtcmpi/futures> startup_ratio_out=<...>
 fileops_ratio_broadcast=<mtcmpi with broadcast / plain mpi4py> (and the raw figures).
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -59,9 +64,13 @@ def startup_of(output: str) -> float:
     return float(found.group(1) or found.group(2))
 
 
-def timed(tool: str, ranks: int, tmp: str) -> float:
-    """One job's start-up in seconds."""
-    return startup_of(mpirun(ranks, args_of(tool, ranks, tmp), timeout=900).stdout)
+def timed(tool: str, ranks: int, tmp: str) -> tuple[float, float]:
+    """One job's start-up and the CPU seconds of all its processes (mpiexec and every rank,
+    which mpiexec waits for, over their whole life), in seconds."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    took = startup_of(mpirun(ranks, args_of(tool, ranks, tmp), timeout=900).stdout)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return took, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 def file_operations(tool: str, ranks: int, tmp: str) -> int:
@@ -81,6 +90,16 @@ def file_operations(tool: str, ranks: int, tmp: str) -> int:
     return int(total[-1].split()[3])
 
 
+def compile_sources() -> None:
+    """Byte-compile mtcmpi and kernels/ as an installation does: with PYTHONDONTWRITEBYTECODE set
+    (as on this machine) every rank would compile each of mtcmpi's modules from source at every
+    start, a cost no installed package has (mpi4py's and numpy's modules are compiled)."""
+    import compileall
+
+    for package in ("mtcmpi", "kernels"):
+        compileall.compile_dir(os.path.join(ROOT, package), quiet=1)
+
+
 def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
@@ -98,17 +117,23 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown tools {sorted(unknown)}; choose from {','.join(TOOLS)}")
     ranks = [int(r) for r in args.ranks.split(",")]
+    compile_sources()
     tmp = tempfile.mkdtemp(prefix="mtcmpi-startup-")
     with open(os.path.join(tmp, "futures_main.py"), "w") as f:
         f.write(FUTURES)
     try:
         times: dict[tuple[int, str], list[float]] = {}
+        cpu: dict[tuple[int, str], list[float]] = {}
         print(f"{'ranks':>5} " + " ".join(f"{t:>13}" for t in tools) + "   (start-up, s; median)", flush=True)
         for n in ranks:
             for _ in range(args.repeat):
                 for tool in tools:
-                    times.setdefault((n, tool), []).append(timed(tool, n, tmp))
+                    took, used = timed(tool, n, tmp)
+                    times.setdefault((n, tool), []).append(took)
+                    cpu.setdefault((n, tool), []).append(used / n)
             print(f"{n:5d} " + " ".join(f"{median(times[n, t]):13.2f}" for t in tools), flush=True)
+            print(f"{'':5} " + " ".join(f"{median(cpu[n, t]):13.3f}" for t in tools)
+                  + "   (CPU seconds per rank, the job's whole life; median)", flush=True)
         ops = {}
         if args.strace_ranks and shutil.which("strace"):
             print(f"file operations of rank 1 in a {args.strace_ranks}-rank job (strace -c -e trace=%file):")
@@ -122,6 +147,7 @@ def main() -> None:
     top = max(ranks)
     at = {t: median(times[top, t]) for t in tools}
     fields = [f"ranks={top}"] + [f"startup_{t}={at[t]:.3f}" for t in tools]
+    fields += [f"cpu_per_rank_{t}={median(cpu[top, t]):.3f}" for t in tools]
     if "futures" in at:
         fields += [f"startup_ratio={at[k] / at['futures']:.3f}".replace("startup_ratio", name)
                    for k, name in (("mtcmpi", "startup_ratio"), ("mtcmpi_out", "startup_ratio_out"),

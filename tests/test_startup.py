@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 
 import pytest
@@ -22,6 +23,11 @@ def without_heavy_modules(i: int) -> None:
     loaded = [name for name in ("numpy", "h5py") if name in sys.modules]
     if loaded:
         raise RuntimeError(f"imported at start-up: {', '.join(loaded)}")
+
+
+def h5py_loaded(i: int) -> int:
+    """A task: 1 if its rank has imported h5py by now, else 0."""
+    return int("h5py" in sys.modules)
 
 
 def read(path) -> dict[int, int]:
@@ -50,6 +56,32 @@ def test_summary_is_median_and_max_over_the_ranks_that_have_the_phase():
     got = startup.summarise(per_rank)
     assert got["python"] == (1.0, 3.0) and got["first_task"] == (4.0, 4.0)
     assert startup.attributes(got)["startup_python_max"] == 3.0
+
+
+def test_each_rank_takes_its_share_of_the_cores_unless_the_user_chose(monkeypatch):
+    def cleared() -> None:   # recorded by monkeypatch first, so what share_cores sets is undone
+        for name in startup.THREAD_VARIABLES:
+            monkeypatch.setenv(name, "x")
+            monkeypatch.delenv(name)
+    threads = lambda: {os.environ.get(name) for name in startup.THREAD_VARIABLES}  # noqa: E731
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "4")
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    cleared()
+    startup.share_cores()
+    assert threads() == {"16"}   # 4 unbound ranks on 64 cores
+    cleared()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    startup.share_cores()
+    assert threads() == {"2"}    # bound to two cores: those
+    cleared()
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    startup.share_cores()
+    assert threads() == {"8", None}   # the user's choice, and nothing more
+    cleared()
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "1")
+    startup.share_cores()
+    assert threads() == {None}   # alone on its node: BLAS's own default
 
 
 @pytest.mark.e2e
@@ -87,6 +119,24 @@ def test_a_run_without_out_or_costs_imports_neither_numpy_nor_h5py():
                    "--schedule", "static", "--quiet"], ranks=2)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 ok, 0 failed" in proc.stdout
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("writers", ["node", "all"])
+def test_workers_run_without_h5py_and_the_writers_build_the_same_file(tmp_path, monkeypatch, writers):
+    """With --out a worker never imports h5py for its tasks: the file is written at the end by
+    one rank per node (or, with MTCMPI_WRITERS=all, by every rank), with every row either way."""
+    monkeypatch.setenv("MTCMPI_WRITERS", writers)
+    out = tmp_path / "r.h5"
+    proc = mtcmpi(["run", "tests.test_startup:h5py_loaded", "--count", "8", "--quiet", "--chunk", "1",
+                   "--out", str(out)], ranks=3)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import h5py
+
+    with h5py.File(out) as f:
+        assert f["results/value"][:].tolist() == [0] * 8
+        assert (f["tasks"]["status"][:] == 1).all() and set(f["tasks"]["rank"][:].tolist()) <= {1, 2}
+        assert f.attrs["io_mode"] == "collective"
 
 
 @pytest.mark.e2e

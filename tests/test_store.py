@@ -150,11 +150,9 @@ def test_count_source_fingerprint_changes_with_n():
 
 
 def test_h5py_without_mpi_stops_unless_serial_io(tmp_path, monkeypatch):
-    import mtcmpi.output.results_file as rf
-
     class NoMPI:
         mpi = False
-    monkeypatch.setattr(rf.h5py, "get_config", lambda: NoMPI())
+    monkeypatch.setattr(h5py, "get_config", lambda: NoMPI())   # results_file imports h5py where used
     with pytest.raises(UsageError, match="built without MPI.*--serial-io"):
         run(tmp_path / "r.h5", t.square, range(2))
     assert run(tmp_path / "r.h5", t.square, range(2), serial_io=True).exit_code == 0

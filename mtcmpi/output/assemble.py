@@ -10,15 +10,17 @@ the fill value into rows that no task filled; after a flush, this run's rows fol
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import h5py
 import numpy as np
 from mpi4py import MPI
 
 from ..tasklog import DONE, FAILED, FAILED_STATES, OK, Failure, TaskLog
 from . import hdf5, journal, members
 from .values import Column, ResultMismatch, fits, mismatch, result_sets
+
+if TYPE_CHECKING:   # h5py is imported where used: only the ranks that write the file load it
+    import h5py
 
 Batch = tuple[np.ndarray, Callable[[], np.ndarray]]
 
@@ -66,6 +68,8 @@ def result_batches(sources: Sources, key: str, col: Column, prior: bool,
     """This rank's (ids ascending, load values) of key that fit its column: the earlier file's
     rows of tasks that succeeded and earlier journals (prior), or this run's journals; with
     in_file, also (ids, None) of the rows written into the file during the run."""
+    import h5py
+
     if prior and sources.prior_file:
         with h5py.File(sources.prior_file, "r") as f:
             ds = result_sets(f).get(key)
@@ -117,6 +121,8 @@ def coverage(comm: MPI.Comm, n: int, sources: Sources, key: str, col: Column) ->
 def prior_task_rows(sources: Sources, host_width: int, failed: dict[int, Failure]) -> Iterator[Batch]:
     """Rank 0: /tasks rows of earlier runs: the earlier file block by block, then earlier
     journals' records (status failed where a result did not fit)."""
+    import h5py
+
     dtype = hdf5.log_dtype(host_width)
     if sources.prior_file:
         with h5py.File(sources.prior_file, "r") as f:
@@ -165,6 +171,8 @@ def texts(path: str, n: int, sources: Sources, failures: dict[int, Failure],
           prior_failed: dict[int, Failure], keys: Any) -> None:
     """Rank 0, after the parallel file is closed: failure texts (earlier ones first, so this
     run's win; cleared for tasks that succeeded since) and the task keys."""
+    import h5py
+
     with h5py.File(path, "r+") as f:
         texted = np.zeros(n, bool)
         if sources.prior_file:
@@ -195,6 +203,8 @@ def groups_table(path: str, sources: Sources, groups: dict[int, members.Group]) 
     """Rank 0, after the parallel file is closed: /groups of every parallel task whose row the
     file holds (earlier runs' first, so this run's, `groups`, win; none for a task run again
     on one rank)."""
+    import h5py
+
     table: dict[int, tuple[str, str]] = {}
     if sources.prior_file:
         with h5py.File(sources.prior_file, "r") as old:

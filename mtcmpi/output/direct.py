@@ -22,11 +22,9 @@ import errno
 import fcntl
 import json
 import os
-import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
-import h5py
 import numpy as np
 
 from . import journal
@@ -47,11 +45,13 @@ def tmp_path(out: str) -> str:
 
 def new_id() -> str:
     """A fresh identity for a .tmp file and the journal that refers to it."""
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()   # a uuid4's randomness, without importing uuid on every rank
 
 
 def usable(out: str, file_id: str | None) -> bool:
     """Whether results.h5.tmp is the file the journal's frames wrote rows into (readable, same id)."""
+    import h5py
+
     if not file_id or not os.path.exists(tmp_path(out)):
         return False
     try:
@@ -142,6 +142,8 @@ class DirectRows:
 
     def create(self, key: str, dtype: np.dtype, shape: tuple) -> Place:
         """key's dataset in the .tmp file (made if need be), its space allocated, nothing written."""
+        import h5py
+
         require(self.tmp, 0)
         with h5py.File(self.tmp, "a", locking=False) as f:   # under our lock already
             f.attrs.setdefault("file_id", self.file_id)
@@ -199,6 +201,8 @@ def settle(out: str, columns: dict[str, Column]) -> None:
     """Rank 0 before the file is finished: drop what an earlier failed finish left beside
     /results, widen a dataset whose key's column got a wider dtype (a block at a time), and
     drop one whose key's column has another kind or shape (its rows all failed)."""
+    import h5py
+
     from .hdf5 import blocks
 
     tmp = tmp_path(out)

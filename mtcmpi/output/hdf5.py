@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-import h5py
 import numpy as np
 from mpi4py import MPI
 
@@ -36,6 +35,8 @@ from . import members
 from .layout import COLUMNS, FAILURE_TEXT, STATUS, TEXT, log_dtype  # noqa: F401 (the layout's names, here too)
 from .values import Column, dataset_name, fill_value, only_fill, result_sets
 
+if TYPE_CHECKING:   # h5py is imported where used: only the ranks that write the file load it
+    import h5py
 PIECES = 256            # hyperslab pieces OR-ed into one selection (the OR is quadratic in them)
 BLOCK_BYTES = 32 << 20  # rows read or written at a time from an earlier file
 
@@ -113,6 +114,8 @@ def pieces(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def selections(ids: np.ndarray, shape: tuple) -> Iterator[tuple[int, int, Callable[[h5py.h5s.SpaceID], None]]]:
     """(lo, hi, select) per write call: rows ids[lo:hi], and how to select them in a file space."""
+    import h5py
+
     first, steps, counts = pieces(ids)
     zeros, ones = (0,) * len(shape), (1,) * len(shape)
     for p in range(0, len(first), PIECES):
@@ -139,6 +142,8 @@ class Writer:
     raise together instead of some waiting in the next collective call forever."""
 
     def __init__(self, comm: MPI.Comm, collective: bool, parallel: bool):
+        import h5py
+
         self.comm, self.collective = comm, collective
         self.error: OSError | None = None   # collective: this rank's failure, not yet agreed on
         self.dxpl = None
@@ -151,6 +156,8 @@ class Writer:
 
     def write(self, ds: h5py.Dataset, ids: np.ndarray, values: np.ndarray) -> None:
         """values (in the order of ids, ascending) into rows ids of ds."""
+        import h5py
+
         shape, text = ds.shape[1:], ds.dtype.kind == "O"   # text: vlen strings, converted by h5py
         values = values if text else np.ascontiguousarray(values, dtype=ds.dtype)
         mtype = None if text else ds.id.get_type()
@@ -162,6 +169,8 @@ class Writer:
 
     def empty(self, ds: h5py.Dataset) -> None:
         """Take part in a collective write with nothing to write."""
+        import h5py
+
         fspace = ds.id.get_space()
         fspace.select_none()
         mem = np.zeros((1,) + ds.shape[1:], ds.dtype)
@@ -235,6 +244,8 @@ def blocks(n: int, row_bytes: int) -> Iterator[slice]:
 
 def read_state(path: str, prior: Any) -> dict[str, Any]:
     """An earlier results file: its attributes, and (into prior) status, tries, result schema."""
+    import h5py
+
     from ..errors import UsageError
 
     try:
@@ -300,6 +311,8 @@ def load_pickled(path: str, key: str = "value") -> list:
 
     Reading pickles runs code from the file: call this only on files you trust.
     """
+    import h5py
+
     import pickle
 
     with h5py.File(path, "r") as f:
@@ -316,6 +329,8 @@ def load_results(path: str) -> list[dict[str, np.ndarray] | None]:
     """Each task's stored values as {key: array}, None where it stored none (what mtcmpi.run
     returns with out=: the values live in the file, not in the ranks' memory). Read a block of
     rows at a time."""
+    import h5py
+
     with h5py.File(path, "r") as f:
         ok = f["tasks"].fields("status")[:] == OK
         out: list[dict[str, np.ndarray] | None] = [None] * len(ok)

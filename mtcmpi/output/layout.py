@@ -13,14 +13,14 @@ import os
 import time
 from typing import Any, Sequence
 
-import h5py
 import numpy as np
 
 from .. import __version__
 from ..tasklog import STATUS_NAMES
+from .values import TEXT
 
-STATUS = h5py.enum_dtype({name: code for code, name in STATUS_NAMES.items()}, basetype="i1")
-TEXT = h5py.string_dtype("utf-8")
+# h5py.enum_dtype without h5py, which only the ranks that write a file import (values.TEXT too)
+STATUS = np.dtype(np.int8, metadata={"enum": {name: code for code, name in STATUS_NAMES.items()}})
 COLUMNS = {"rank": (np.int32, -1), "host": (None, b""), "pid": (np.int64, -1),
            "start": (np.float64, np.nan), "end": (np.float64, np.nan), "status": (STATUS, 0),
            "attempts": (np.int16, 0), "ranks": (np.int16, 0)}   # host: fixed-length bytes as wide as the longest name
@@ -51,6 +51,7 @@ def write_record(path: str, columns: dict[str, Sequence], errors: Sequence[tuple
         table["ranks"] = table["rank"] >= 0
     for name, _ in extra:
         table[name] = columns[name]
+    import h5py
     temporary = path + ".tmp"
     with h5py.File(temporary, "w") as f:
         f.create_dataset("tasks", data=table)

@@ -8,13 +8,16 @@ counts the members (1 for a one-rank task). Reading needs h5py only, not MPI (re
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
 
+from .values import TEXT
+
+if TYPE_CHECKING:   # h5py is imported where used: only the ranks that write the file load it
+    import h5py
+
 FIELD = "members"   # the journal frame's field
-TEXT = h5py.string_dtype("utf-8")
 Group = tuple[list[int], list[str]]   # (member ranks, their hosts)
 
 

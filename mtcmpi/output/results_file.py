@@ -8,14 +8,12 @@ after the engine) completes that file from the journals and renames it into plac
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import h5py
 import numpy as np
 from mpi4py import MPI
 
@@ -27,6 +25,7 @@ from . import assemble, direct, hdf5, journal, resume
 from .values import Column, Normalizer, Schema
 
 CHUNK_BYTES = 1 << 20   # automatic chunk shape: about this many bytes of whole rows
+WRITERS_VARIABLE = "MTCMPI_WRITERS"   # 'all': every rank writes its own rows (default: one per node)
 
 
 @dataclass
@@ -76,6 +75,8 @@ class Output:
     def check(self) -> None:
         """Refuse at once what cannot work: h5py without MPI, a missing or read-only directory,
         compression that this parallel HDF5 cannot write."""
+        import h5py
+
         if not h5py.get_config().mpi and not self.serial_io:
             raise UsageError("this h5py was built without MPI, so the ranks cannot write one file "
                              "together: rebuild it with MPI (scripts/setup does) or pass --serial-io")
@@ -175,57 +176,48 @@ class Output:
         """Collective: build the file from every journal, then rename it into place."""
         self.close()
         jnl = self.flusher.journal if self.flusher else None
-        world.agree(jnl.error if jnl else None)
-        if not self.rewrite:
-            return
         comm, rank = world.comm, world.rank
-        schema = Schema()
-        for part in comm.allgather(jnl.schema.seen if jnl else {}) + ([self.prior.schema.seen] if self.prior else []):
-            other = Schema()
-            other.seen = part
-            schema.merge(other)
-        columns = comm.bcast(schema.columns(), root=0)   # rank 0 alone knows the earlier runs
-        width = comm.allreduce(assemble.host_width(log, self.prior.host_width if self.prior else 1), op=MPI.MAX)
-        error = None
-        if rank == 0:
-            try:
-                direct.require(self.path, self.space(n, columns, width))
-                direct.settle(self.path, columns)
-            except (OSError, RuntimeError) as exc:
-                error = self.unwritable(exc)
-        world.agree(error)
+        # one gather and one broadcast where each step had its collective: on an oversubscribed
+        # node every collective costs each rank a wake-up, most of the store's time on 64 ranks
+        width = assemble.host_width(log, self.prior.host_width if self.prior else 1)
+        parts = comm.gather((jnl.error if jnl else None, jnl.schema.seen if jnl else {}, width,
+                             self.normalizer.pickled_keys if self.normalizer else set()), root=0)
+        plan = self.plan(parts, n, attrs) if rank == 0 else None
+        world.barrier()   # the others sleep while rank 0 plans (it may have a file to settle)
+        error, columns, width, attrs = comm.bcast(plan, root=0)
+        if error is not None:
+            raise UsageError(error)
+        if columns is None:   # an earlier run finished everything: the file stays as it is
+            return
         sources = assemble.Sources(self.fingerprint, [jnl.path] if jnl else [], file_kept=self.file_kept)
         assemble.mark_failed(log, assemble.mismatches(sources.frames(False), columns))
         prior_failed: dict = {}
         if self.prior:
             sources.prior_file, sources.prior_journals = self.prior.file, self.prior.journals
             prior_failed = assemble.mismatches(sources.frames(True), columns)
-        rows = hdf5.Rows.of(log, width, self.attempts, retried)
+        mine = hdf5.Rows.of(log, width, self.attempts, retried)
         tries = None if retried is None else hdf5.every_try(log, width)
-        pickled = set().union(*comm.allgather(self.normalizer.pickled_keys if self.normalizer else set()))
-        attrs = comm.bcast(dict(attrs, mtcmpi_version=__version__,
-                                mpi_library=MPI.Get_library_version().strip("\0\n "),
-                                command_line=command_line(), end_time=time.time()), root=0)
-        attrs = assemble.attrs_of(columns, pickled, self.serial_io, attrs)
-        if self.serial_io:
-            parts = comm.gather((rows, tries), root=0)
-            if rank == 0:
-                rows = hdf5.Rows.merged([r for r, _ in parts])
-                tries = None if tries is None else np.concatenate([t for _, t in parts])
-                sources.journals = journal.files(self.path, self.run_id)
-            failures = rows.failures
-        else:
-            failures = {t: x for part in comm.gather(rows.failures, root=0) or [] for t, x in part.items()}
-        groups = rows.groups if self.serial_io else {   # parallel tasks (members.py)
-            t: g for part in comm.gather(rows.groups, root=0) or [] for t, g in part.items()}
+        group, writers = self.writers(world)
+        parts = group.gather((mine, tries, jnl.path if jnl else None), root=0)   # to its writer
+        rows = mine
+        if writers is not None:
+            rows = hdf5.Rows.merged([r for r, _, _ in parts])
+            tries = None if tries is None else np.concatenate([t for _, t, _ in parts])
+            sources.journals = [path for _, _, path in parts if path]
+        failures, groups = {}, {}   # rank 0: every failure, every parallel task's members
+        for mine_failures, mine_groups in comm.gather((mine.failures, mine.groups), root=0) or []:
+            failures.update(mine_failures)
+            groups.update(mine_groups)
         tmp = direct.tmp_path(self.path)
         error = None
-        if not self.serial_io or rank == 0:
+        if writers is not None:
             try:
-                self.build(MPI.COMM_SELF if self.serial_io else comm, tmp, n, sources, columns, rows,
-                           prior_failed, width, attrs, tries)
-            except UsageError as exc:   # collective, except with --serial-io: rank 0 alone
+                self.build(writers, tmp, n, sources, columns, rows, prior_failed, width, attrs, tries)
+            except UsageError as exc:   # collective over the writers
                 error = str(exc)
+        for made in (group, writers):
+            if made is not None and made != comm and made != MPI.COMM_SELF:
+                made.Free()   # made by writers() for this finish
         world.agree(error)
         if rank == 0:
             try:
@@ -237,15 +229,57 @@ class Output:
                 shutil.rmtree(journal.directory(self.path), ignore_errors=True)
             except (OSError, RuntimeError) as exc:
                 error = self.unwritable(exc)
-        world.agree(error)
-        world.barrier()
+        world.agree(error)   # every rank waits for rank 0's rename here
+
+    def plan(self, parts: list[tuple], n: int, attrs: dict[str, Any]) -> tuple:
+        """Rank 0, from every rank's (journal error, schema, host width, pickled keys): (error,
+        columns, width, attrs) for all; the first rank's journal error, or the file's space
+        and earlier state checked; columns None when the file is to stay as it is."""
+        errors = [e for e, _, _, _ in parts if e]
+        if errors:
+            return errors[0], None, 0, {}
+        if not self.rewrite:
+            return None, None, 0, {}
+        schema = Schema()
+        for seen in [seen for _, seen, _, _ in parts] + ([self.prior.schema.seen] if self.prior else []):
+            other = Schema()
+            other.seen = seen
+            schema.merge(other)
+        columns, width = schema.columns(), max(w for _, _, w, _ in parts)
+        try:
+            direct.require(self.path, self.space(n, columns, width))
+            direct.settle(self.path, columns)
+        except (OSError, RuntimeError) as exc:
+            return self.unwritable(exc), None, 0, {}
+        pickled = set().union(*(keys for _, _, _, keys in parts))
+        attrs = dict(attrs, mtcmpi_version=__version__, mpi_library=MPI.Get_library_version().strip("\0\n "),
+                     command_line=command_line(), end_time=time.time())
+        return None, columns, width, assemble.attrs_of(columns, pickled, self.serial_io, attrs)
+
+    def writers(self, world: World) -> tuple[MPI.Comm, MPI.Comm | None]:
+        """(group, writers): the ranks whose rows one rank writes, it first (the whole job with
+        --serial-io, else each node, or each rank alone with MTCMPI_WRITERS=all), and the
+        communicator of the writing ranks (None on the others). One writer per node: a
+        collective open and write by every rank costs more than it brings (every rank imports
+        h5py and MPI-IO), and a node's journals are read at the speed of its one link anyway."""
+        comm = world.comm
+        if self.serial_io:
+            return comm, MPI.COMM_SELF if world.rank == 0 else None
+        if os.environ.get(WRITERS_VARIABLE, "node") == "all":
+            return MPI.COMM_SELF, comm
+        group = comm.Split_type(MPI.COMM_TYPE_SHARED, key=world.rank)
+        first = group.Get_rank() == 0
+        writers = comm.Split(0 if first else MPI.UNDEFINED, key=world.rank)
+        return group, writers if first else None
 
     def build(self, comm: MPI.Comm, tmp: str, n: int, sources: assemble.Sources,
               columns: dict[str, Column], rows: hdf5.Rows, prior_failed: dict, width: int,
               attrs: dict[str, Any], tries: np.ndarray | None) -> None:
         """Write the parallel part of the file (collective over comm); one line on every rank
         if it cannot be written (a full disk), the journal and the .tmp file left in place."""
-        parallel = not self.serial_io
+        import h5py
+
+        parallel = comm.Get_size() > 1   # one writer (one node, --serial-io): no MPI-IO to start
         filters = self.filters()
         writer = hdf5.Writer(comm, bool(filters) and parallel, parallel)
         f, error, failed = None, None, False
@@ -307,7 +341,8 @@ class Output:
 
 
 def command_line() -> str:
-    """How this process was started, as a user would type it."""
+    """How this process was started, as a user would type it (rank 0)."""
+    import shlex
     argv = list(sys.argv)
     if argv and argv[0].endswith(os.path.join("mtcmpi", "__main__.py")):
         argv[0:1] = ["python", "-m", "mtcmpi"]

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 NUMERIC = "biufc"
+TEXT = np.dtype(object, metadata={"vlen": str})   # h5py.string_dtype("utf-8"), without h5py
 
 
 class UnstorableResult(TypeError):
