@@ -11,7 +11,8 @@ import pytest
 
 from tests.helpers import ROOT, mtcmpi
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+# one xdist worker runs the module fixture's three `mtcmpi exec` runs for all the tests
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120), pytest.mark.xdist_group("executor_rows")]
 DRIVER = os.path.join(ROOT, "tests", "drivers", "executor_rows.py")
 RANKS = [None, 2, 3]   # None: 1 rank, without mpiexec
 

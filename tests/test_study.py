@@ -15,7 +15,8 @@ SCALING = os.path.join(ROOT, "scaling")
 sys.path.insert(0, SCALING)
 import simulate  # noqa: E402
 
-pytestmark = pytest.mark.timeout(300)
+# one xdist worker builds the study's module fixture once for its three tests
+pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("study")]
 RANKS = "2,3"
 TIME_SCALE = 0.002   # 54-66 ms tasks: each run takes under a second
 TOLERANCE_PCT = 10   # model vs measured on runs this small (ms of noise on 0.6 s makespans)
@@ -114,6 +115,7 @@ def test_without_measured_runs_the_defaults_still_predict(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.alone   # the first to use `study`: its runs are measured with no other test beside them
 def test_fit_to_measured_runs(study):
     """Every measured run has its modelled twin within TOLERANCE_PCT, and RESULT parses."""
     with open(os.path.join(study, "simulate.out")) as f:
