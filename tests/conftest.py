@@ -16,6 +16,7 @@ KILL_DELAY = "2"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """The MPI jobs the tests start (they inherit this environment) get KILL_DELAY."""
     os.environ["OMPI_MCA_odls_base_sigkill_timeout"] = KILL_DELAY
 
 
