@@ -10,9 +10,9 @@ import os
 import sys
 
 from . import __version__, startup   # startup first: it marks when Python was up
-from .errors import EXIT_INTERNAL, EXIT_USAGE, UsageError
+from .errors import EXIT_INTERNAL, EXIT_USAGE, UsageError, exception_line
 from .jobscript import add_command as add_jobscript
-from .run_args import HELP, add_run_arguments
+from .run_args import HELP as RUN_HELP, add_run_arguments, add_subcommand
 from .pool.commands import add_commands as add_pool
 from .pipeline.command import add_command as add_pipeline
 
@@ -41,59 +41,51 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mtcmpi {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = commands.add_parser("run", **HELP)
-    add_run_arguments(run)
-    run.set_defaults(handler=command_run)
+    add_run_arguments(add_subcommand(commands, "run", command_run, **RUN_HELP))
 
-    exe = commands.add_parser("exec", help="run a driver script on rank 0; the other ranks run the "
-                              "tasks it submits to mtcmpi.Executor",
-                              description="Run SCRIPT as __main__ on rank 0 with ARGS as its "
-                              "sys.argv[1:]; every other rank imports it (keep the driver code "
-                              "under `if __name__ == '__main__':`) and serves its Executor's tasks "
-                              "until it ends.",
-                              epilog="examples:\n  mpirun -n 64 python -m mtcmpi exec driver.py "
-                              "--input scan.csv\n\nexit status: the driver's own (0, its sys.exit "
-                              "code, or 1 if it raised), on every rank",
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    exe = add_subcommand(
+        commands, "exec", command_exec,
+        help="run a driver script on rank 0; the other ranks run the tasks it submits to mtcmpi.Executor",
+        description="Run SCRIPT as __main__ on rank 0 with ARGS as its sys.argv[1:]; every other rank "
+        "imports it (keep the driver code under `if __name__ == '__main__':`) and serves its "
+        "Executor's tasks until it ends.",
+        examples="examples:\n  mpirun -n 64 python -m mtcmpi exec driver.py --input scan.csv\n\n"
+        "exit status: the driver's own (0, its sys.exit code, or 1 if it raised), on every rank")
     exe.add_argument("script", help="the driver script")
     exe.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
-    exe.set_defaults(handler=command_exec)
 
-    reduce = commands.add_parser("reduce", help="sum (mean, min, max) a result over the tasks that "
-                                 "succeeded", description="Reduce /results/KEY of a results file along "
-                                 "the task axis over the tasks that succeeded (rows without a value are "
-                                 "left out), a block of rows at a time.",
-                                 epilog="examples:\n  python -m mtcmpi reduce lw.h5 --save grid.npy\n"
-                                 "  python -m mtcmpi reduce results.h5 energy --op mean",
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    reduce = add_subcommand(
+        commands, "reduce", command_reduce,
+        help="sum (mean, min, max) a result over the tasks that succeeded",
+        description="Reduce /results/KEY of a results file along the task axis over the tasks that "
+        "succeeded (rows without a value are left out), a block of rows at a time.",
+        examples="examples:\n  python -m mtcmpi reduce lw.h5 --save grid.npy\n"
+        "  python -m mtcmpi reduce results.h5 energy --op mean")
     reduce.add_argument("file", help="a results file written with --out")
     reduce.add_argument("key", nargs="?", default="value", help="reduce results/KEY (default: value, "
                         "where a plain return value is stored)")
     reduce.add_argument("--op", default="sum", metavar="OP", help="sum (default), mean, min or max")
     reduce.add_argument("--save", metavar="OUT.npy", help="save the result with numpy.save")
-    reduce.set_defaults(handler=command_reduce)
 
-    plot = commands.add_parser("plot", help="draw a Gantt chart and busy ranks over time from a "
-                               "results file (needs mtcmpi[plot]); no mpirun needed",
-                               description="With neither --gantt nor --utilization, both are written "
-                               "next to the file as <stem>-gantt.png and <stem>-utilization.png.",
-                               epilog="example:\n  python -m mtcmpi plot results.h5 --gantt gantt.png "
-                               "--utilization util.png",
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    plot = add_subcommand(
+        commands, "plot", command_plot,
+        help="draw a Gantt chart and busy ranks over time from a results file (needs mtcmpi[plot]); "
+        "no mpirun needed",
+        description="With neither --gantt nor --utilization, both are written next to the file as "
+        "<stem>-gantt.png and <stem>-utilization.png.",
+        examples="example:\n  python -m mtcmpi plot results.h5 --gantt gantt.png --utilization util.png")
     plot.add_argument("results", metavar="FILE.h5", help="a results file written by run --out")
     plot.add_argument("--gantt", metavar="PNG", help="one row per rank, one bar per task, failures in colour")
     plot.add_argument("--utilization", metavar="PNG", help="busy ranks over time, with the efficiency")
-    plot.set_defaults(handler=command_plot)
 
-    report = commands.add_parser("report", help="summarise a results file",
-                                 description="Summarise a results file: tasks by status, failures "
-                                 "by type, wall and task time, efficiency, busy fraction per rank, "
-                                 "the slowest tasks.",
-                                 epilog="example:\n  python -m mtcmpi report results.h5 --json",
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    report = add_subcommand(
+        commands, "report", command_report,
+        help="summarise a results file",
+        description="Summarise a results file: tasks by status, failures by type, wall and task time, "
+        "efficiency, busy fraction per rank, the slowest tasks.",
+        examples="example:\n  python -m mtcmpi report results.h5 --json")
     report.add_argument("file", help="a results file written with --out")
     report.add_argument("--json", action="store_true", help="print the same numbers as JSON")
-    report.set_defaults(handler=command_report)
     add_jobscript(commands)
     add_pool(commands)
     add_pipeline(commands)
@@ -124,8 +116,6 @@ def command_report(args: argparse.Namespace) -> int:
 
     from .report import file_report, format_file_report
 
-    if not os.path.exists(args.file):
-        raise UsageError(f"{args.file}: no such results file")
     r = file_report(args.file)
     print(json.dumps(r, indent=2) if args.json else "\n".join(format_file_report(r)))
     return 0
@@ -200,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from .world import World
         world = World.of()
-        detail = traceback.format_exc() if world.rank == 0 else f"{type(exc).__name__}: {exc}\n"
+        detail = traceback.format_exc() if world.rank == 0 else f"{exception_line(exc)}\n"
         world.abort(f"mtcmpi: internal error on rank {world.rank} ({world.host}), aborting the "
                     f"job: {detail}", EXIT_INTERNAL)
         return EXIT_INTERNAL

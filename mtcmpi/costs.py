@@ -10,12 +10,11 @@ longest-first into the least-loaded rank (LPT).
 from __future__ import annotations
 
 import heapq
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import UsageError, exception_line
 from .tasks import Source, invoker, resolve
 
 
@@ -72,24 +71,19 @@ def from_function(source: Source, target: str) -> np.ndarray:
             costs.append(float(call(payload)))
         except Exception as exc:
             raise UsageError(f"--cost {target} failed on {source.describe(tid)}: "
-                             f"{type(exc).__name__}: {exc}") from None
+                             f"{exception_line(exc)}") from None
     return np.array(costs, dtype=np.float64)
 
 
 def from_results(path: str, n: int, fingerprint: str, keys: np.ndarray | None) -> np.ndarray:
     """Measured durations (end - start) of an earlier results file. Tasks it did not run, or
     that match none of its tasks, get the mean duration of those that match."""
-    import h5py   # here, not at the top: the engine imports this module, and most runs need no file
+    from .report import open_results
 
-    if not os.path.exists(path):
-        raise UsageError(f"--costs-from {path}: no such results file")
-    try:
-        with h5py.File(path, "r") as f:
-            table = f["tasks"][:]
-            same = f.attrs.get("fingerprint") == fingerprint and len(table) == n
-            earlier = f["task_keys"][:] if "task_keys" in f else None
-    except (OSError, KeyError) as exc:
-        raise UsageError(f"--costs-from {path}: not a results file of mtcmpi ({exc})") from None
+    with open_results(path, "--costs-from") as f:
+        table = f["tasks"][:]
+        same = f.attrs.get("fingerprint") == fingerprint and len(table) == n
+        earlier = f["task_keys"][:] if "task_keys" in f else None
     took = table["end"] - table["start"]
     if same:
         costs = took

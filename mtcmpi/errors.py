@@ -40,6 +40,13 @@ class Described(NamedTuple):
     message: str
     traceback: str
 
+    @property
+    def line(self) -> str:
+        """'Type: message' on one line (just 'Type' when there is no message): how a user is
+        told of an exception in one line, with the bare type name the results file stores."""
+        message = " ".join(self.message.split())
+        return f"{self.type}: {message}" if message else self.type
+
 
 def user_frames(tb: TracebackType | None) -> TracebackType | None:
     """The traceback from its first frame outside mtcmpi: the user's frames, not mtcmpi's own
@@ -49,17 +56,25 @@ def user_frames(tb: TracebackType | None) -> TracebackType | None:
     return tb
 
 
-def describe(exc: BaseException, head: str = "") -> Described:
-    """exc as text, its traceback trimmed to the user's frames and prefixed with head. Never
-    raises: an exception whose __str__, __repr__ or traceback formatting fails is still
-    described, with the failure said in its place."""
-    import traceback   # here: a run without failures never needs it (start-up, startup.py)
-
+def describe(exc: BaseException, head: str = "", traceback: bool = True) -> Described:
+    """exc as text, its traceback trimmed to the user's frames and prefixed with head (with
+    traceback=False, none: for a one-line message). Never raises: an exception whose __str__,
+    __repr__ or traceback formatting fails is still described, with the failure said in its place."""
     name = safely(lambda: type(exc).__name__, "<unnamed exception>")
-    message = safely(lambda: str(exc), f"<{name}: str() failed>")
-    text = safely(lambda: "".join(traceback.format_exception(type(exc), exc, user_frames(exc.__traceback__))),
-                  f"{name}: {message}\n(its traceback could not be formatted)\n")
-    return Described(name, message, head + text)
+    message = safely(lambda: str(exc), "<exception str() failed>")   # Python's own words for it
+    described = Described(name, message, "")
+    if not traceback:
+        return described
+    import traceback as tb   # here: a run without failures never needs it (start-up, startup.py)
+
+    text = safely(lambda: "".join(tb.format_exception(type(exc), exc, user_frames(exc.__traceback__))),
+                  f"{described.line}\n(its traceback could not be formatted)\n")
+    return described._replace(traceback=head + text)
+
+
+def exception_line(exc: BaseException) -> str:
+    """'Type: message' of exc on one line, even when its __str__ raises: Described.line."""
+    return describe(exc, traceback=False).line
 
 
 def safely(text: Callable[[], str], fallback: str) -> str:
@@ -71,8 +86,27 @@ def safely(text: Callable[[], str], fallback: str) -> str:
         return fallback
 
 
-def exception_line(exc: BaseException) -> str:
-    """'Type: message' of an exception, even one whose __str__ raises."""
-    import traceback
+def pickled_or_none(exc: BaseException) -> bytes | None:
+    """exc pickled, or None if it does not pickle (it then travels as its description only)."""
+    import pickle
 
-    return traceback.format_exception_only(type(exc), exc)[-1].strip()
+    try:
+        return pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
+    except BaseException:   # noqa: BLE001 - a __reduce__ may raise anything, SystemExit included
+        return None
+
+
+def rebuilt(described: Described, blob: bytes | None) -> BaseException:
+    """The exception to raise here for one raised in another process: itself if blob unpickles
+    to an exception, else a RemoteError saying its type and message; either way with the remote
+    traceback as __cause__, so the standard display shows both."""
+    import pickle
+
+    try:
+        exc = pickle.loads(blob) if blob is not None else None
+    except BaseException:   # noqa: BLE001 - an exception that does not unpickle stands in as text
+        exc = None
+    if not isinstance(exc, BaseException):
+        exc = RemoteError(described.line)
+    exc.__cause__ = RemoteTraceback(described.traceback)
+    return exc

@@ -10,7 +10,9 @@ The first signal also calls the Stop's listeners at once (the journal writes wha
 launcher may SIGKILL the rank a second later) and starts a --grace watchdog thread: a run still
 going --grace seconds later (a long task, a task stuck in C code, a rank frozen in start-up
 while the others wait in a collective) is ended by Stop.expired — the job's, which flushes the
-journal and aborts with EXIT_STOPPED. --grace 0 ends it at once. A second Ctrl-C ends it too.
+journal and aborts with EXIT_STOPPED. --grace 0 ends it at once, once every rank had
+JOURNAL_TIME to journal what finished (MPICH's launcher SIGKILLs every rank the moment one
+aborts; Open MPI SIGTERMs them first). A second Ctrl-C ends it too.
 Repeats of a signal within a second are ignored: a batch system signals every process and
 mpiexec forwards the same signal to the ranks, so each rank often gets it twice. A signal that
 comes before the run has begun (from the moment `run` has parsed its arguments, through MPI
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 REPEAT = 1.0   # seconds within which the same signal arriving again is one signal
+JOURNAL_TIME = 0.5   # seconds every rank has after a stop signal to journal before one ends the job
 _early: Stop | None = None   # the Stop of start-up, until a run installs its own
 
 
@@ -148,7 +151,7 @@ class Stop:
             self.saved.setdefault(sig, handler)
         if early is not None and early.signalled:
             self.reason, self.kind, self.signalled = early.reason, early.kind, early.signalled
-            self.arm(self.grace - (time.time() - early.signalled))
+            self.arm()
 
     def keep_handlers(self) -> None:
         """Put back mtcmpi's handler of any stop signal a task replaced (SIG_IGN, its own),
@@ -192,11 +195,13 @@ class Stop:
         self.reason = f"signal {signal.Signals(signum).name}"
         for listener in self.listeners:   # the launcher may SIGKILL this rank a second later
             listener()
-        self.arm(self.grace)
+        self.arm()
 
-    def arm(self, seconds: float) -> None:
-        """End the run in `seconds` unless it is over by then. A thread, not SIGALRM: it also
-        ends a rank stuck in C code or in an MPI call, where no Python signal handler runs."""
+    def arm(self) -> None:
+        """End the run --grace after the first signal (JOURNAL_TIME at the least) unless it is
+        over by then. A thread, not SIGALRM: it also ends a rank stuck in C code or in an MPI
+        call, where no Python signal handler runs."""
+        seconds = max(self.grace, JOURNAL_TIME) - (time.time() - self.signalled)
         self.watchdog = threading.Timer(max(0.0, seconds), self.on_grace)
         self.watchdog.daemon = True
         self.watchdog.start()

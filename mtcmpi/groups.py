@@ -51,10 +51,9 @@ from mpi4py import MPI
 from .commands import CommandFailed, CommandRunner, CommandTask
 from .costs import longest_first
 from .engine import run_with_retries, tasks_of, watched
-from .errors import UsageError
+from .errors import UsageError, exception_line
 from .faults import Retries, Stop
 from .isolate import CommandDeadline, kill_group, remote_class
-from .options import PACKINGS
 from .policies import Kind
 from .progress import Progress
 from .tasklog import Failure, TaskLog
@@ -118,7 +117,7 @@ class GroupSpec:
                 k = call(payload) if call else payload.get(self.ranks)
             except Exception as exc:
                 raise UsageError(f"--ranks {self.ranks} failed on {source.describe(tid)}: "
-                                 f"{type(exc).__name__}: {exc}") from None
+                                 f"{exception_line(exc)}") from None
             if call is None and self.ranks not in payload:
                 raise UsageError(f"--ranks {self.ranks}: {source.describe(tid)} has no column "
                                  f"{self.ranks!r} (columns: {', '.join(payload)})")
@@ -507,7 +506,7 @@ def stuck_message(tid: int, members: list[int], error: BaseException) -> str:
     """Why a rank ends the job: it raised in a parallel task and the rest of its group did not
     finish the task within STUCK_AFTER seconds (they wait, presumably, in a collective of the
     task it never reached, which no MPI call can end)."""
-    return (f"task {tid}: this rank raised {type(error).__name__}: {error}, and the other ranks "
+    return (f"task {tid}: this rank raised {exception_line(error)}, and the other ranks "
             f"of its group {members} did not finish the task within {STUCK_AFTER:g} s: they "
             "wait, presumably, in a collective of the task that this rank never reached, which no "
             f"MPI call can end; task {tid} is recorded as failed and the job ends")

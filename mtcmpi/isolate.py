@@ -66,7 +66,7 @@ from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from typing import Any, Callable, NamedTuple, NoReturn
 
-from .errors import RemoteError, describe, user_frames
+from .errors import RemoteError, describe, exception_line, user_frames
 from .faults import SIGNALS as STOP_SIGNALS
 from .tasklog import TaskCrashed, TaskTimeout
 from .tasks import CALL_ONE, invoker, resolve
@@ -301,7 +301,7 @@ def answer(conn: Connection, invoke: Callable[[Any], Any], payload: Any) -> None
     except Exception as exc:
         conn.send(raised(UnpicklableResult(f"the task returned a {type(value).__name__}, which "
                                            f"cannot be pickled to leave its isolated process: "
-                                           f"{type(exc).__name__}: {exc}")))
+                                           f"{exception_line(exc)}")))
 
 
 def raised(exc: BaseException) -> Raised:

@@ -23,7 +23,7 @@ from .errors import UsageError
 from .faults import parse_walltime
 from .options import RunOptions
 from .pool.commands import parse_serve
-from .run_args import parse_run
+from .run_args import add_subcommand, parse_run
 
 if TYPE_CHECKING:   # shlex, string, typing: imported when a script is rendered, not by every rank
     from typing import Sequence
@@ -67,16 +67,17 @@ exit status: 0 script written, 2 bad input (nothing written)
 
 def add_command(commands: argparse._SubParsersAction) -> None:
     """Register `jobscript` on the CLI's subparsers."""
-    p = commands.add_parser("jobscript", help="write a batch script (Slurm, SGE, PBS) that runs "
-                            "mtcmpi on the allocated cores and resubmits itself until done",
-                            description="Render a job script that activates the environment, runs "
-                            "`mpirun python -m mtcmpi run RUN_ARGS` on the job's cores, stops the run "
-                            "cleanly before the walltime and submits itself again until every task "
-                            "has run. RUN_ARGS (after --) must contain --out: resuming needs it. "
-                            "`-- serve SERVE_ARGS` instead runs a pool for a session "
-                            "(mtcmpi.connect()), which leaves before the walltime and is "
-                            "resubmitted while its session goes on.",
-                            epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_subcommand(
+        commands, "jobscript", command_jobscript,
+        help="write a batch script (Slurm, SGE, PBS) that runs mtcmpi on the allocated cores and "
+        "resubmits itself until done",
+        description="Render a job script that activates the environment, runs `mpirun python -m "
+        "mtcmpi run RUN_ARGS` on the job's cores, stops the run cleanly before the walltime and "
+        "submits itself again until every task has run. RUN_ARGS (after --) must contain --out: "
+        "resuming needs it. `-- serve SERVE_ARGS` instead runs a pool for a session "
+        "(mtcmpi.connect()), which leaves before the walltime and is resubmitted while its session "
+        "goes on.",
+        examples=EXAMPLES)
     p.add_argument("--scheduler", required=True, choices=SCHEDULERS, help="the batch system")
     p.add_argument("--cores", required=True, type=int, metavar="N", help="MPI ranks (one per core)")
     p.add_argument("--walltime", required=True, metavar="HH:MM:SS", help="the job's time limit")
@@ -101,7 +102,6 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("job_args", nargs="*", metavar="-- RUN_ARGS | -- serve SERVE_ARGS",
                    help="the arguments of mtcmpi run (optionally after the word run), or serve "
                    "and its arguments")
-    p.set_defaults(handler=command_jobscript)
 
 
 def command_jobscript(args: argparse.Namespace) -> int:

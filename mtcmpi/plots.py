@@ -20,7 +20,7 @@ import numpy as np
 from .errors import UsageError
 from .output.members import members_of, read_groups
 from .policies import Kind
-from .report import efficiency as task_efficiency
+from .report import efficiency as task_efficiency, open_results
 from .tasklog import CRASHED, FAILED, OK, SKIPPED, TIMEOUT
 
 STYLES = {OK: ("ok", "tab:blue"), FAILED: ("failed", "tab:red"),
@@ -57,16 +57,15 @@ class Run:
 
 def load(path: str) -> Run:
     """Read a results file; t0 is the earlier of the run's start_time and its first task start."""
-    try:
-        with h5py.File(path, "r") as f:
-            tasks = f["tasks"]   # a table (one field per column) or a group of column datasets
-            rank, start, end, status = (tasks[c][()] for c in ("rank", "start", "end", "status"))
-            fields = tasks.dtype.names if isinstance(tasks, h5py.Dataset) else tasks
-            stage = tasks["stage"][()] if "stage" in fields else None
-            attrs = dict(f.attrs)
-            groups = read_groups(f)
-    except (OSError, KeyError) as exc:
-        raise UsageError(f"{path} is not a readable mtcmpi results file ({exc})") from None
+    with open_results(path) as f:
+        tasks = f["tasks"]   # a table (one field per column) or a group of column datasets
+        fields = tasks.dtype.names if isinstance(tasks, h5py.Dataset) else tasks
+        if missing := [c for c in ("rank", "start", "end", "status") if c not in fields]:
+            raise UsageError(f"{path}: not an mtcmpi results file (its /tasks has no {', '.join(missing)})")
+        rank, start, end, status = (tasks[c][()] for c in ("rank", "start", "end", "status"))
+        stage = tasks["stage"][()] if "stage" in fields else None
+        attrs = dict(f.attrs)
+        groups = read_groups(f)
     ran = (rank >= 0) & np.isfinite(start) & np.isfinite(end)
     rows = np.ones(len(rank), np.int64)
     extra = []   # a parallel task's members beyond its first run of contiguous ranks: more bars

@@ -16,7 +16,6 @@ mpi4py is not imported (importing it initialises MPI): this is a serial tool for
 """
 from __future__ import annotations
 
-import os
 from typing import Iterator
 
 import h5py
@@ -24,6 +23,7 @@ import numpy as np
 
 from .errors import UsageError
 from .output.values import only_fill, result_sets
+from .report import open_results
 from .tasklog import OK
 
 OPS = ("sum", "mean", "min", "max")
@@ -56,20 +56,6 @@ def reduce_counted(path: str, key: str = "value", op: str = "sum") -> tuple[np.n
             raise UsageError(f"{path}: no task that succeeded has a value under results/{key} "
                              f"({len(ds)} tasks; see: python -m mtcmpi report {path})")
         return (total / rows if op == "mean" else total), rows, len(ds)
-
-
-def open_results(path: str) -> h5py.File:
-    """The results file, opened for reading; UsageError if it is missing or not one."""
-    if not os.path.exists(path):
-        raise UsageError(f"{path}: no such results file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise UsageError(f"{path}: not an HDF5 file ({exc})") from None
-    if "tasks" not in f:
-        f.close()
-        raise UsageError(f"{path}: not an mtcmpi results file (it has no /tasks)")
-    return f
 
 
 def dataset(f: h5py.File, path: str, key: str) -> h5py.Dataset:

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
 from itertools import repeat
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from .errors import EXIT_OK, EXIT_STOPPED, EXIT_TASKS_FAILED
+from .errors import EXIT_OK, EXIT_STOPPED, EXIT_TASKS_FAILED, UsageError
 from .faults import StopKind
 from .policies import Kind
 from .tasklog import FAILED_STATES, OK, SKIPPED, TaskLog
+
+if TYPE_CHECKING:
+    import h5py
 
 SLOWEST = 5
 
@@ -175,15 +179,32 @@ class Summary:
         return out
 
 
+def open_results(path: str, option: str = "") -> h5py.File:
+    """An earlier run's results file, opened for reading (by report, plot, reduce, --costs-from);
+    a UsageError naming it (after option, if given) if it is missing, not HDF5, or not mtcmpi's."""
+    import h5py   # here: the engine imports this module, and a run reads no results file
+
+    name = f"{option} {path}" if option else path
+    if not os.path.exists(path):
+        raise UsageError(f"{name}: no such results file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise UsageError(f"{name}: not an HDF5 file ({exc})") from None
+    if "tasks" not in f:
+        f.close()
+        raise UsageError(f"{name}: not an mtcmpi results file (it has no /tasks)")
+    return f
+
+
 def file_report(path: str) -> dict:
     """The numbers `mtcmpi report` prints, computed from a results file's task log."""
-    import h5py
     import numpy as np
 
     from .output.members import members_of, read_groups
     from .tasklog import STATUS_NAMES
 
-    with h5py.File(path, "r") as f:
+    with open_results(path) as f:
         groups = read_groups(f)
         t = f["tasks"][:]
         status, rank, start, end = t["status"].astype(int), t["rank"], t["start"], t["end"]

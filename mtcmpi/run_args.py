@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+from typing import Callable
 
 from .errors import UsageError
 
@@ -41,7 +42,18 @@ exit status: 0 all tasks ok, 1 some tasks failed, 2 bad input, 3 internal error 
 HELP = dict(help="run a function once per task over all ranks",
             description="Run TARGET once per task. A task is a call of TARGET with one argument "
             "list; rank 0 checks the input and prints a summary at the end.",
-            epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+            examples=RUN_EXAMPLES)
+
+
+def add_subcommand(commands: argparse._SubParsersAction, name: str, handler: Callable[[argparse.Namespace], int],
+                   *, help: str, description: str, examples: str) -> argparse.ArgumentParser:
+    """Register `mtcmpi NAME` on the CLI's subparsers, run by handler(args): help is its line in
+    `mtcmpi --help`; its own --help opens with description and ends with examples (and exit
+    statuses) as written. Every subcommand is made here, so each shows examples alike."""
+    parser = commands.add_parser(name, help=help, description=description, epilog=examples,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(handler=handler)
+    return parser
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:

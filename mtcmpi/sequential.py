@@ -22,6 +22,8 @@ import pickle
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
+from .errors import exception_line
+
 if TYPE_CHECKING:   # not imported at run time: `import mtcmpi` stays instant
     from concurrent.futures import Executor, Future
 
@@ -95,27 +97,25 @@ Pending.__call__ = lambda self, *args, **kwargs: value(self)(*args, **kwargs)   
 Pending.__rdivmod__ = _reflect(divmod)
 
 
-def futures_for(item: Any) -> Any:
-    """item with every Pending (also in lists, tuples, dicts) replaced by its Future: the
-    dataflow edges of a functional call."""
+def replaced(item: Any, pending: Callable[[Pending], Any]) -> Any:
+    """item with every Pending (also in lists, tuples, dicts) replaced by pending(it)."""
     if type(item) is Pending:
-        return object.__getattribute__(item, "_future")
+        return pending(item)
     if type(item) in (list, tuple):
-        return type(item)(futures_for(x) for x in item)
+        return type(item)(replaced(x, pending) for x in item)
     if type(item) is dict:
-        return {k: futures_for(v) for k, v in item.items()}
+        return {k: replaced(v, pending) for k, v in item.items()}
     return item
+
+
+def futures_for(item: Any) -> Any:
+    """item with every Pending replaced by its Future: the dataflow edges of a functional call."""
+    return replaced(item, lambda p: object.__getattribute__(p, "_future"))
 
 
 def resolved(item: Any) -> Any:
     """item with every Pending (also in lists, tuples, dicts) replaced by its value."""
-    if type(item) is Pending:
-        return value(item)
-    if type(item) in (list, tuple):
-        return type(item)(resolved(x) for x in item)
-    if type(item) is dict:
-        return {k: resolved(v) for k, v in item.items()}
-    return item
+    return replaced(item, value)
 
 
 def functional(fn: F) -> F:
@@ -183,7 +183,7 @@ def sendable(outcome: tuple[bool, Any]) -> tuple[bool, Any]:
     except Exception:
         ok, item = outcome
         problem = item if not ok else pickle.PicklingError("the schedule's result does not pickle")
-        return False, RuntimeError(f"{type(problem).__name__}: {problem}")
+        return False, RuntimeError(exception_line(problem))
 
 
 def unpack(outcome: tuple[bool, Any]) -> Any:

@@ -158,7 +158,37 @@ class World:
         """Print one message and end every rank of the job now: from any thread, and from a
         signal handler in the middle of a task (sys.exit there would be the task's failure)."""
         print(message, file=sys.stderr, flush=True)
-        if self.size > 1:
-            self.comm.Abort(code)
         sys.stdout.flush()
+        if self.size > 1:
+            read_by_launcher((sys.stdout, sys.stderr), ABORT_DRAIN)
+            self.comm.Abort(code)
         os._exit(code)
+
+
+ABORT_DRAIN = 1.0   # longest wait for the launcher to read a rank's last words before it aborts
+
+
+def read_by_launcher(streams: tuple, seconds: float) -> None:
+    """Wait until whoever reads these streams' pipes (mpiexec's daemon) has read all this
+    process wrote, or `seconds`: MPICH's launcher kills its daemons at MPI_Abort, and what they
+    had not read yet (the one line saying why) was lost. Streams that are not pipes are skipped."""
+    import fcntl
+    import stat
+    import struct
+    import termios
+
+    fds = []
+    for stream in streams:
+        try:
+            fd = stream.fileno()
+            if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                fds.append(fd)
+        except (AttributeError, OSError, ValueError):
+            pass
+    deadline = time.monotonic() + seconds
+    backoff = Backoff(QUIET_PAUSE)
+    while fds and time.monotonic() < deadline:
+        fds = [fd for fd in fds
+               if struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]]
+        if fds:
+            backoff.sleep()

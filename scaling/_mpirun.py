@@ -6,6 +6,13 @@ makes blocked ranks yield the CPU); MPICH's launcher (Hydra) runs as root and ov
 it is, and ignores them. The launcher is the first `mpiexec` on PATH (a venv made by
 `scripts/setup --mpi mpich` brings MPICH's), the interpreter sys.executable, never a pyenv shim
 that costs 30 ms per process.
+
+Ending a job: Open MPI gives each rank a process group of its own inside mpiexec's session;
+MPICH's Hydra gives hydra_pmi_proxy and every rank a session of their own (setsid), and its
+ranks outlive a kill of mpiexec's session. So every process started here carries JOB_TAG, the
+pid of the mpiexec (or python) it was started as, in its environment, and job_processes finds a
+job's processes by that tag, by descent from that pid, and by its session, wherever the
+launcher put them and whether or not their parents are still alive.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
 # PMI). User settings (OMPI_MCA_* tunables, MPIR_CVAR_*) are kept.
 IDENTITY = ("OMPI_COMM_WORLD", "OMPI_MCA_ess", "OMPI_MCA_orte", "PMIX_",
             "PMI_", "HYDRA_", "HYDI_", "MPI_LOCALRANKID", "MPI_LOCALNRANKS")
+JOB_TAG = "MTCMPI_TEST_JOB"   # in every process of a job: the pid the job was started as
 
 
 def environment(extra: dict | None = None) -> dict:
@@ -33,7 +41,7 @@ def environment(extra: dict | None = None) -> dict:
     that ran the engine in-process is a singleton) sets those in its C environment, where
     os.environ does not see them but its children inherit them; a child mpiexec started from
     such a child exited 1 without a word."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(IDENTITY)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(IDENTITY) and k != JOB_TAG}
     env.update(MPI_ENV, **(extra or {}))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
     env["MTCMPI_LAUNCH_TIME"] = repr(time.time())
@@ -41,8 +49,10 @@ def environment(extra: dict | None = None) -> dict:
 
 
 def command(ranks: int | None, args: list[str]) -> list[str]:
-    """`mpiexec -n ranks python ARGS`, or `python ARGS` alone for ranks None."""
-    return [*(["mpiexec", "-n", str(ranks)] if ranks else []), sys.executable, *args]
+    """`mpiexec -n ranks python ARGS`, or `python ARGS` alone for ranks None, through a shell
+    that puts its own pid in JOB_TAG and then becomes that command (same pid)."""
+    job = [*(["mpiexec", "-n", str(ranks)] if ranks else []), sys.executable, *args]
+    return ["/bin/sh", "-c", f'{JOB_TAG}=$$; export {JOB_TAG}; exec "$@"', "sh", *job]
 
 
 @functools.cache
@@ -59,7 +69,7 @@ def env_option(name: str, value: str) -> list[str]:
 
 def start(ranks: int | None, args: list[str], env: dict | None = None, cwd: str | None = None,
           **popen) -> subprocess.Popen:
-    """Start command(ranks, args) in a new session (kill_session ends all of it), text mode."""
+    """Start command(ranks, args) in a new session (end_job ends all of it), text mode."""
     return subprocess.Popen(command(ranks, args), env=environment(env), cwd=cwd or ROOT,
                             start_new_session=True, text=True, **popen)
 
@@ -72,39 +82,85 @@ def run(ranks: int | None, args: list[str], timeout: float, env: dict | None = N
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            kill_session(proc.pid, signal.SIGKILL)
+            end_job(proc.pid)
             proc.communicate()
             raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def session_processes(sid: int) -> list[tuple[int, str]]:
-    """(pid, command name) of every process of a session, from /proc."""
-    found = []
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, session id, command name) of every live process, from /proc."""
+    found = {}
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{entry}/stat") as f:
-                name, rest = f.read().rsplit(")", 1)
-            if int(rest.split()[3]) == sid:
-                found.append((int(entry), name))
-        except (OSError, ValueError, IndexError):
-            pass
+                head, rest = f.read().rsplit(")", 1)
+            state, ppid, _, sid = rest.split()[:4]
+        except (OSError, ValueError):
+            continue
+        if state not in "ZX":   # a zombie is dead already: nothing to signal
+            found[int(entry)] = (int(ppid), int(sid), head.split("(", 1)[1])
     return found
 
 
-def kill_session(sid: int, sig: int) -> None:
-    """Signal every process of a session: Open MPI gives each rank its own process group, so
-    killing mpiexec's group would leave the ranks running (as a batch system's kill would not)."""
-    for pid, _ in session_processes(sid):
+def _environ(pid: int) -> list[bytes]:
+    """The environment a process was started with ([] if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def job_processes(pid: int) -> dict[int, str]:
+    """pid -> command name of every live process of the job started as `pid` by command() or
+    start(): the process itself, its session, those with its JOB_TAG and their descendants."""
+    processes, tag = _processes(), f"{JOB_TAG}={pid}".encode()
+    members = {p for p, (_, sid, _) in processes.items()
+               if p == pid or sid == pid or tag in _environ(p)}
+    grown = True
+    while grown:   # descendants: also a child whose environment was not passed on
+        grown = False
+        for child, (ppid, _, _) in processes.items():
+            if ppid in members and child not in members:
+                members.add(child)
+                grown = True
+    return {p: processes[p][2] for p in members}
+
+
+def signal_job(pid: int, sig: int) -> None:
+    """Send sig to every process of the job started as pid (mpiexec, the launcher's daemons,
+    the ranks, their children), as a batch system does."""
+    for member in job_processes(pid):
         try:
-            os.kill(pid, sig)
+            os.kill(member, sig)
         except OSError:
             pass
 
 
-def ranks_of(sid: int) -> list[int]:
-    """The pids of the ranks (python processes) of a job's session."""
-    return [pid for pid, name in session_processes(sid) if "python" in name]
+def end_job(pid: int, seconds: float = 10.0) -> None:
+    """SIGKILL every process of the job started as pid until none is left (or `seconds`
+    passed): no rank outlives the test or benchmark that ends it, wherever the launcher put it."""
+    deadline = time.monotonic() + seconds
+    while job_processes(pid) and time.monotonic() < deadline:
+        signal_job(pid, signal.SIGKILL)
+        time.sleep(0.02)
+
+
+RANK_VARIABLES = (b"OMPI_COMM_WORLD_RANK=", b"PMI_RANK=")   # what Open MPI, MPICH tell a rank
+
+
+def is_rank(pid: int) -> bool:
+    """Whether this process has a rank from the launcher: a rank, or a process a rank started."""
+    return any(v.startswith(RANK_VARIABLES) for v in _environ(pid))
+
+
+def ranks_of(pid: int) -> list[int]:
+    """The pids of the ranks of the job started as pid (not mpiexec, not the launcher's
+    daemons, not the processes a rank started)."""
+    processes = _processes()
+    return sorted(p for p in job_processes(pid)
+                  if is_rank(p) and not is_rank(processes.get(p, (0,))[0]))
 
 
 def mpirun(ranks: int, args: list[str], timeout: float = 300, env: dict | None = None,

@@ -40,7 +40,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
-from _mpirun import command as mpiexec, environment, kill_session, ranks_of  # noqa: E402
+from _mpirun import command as mpiexec, end_job, environment, ranks_of, signal_job  # noqa: E402
 
 from mtcmpi.output import journal  # noqa: E402
 
@@ -117,12 +117,12 @@ def run_trial(ranks: int, n: int, kill_after: float, workdir: str, kind: str,
     elif killed and kind == "ctrl-c":
         job.send_signal(signal.SIGINT)
     elif killed:
-        kill_session(job.pid, signal.SIGTERM if kind == "term" else signal.SIGKILL)
+        signal_job(job.pid, signal.SIGTERM if kind == "term" else signal.SIGKILL)
     try:
         job.wait(timeout=60)
     except subprocess.TimeoutExpired:
         hung = True
-        kill_session(job.pid, signal.SIGKILL)
+        end_job(job.pid)
         job.wait(timeout=30)
     time.sleep(0.2)   # let the kernel reap the ranks before the journal is read
     last_flush: dict[int, float] = {}

@@ -31,13 +31,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _mpirun import ROOT, environment, last_json, mpirun  # noqa: E402
+from _mpirun import ROOT, last_json, mpirun, signal_job, start  # noqa: E402
 
 sys.path.insert(0, ROOT)
 from kernels.noop import none  # noqa: E402
 from kernels.sleep import task  # noqa: E402
+from mtcmpi.errors import exception_line  # noqa: E402
 
 
 def rate(n: int, run) -> float:
@@ -46,29 +49,35 @@ def rate(n: int, run) -> float:
     return n / (time.perf_counter() - start)
 
 
-def measure_connect(calls: int, submits: int, chunksize: int) -> tuple[float, float]:
-    """(map calls/s, submit calls/s) through connect() to a fresh 2-rank pool."""
+@contextmanager
+def connected(ranks: int) -> Iterator:
+    """An Executor from connect() to a fresh session on this host, a pool of `ranks` ranks
+    (`mtcmpi serve`) joining it; both ended on the way out (the pool killed if it lingers)."""
     import mtcmpi
 
-    folder = tempfile.TemporaryDirectory(prefix="mtcmpi-pools-")
-    path = os.path.join(folder.name, "pool.json")
-    ex = mtcmpi.connect(path, ip="127.0.0.1")
-    pool = subprocess.Popen(["mpiexec", "-n", "2", sys.executable, "-m", "mtcmpi", "serve",
-                             "--connection", path], cwd=ROOT, env=environment(),
-                            stdout=subprocess.DEVNULL, start_new_session=True)
-    try:
+    with tempfile.TemporaryDirectory(prefix="mtcmpi-pools-") as folder:
+        path = os.path.join(folder, "pool.json")
+        ex = mtcmpi.connect(path, ip="127.0.0.1")
+        pool = start(ranks, ["-m", "mtcmpi", "serve", "--connection", path], stdout=subprocess.DEVNULL)
+        try:
+            yield ex
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
+            try:
+                pool.wait(60)
+            except subprocess.TimeoutExpired:
+                signal_job(pool.pid, signal.SIGKILL)
+                pool.wait(30)
+
+
+def measure_connect(calls: int, submits: int, chunksize: int) -> tuple[float, float]:
+    """(map calls/s, submit calls/s) through connect() to a fresh 2-rank pool."""
+    with connected(2) as ex:
         ex.submit(none).result(timeout=120)   # the pool has joined
         list(ex.map(none, range(2000), chunksize=chunksize))   # warm-up
         map_tps = rate(calls, lambda: list(ex.map(none, range(calls), chunksize=chunksize)))
         submit_tps = rate(submits, lambda: cf.wait([ex.submit(none, i) for i in range(submits)]))
         return map_tps, submit_tps
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)
-        try:
-            pool.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(pool.pid, signal.SIGKILL)
-        folder.cleanup()
 
 
 def measure_ipp(calls: int) -> float | str:
@@ -79,14 +88,14 @@ def measure_ipp(calls: int) -> float | str:
         cluster = ipp.Cluster(n=1, log_level=40)
         client = cluster.start_and_connect_sync(activate=False)
     except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return exception_line(exc)
     try:
         client.wait_for_engines(1, timeout=120)
         view = client.load_balanced_view()
         view.map_sync(none, range(100))   # warm-up
         return rate(calls, lambda: view.map_sync(none, range(calls)))
     except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return exception_line(exc)
     finally:
         cluster.stop_cluster_sync()
 
@@ -121,25 +130,10 @@ def child_executor(workers: int, per_worker: int, scale: float) -> None:
 
 def measure_sleep(workers: int, per_worker: int, scale: float) -> tuple[dict, dict]:
     """(in-job Executor, connect()) figures of the sleep map on `workers` workers."""
-    import mtcmpi
-
     inside = last_json(mpirun(workers + 1, [os.path.abspath(__file__), "--executor-child", str(workers),
                                              str(per_worker), repr(scale)], timeout=600).stdout)
-    folder = tempfile.TemporaryDirectory(prefix="mtcmpi-pools-")
-    path = os.path.join(folder.name, "pool.json")
-    ex = mtcmpi.connect(path, ip="127.0.0.1")
-    pool = subprocess.Popen(["mpiexec", "-n", str(workers + 1), sys.executable, "-m", "mtcmpi", "serve",
-                             "--connection", path], cwd=ROOT, env=environment(),
-                            stdout=subprocess.DEVNULL, start_new_session=True)
-    try:
+    with connected(workers + 1) as ex:
         return inside, sleep_map(ex, workers, per_worker, scale)
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)
-        try:
-            pool.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(pool.pid, signal.SIGKILL)
-        folder.cleanup()
 
 
 def noop_part(args: argparse.Namespace) -> str:

@@ -7,8 +7,9 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scaling"))
-from _mpirun import (MPI_ENV, command, env_option, environment, kill_session, launcher,  # noqa: E402,F401
-                     ranks_of, run, start)   # one way to start MPI jobs, shared with the benchmarks
+from _mpirun import (MPI_ENV, command, end_job, env_option, environment, job_processes,  # noqa: E402,F401
+                     launcher, ranks_of, run, signal_job, start)   # one way to start MPI jobs,
+# shared with the benchmarks
 
 
 def mtcmpi(args: list[str], ranks: int | None = 2, cwd: str | None = None,

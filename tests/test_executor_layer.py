@@ -31,7 +31,7 @@ def test_describe_never_raises_whatever_the_exception_does():
         exc = caught
     described = describe(exc, "head\n")
     assert described.type == "Nasty"
-    assert described.message == "<Nasty: str() failed>"
+    assert described.message == "<exception str() failed>"
     assert described.traceback.startswith("head\nNasty") and "could not be formatted" in described.traceback
     assert TaskLog(0, "h", 1).failure(7, exc).type == "Nasty"   # the engine's failures too
 

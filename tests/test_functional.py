@@ -10,7 +10,7 @@ import pytest
 
 import mtcmpi
 from mtcmpi.sequential import Pending, resolved
-from tests.helpers import ROOT, mtcmpi as run_mtcmpi
+from tests.helpers import ROOT, mtcmpi as run_mtcmpi, run
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -106,11 +106,7 @@ def test_pydron_example_runs_in_parallel_and_a_chain_in_order(tmp_path, how):
     script.write_text(DRIVER)
     args = ["exec", str(script)] if how == "exec" else None
     if args is None:   # an SPMD program: every rank runs the script and calls the schedules
-        import subprocess, sys
-        from tests.helpers import environment
-        proc = subprocess.run(["mpiexec", "-n", "3", sys.executable, str(script)], capture_output=True,
-                              text=True, timeout=100, cwd=ROOT, env=environment({"PYTHONPATH": ROOT}),
-                              start_new_session=True)
+        proc = run(3, [str(script)], 100, env={"PYTHONPATH": ROOT}, cwd=ROOT)
     else:
         proc = run_mtcmpi(args, ranks=3, cwd=ROOT, timeout=100)
     assert proc.returncode == 0, proc.stderr

@@ -5,14 +5,14 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, environment, mtcmpi
+from tests.helpers import mtcmpi, signal_job, start
 
 pytestmark = pytest.mark.timeout(180)
 TASKS = "tests.tasks_for_groups"
@@ -31,29 +31,35 @@ def test_retries_try_a_failed_group_again(tmp_path):
         assert (f["tasks"]["ranks"][:] == 2).all() and len(f["attempts"]) == 8
 
 
-def test_kill_then_resume_runs_each_parallel_task_once(tmp_path):
-    n = 16
+def started_mid_run(tmp_path: Path, n: int, **pipes) -> tuple[subprocess.Popen, list[str], Path]:
+    """(job, args, out): n parallel tasks of 1 or 2 ranks started on 4 ranks in the background,
+    returned once some of them are journalled (the job is killed if none is within 60 s)."""
     params = tmp_path / "p.csv"
     params.write_text("x,k\n" + "".join(f"{i},{1 + i % 2}\n" for i in range(n)))
     out = tmp_path / "r.h5"
     args = ["run", f"{TASKS}:nap", "--params", str(params), "--ranks", "k", "--out", str(out),
             "--flush-interval", "0.1", "--quiet"]
-    job = subprocess.Popen(["mpiexec", "-n", "4", sys.executable, "-m", "mtcmpi", *args], cwd=ROOT,
-                           env=environment(), start_new_session=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    job = start(4, ["-m", "mtcmpi", *args], **pipes)
     journal = f"{out}.journal"
     deadline = time.monotonic() + 60
     try:
-        while time.monotonic() < deadline:   # until some tasks are journalled, not all
+        while time.monotonic() < deadline:
             frames = [p for p in os.listdir(journal) if p.endswith(".jnl")] if os.path.isdir(journal) else []
             if any(os.path.getsize(os.path.join(journal, p)) for p in frames):
-                break
+                return job, args, out
             time.sleep(0.05)
-        else:
-            pytest.fail("no task was journalled within 60 s")
-    finally:
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait(30)
+        pytest.fail("no task was journalled within 60 s")
+    except BaseException:
+        signal_job(job.pid, signal.SIGKILL)
+        job.communicate(timeout=30)
+        raise
+
+
+def test_kill_then_resume_runs_each_parallel_task_once(tmp_path):
+    n = 16
+    job, args, out = started_mid_run(tmp_path, n, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    signal_job(job.pid, signal.SIGKILL)
+    job.wait(30)
     assert not out.exists()
     proc = mtcmpi(args, ranks=4)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -87,25 +93,9 @@ def test_a_rank_that_left_its_group_in_a_collective_ends_the_job_resumably(tmp_p
 
 
 def test_a_signal_stops_parallel_tasks_stores_them_and_the_rerun_resumes(tmp_path):
-    sys.path.insert(0, os.path.join(ROOT, "scaling"))
-    from faults import kill_session
-
     n = 16
-    params = tmp_path / "p.csv"
-    params.write_text("x,k\n" + "".join(f"{i},{1 + i % 2}\n" for i in range(n)))
-    out = tmp_path / "r.h5"
-    args = ["run", f"{TASKS}:nap", "--params", str(params), "--ranks", "k", "--out", str(out),
-            "--flush-interval", "0.1", "--quiet"]
-    job = subprocess.Popen(["mpiexec", "-n", "4", sys.executable, "-m", "mtcmpi", *args], cwd=ROOT,
-                           env=environment(), start_new_session=True, text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    journal = f"{out}.journal"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (   # some tasks done, the run still going
-            os.path.isdir(journal) and any(os.path.getsize(os.path.join(journal, p))
-                                           for p in os.listdir(journal) if p.endswith(".jnl"))):
-        time.sleep(0.05)
-    kill_session(job.pid, signal.SIGTERM)
+    job, args, out = started_mid_run(tmp_path, n, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    signal_job(job.pid, signal.SIGTERM)
     stdout, stderr = job.communicate(timeout=60)
     assert "stopped early: signal SIGTERM" in stdout, stdout + stderr   # (mpiexec, signalled, exits 1)
     with h5py.File(out) as f:

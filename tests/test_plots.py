@@ -12,7 +12,7 @@ import pytest
 from mtcmpi import plots
 from mtcmpi.errors import UsageError
 from mtcmpi.report import file_report
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run
 
 pytestmark = pytest.mark.timeout(120)
 T0 = 1.7e9
@@ -137,12 +137,31 @@ def test_report_piped_into_a_reader_that_left_ends_quietly(tmp_path):
 
 
 def test_load_names_a_file_that_is_no_results_file(tmp_path):
-    with pytest.raises(UsageError, match="not a readable mtcmpi results file"):
+    with pytest.raises(UsageError, match="missing.h5: no such results file"):
         plots.load(str(tmp_path / "missing.h5"))
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f["x"] = 1
-    with pytest.raises(UsageError, match="not a readable mtcmpi results file"):
+    with pytest.raises(UsageError, match="other.h5: not an mtcmpi results file"):
         plots.load(str(tmp_path / "other.h5"))
+    with h5py.File(tmp_path / "odd.h5", "w") as f:
+        f["tasks"] = np.zeros(3, [("rank", "i4"), ("start", "f8")])
+    with pytest.raises(UsageError, match="odd.h5: not an mtcmpi results file .its /tasks has no end, status"):
+        plots.load(str(tmp_path / "odd.h5"))
+
+
+@pytest.mark.parametrize("command", ["report", "plot", "reduce"])
+@pytest.mark.parametrize("content", [b"not hdf5", None])
+def test_every_reader_of_a_results_file_says_in_one_line_that_it_is_none(tmp_path, command, content):
+    path = tmp_path / "bad.h5"
+    if content is None:
+        h5py.File(path, "w").close()   # HDF5, but not mtcmpi's
+    else:
+        path.write_bytes(content)
+    proc = run(None, ["-m", "mtcmpi", command, str(path)], 60)
+    assert proc.returncode == 2, proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"mtcmpi: error: {path}: ")
+    assert ("not an HDF5 file" if content else "not an mtcmpi results file (it has no /tasks)") in line
 
 
 def test_small_run_plots(tmp_path):

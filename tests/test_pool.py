@@ -11,7 +11,6 @@ import platform
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -20,7 +19,7 @@ import pytest
 
 import mtcmpi
 from mtcmpi.pool.connection import SessionError, read
-from tests.helpers import ROOT, environment
+from tests.helpers import ROOT, run, signal_job, start
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,10 +40,8 @@ class Pool:
     def __init__(self, path: str, ranks: int = 2, *args: str, log: str | None = None):
         self.log = log or f"{path}.pool{time.monotonic_ns()}.log"
         with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(
-                ["mpiexec", "-n", str(ranks), sys.executable, "-m", "mtcmpi", "serve",
-                 "--connection", path, *args], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                env=environment(), start_new_session=True)
+            self.proc = start(ranks, ["-m", "mtcmpi", "serve", "--connection", path, *args],
+                              stdout=out, stderr=subprocess.STDOUT)
 
     def output(self) -> str:
         with open(self.log) as f:
@@ -54,10 +51,7 @@ class Pool:
         return self.proc.wait(timeout)
 
     def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        signal_job(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
 
@@ -115,8 +109,7 @@ def test_scatter_gather_submit_map_and_errors(session, pools, tmp_path):
         tasks = f["tasks"][:]
         assert len(tasks) == 200 + 8 + 5 + 1 and (tasks["status"] == 1).sum() == 213
         assert f["errors/message"].asstr()[213] == "no good: 3"
-    report = subprocess.run([sys.executable, "-m", "mtcmpi", "report", str(tmp_path / "session.h5")],
-                            capture_output=True, text=True, timeout=60, cwd=ROOT, env=environment())
+    report = run(None, ["-m", "mtcmpi", "report", str(tmp_path / "session.h5")], 60)
     assert report.returncode == 0 and "213 ok, 1 failed" in report.stdout, report
 
 

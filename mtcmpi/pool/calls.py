@@ -9,12 +9,11 @@ with the rank and host where it happened, and the exception itself when it pickl
 from __future__ import annotations
 
 import pickle
-import traceback
 from typing import Any, Callable
 
 import cloudpickle
 
-from ..errors import RemoteError, RemoteTraceback   # one pair for the Executor, isolation and pools
+from ..errors import Described, RemoteError, describe, exception_line, pickled_or_none, rebuilt
 
 CACHE = 256   # functions remembered per process
 
@@ -32,7 +31,7 @@ class Calls:
                 blob = cloudpickle.dumps(fn)
             except Exception as exc:
                 raise pickle.PicklingError(f"cannot send function {name(fn)} to a pool: it does not "
-                                           f"pickle ({type(exc).__name__}: {exc})") from exc
+                                           f"pickle ({exception_line(exc)})") from exc
             if len(self.functions) >= CACHE:
                 self.functions.clear()
             self.functions[fn] = blob
@@ -49,7 +48,7 @@ class Calls:
                 return cloudpickle.dumps(call, protocol=4)
             except Exception as exc:
                 raise pickle.PicklingError(f"cannot send the arguments of a call of {name(fn)} to "
-                                           f"a pool: they do not pickle ({type(exc).__name__}: {exc})") from exc
+                                           f"a pool: they do not pickle ({exception_line(exc)})") from exc
 
 
 def name(fn: Callable) -> str:
@@ -79,39 +78,25 @@ def run(payload: bytes, where: str) -> tuple[bool, bytes]:
             return True, cloudpickle.dumps(value, protocol=4)
         except Exception as exc:
             problem = pickle.PicklingError(f"the result (a {type(value).__name__}) cannot be sent "
-                                           f"back: {type(exc).__name__}: {exc}")
+                                           f"back: {exception_line(exc)}")
             return False, failure(problem, where)
 
 
 def failure(exc: BaseException, where: str) -> bytes:
-    """An exception as bytes: type, message, traceback headed with where, itself if it pickles."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-        tb = tb.tb_next   # the task's frames only
-    text = f"Traceback ({where}):\n" + "".join(traceback.format_exception(type(exc), exc, tb)[1:])
-    try:
-        itself = pickle.dumps(exc, protocol=4)
-    except Exception:
-        itself = None
-    return pickle.dumps((type(exc).__name__, str(exc), text, itself), protocol=4)
+    """An exception as bytes: described (its traceback the task's frames, headed with where) and
+    itself if it pickles."""
+    return pickle.dumps((*describe(exc, f"{where}:\n"), pickled_or_none(exc)), protocol=4)
 
 
-def value(ok: bool, blob: bytes, pool: str) -> tuple[Any, tuple[str, str, str] | None]:
-    """What a result means at the client: (value, None), or (exception to raise, (type, message,
-    traceback)); the exception has a RemoteTraceback naming the pool as __cause__."""
+def value(ok: bool, blob: bytes, pool: str) -> tuple[Any, Described | None]:
+    """What a result means at the client: (value, None), or (exception to raise, its description);
+    the exception has a RemoteTraceback headed with the pool's name as __cause__."""
     if ok:
         try:
             return pickle.loads(blob), None
         except Exception as exc:
-            error = RemoteError(f"the result does not unpickle here: {type(exc).__name__}: {exc}")
-            return error, (type(error).__name__, str(error), "")
+            error = RemoteError(f"the result does not unpickle here: {exception_line(exc)}")
+            return error, describe(error, traceback=False)
     kind, message, text, itself = pickle.loads(blob)
-    try:
-        exc = pickle.loads(itself) if itself is not None else None
-    except Exception:
-        exc = None
-    if not isinstance(exc, BaseException):
-        exc = RemoteError(f"{kind}: {message}")
-    text = text.replace("Traceback (", f"Traceback ({pool}, ", 1)
-    exc.__cause__ = RemoteTraceback(text)
-    return exc, (kind, message, text)
+    described = Described(kind, message, f"{pool}, {text}")
+    return rebuilt(described, itself), described

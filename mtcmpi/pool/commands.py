@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..run_args import add_subcommand, parse_quietly
+
 SERVE_EXAMPLES = """\
 examples:
   mpirun -n 128 python -m mtcmpi serve --connection ~/.mtcmpi/pool.json --walltime 04:00:00
@@ -17,27 +19,26 @@ exit status: 0 the session ended (or was lost), 2 no session to join (or refused
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register `serve` and `hub` on the CLI's subparsers."""
-    serve = commands.add_parser("serve", help="a pool of MPI workers for the session a connection "
-                                "file names (mtcmpi.connect() in a notebook, or `mtcmpi hub`)",
-                                description="Wait for FILE to name a live session, join it, and run "
-                                "the tasks it sends on this job's ranks (rank 0 bridges).",
-                                epilog=SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_serve_arguments(serve)
-    serve.set_defaults(handler=command_serve)
+    add_serve_arguments(add_subcommand(
+        commands, "serve", command_serve,
+        help="a pool of MPI workers for the session a connection file names (mtcmpi.connect() in "
+        "a notebook, or `mtcmpi hub`)",
+        description="Wait for FILE to name a live session, join it, and run the tasks it sends on "
+        "this job's ranks (rank 0 bridges).",
+        examples=SERVE_EXAMPLES))
 
-    hub = commands.add_parser("hub", help="a session that outlives a notebook: pools and "
-                              "mtcmpi.connect() clients join it (no MPI)",
-                              description="Listen, write FILE, and pass tasks between clients "
-                              "(mtcmpi.connect(FILE)) and pools (mtcmpi serve) until interrupted.",
-                              epilog="example:\n  python -m mtcmpi hub --connection ~/.mtcmpi/pool.json "
-                              "--ip 127.0.0.1", formatter_class=argparse.RawDescriptionHelpFormatter)
+    hub = add_subcommand(
+        commands, "hub", command_hub,
+        help="a session that outlives a notebook: pools and mtcmpi.connect() clients join it (no MPI)",
+        description="Listen, write FILE, and pass tasks between clients (mtcmpi.connect(FILE)) and "
+        "pools (mtcmpi serve) until interrupted.",
+        examples="example:\n  python -m mtcmpi hub --connection ~/.mtcmpi/pool.json --ip 127.0.0.1")
     hub.add_argument("--connection", required=True, metavar="FILE", help="the connection file to write")
     hub.add_argument("--ip", help="the interface to listen on (default: the address of this host's "
                      "name; 127.0.0.1 for pools on this machine only)")
     hub.add_argument("--port", type=int, help="the port (default: a free one)")
     hub.add_argument("--max-losses", type=int, default=3, metavar="K", help="a task that was on K "
                      "lost pools fails (default 3)")
-    hub.set_defaults(handler=command_hub)
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,8 +69,6 @@ def check_serve(args: argparse.Namespace) -> None:
 
 def parse_serve(argv: list[str]) -> argparse.Namespace:
     """argv as `mtcmpi serve` parses and checks them (for a job script); UsageError if wrong."""
-    from ..run_args import parse_quietly
-
     parser = argparse.ArgumentParser(prog="mtcmpi serve")
     add_serve_arguments(parser)
     args = parse_quietly(parser, argv, "serve")

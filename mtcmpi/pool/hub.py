@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import signal
 import threading
 import time
@@ -26,6 +25,7 @@ from typing import Callable
 import zmq
 
 from . import auth, wire
+from .calls import failure
 from .connection import PYTHON, Connection, check_versions, default_ip, expand, reachable, read, write
 from .. import __version__
 from ..errors import UsageError
@@ -291,8 +291,7 @@ class Hub:
             if task.losses >= self.max_losses:
                 error = PoolLost(f"the task was running on {task.losses} pools that were lost "
                                  f"(the last: {pool.label()}, {why}); it is not tried again")
-                blob = pickle.dumps((type(error).__name__, str(error), f"Traceback (lost):\n{error}\n",
-                                     pickle.dumps(error)))
+                blob = failure(error, "lost")
                 meta = (pool.number, -1, pool.host, -1, float("nan"), float("nan"), task.attempts)
                 failed.setdefault(task.client, []).append((task.ctid, None, blob, meta))
                 self.forget(tid)

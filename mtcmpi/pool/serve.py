@@ -71,8 +71,7 @@ class Bridge:
         self.running: dict[int, Future] = {}
         self.finished: list[tuple[int, tuple | None]] = []
         self.lock = threading.Lock()
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
+        self.wakeup = wire.Wakeup()   # a task finished
         self.mean: float | None = None
         self.draining = False
         self.give_up: float | None = None   # after a stop signal: leave by then (monotonic)
@@ -136,7 +135,7 @@ class Bridge:
     def bridge(self, sock: zmq.Socket, number: int) -> int:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
-        poller.register(self.wake_r, zmq.POLLIN)
+        poller.register(self.wakeup.fd, zmq.POLLIN)
         heard = beat = time.monotonic()
         while True:
             poller.poll(wire.HEARTBEAT_S * 1000)
@@ -212,14 +211,10 @@ class Bridge:
             self.finished.append((tid, outcome))
             first = len(self.finished) == 1
         if first:
-            os.write(self.wake_w, b"x")
+            self.wakeup.wake()
 
     def send_finished(self, sock: zmq.Socket) -> None:
-        try:
-            while os.read(self.wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
+        self.wakeup.drain()
         with self.lock:
             finished, self.finished = self.finished, []
         for tid, outcome in finished:

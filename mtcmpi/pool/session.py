@@ -106,8 +106,7 @@ class SessionExecutor(StandardExecutor):
         self._closed, self._broken, self._woken = False, None, False
         self._calls = Calls()
         self._sent = 0   # tasks sent to the session so far
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
+        self._wakeup: wire.Wakeup | None = wire.Wakeup()   # submit() and cancel() wake the I/O thread
         self._thread = threading.Thread(target=self._serve, name="mtcmpi-connect", daemon=True)
         self._thread.start()
         _open.add(self)
@@ -184,7 +183,7 @@ class SessionExecutor(StandardExecutor):
             wake = not self._woken
             self._woken = True
         if wake:
-            os.write(self._wake_w, b"x")
+            self._wakeup.wake()
         return future
 
     def _cancelled(self, task: int) -> None:
@@ -195,17 +194,18 @@ class SessionExecutor(StandardExecutor):
 
     def _wake(self) -> None:
         with self._lock:
-            if self._woken or self._wake_w is None:
+            if self._woken or self._wakeup is None:
                 return
             self._woken = True
-        os.write(self._wake_w, b"x")
+            wakeup = self._wakeup
+        wakeup.wake()
 
     # -- the I/O thread --
 
     def _serve(self) -> None:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self._wakeup.fd, zmq.POLLIN)
         heard = beat = time.monotonic()
         try:
             while True:
@@ -236,11 +236,7 @@ class SessionExecutor(StandardExecutor):
 
     def _flush(self) -> None:
         """Send what submit() and cancel() queued."""
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
+        self._wakeup.drain()
         with self._lock:
             outbox, self._outbox = self._outbox, []
             cancels, self._cancels = self._cancels, []
@@ -300,9 +296,8 @@ class SessionExecutor(StandardExecutor):
         if self.hub is not None:
             self.hub.stop()
         with self._lock:
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-            self._wake_w = None
+            self._wakeup.close()
+            self._wakeup = None
         _open.discard(self)
         if self._record:
             self._record.write(next(self._tasks), self.connection.address)

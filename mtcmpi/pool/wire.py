@@ -7,6 +7,7 @@ passed the CURVE handshake (see auth.py).
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from typing import Any
 
@@ -40,3 +41,26 @@ def batches(items: list, size: int = MAX_BATCH):
     """items in lists of at most size."""
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+class Wakeup:
+    """A self-pipe that wakes a thread blocked in zmq.Poller.poll (it registers fd): another
+    thread calls wake(); the woken one calls drain() before it looks for what woke it."""
+
+    def __init__(self) -> None:
+        self.fd, self._write = os.pipe()
+        os.set_blocking(self.fd, False)
+
+    def wake(self) -> None:
+        os.write(self._write, b"x")
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self._write)

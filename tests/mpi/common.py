@@ -1,6 +1,8 @@
 """Helpers for tests under mpiexec."""
 from mpi4py import MPI
 
+from mtcmpi.errors import exception_line
+
 comm = MPI.COMM_WORLD
 
 
@@ -12,7 +14,7 @@ def on_rank0(check) -> None:
         try:
             check()
         except Exception as exc:   # noqa: BLE001 - re-raised on every rank below
-            error = f"{type(exc).__name__}: {exc}"
+            error = exception_line(exc)
     error = comm.bcast(error)
     assert error is None, error
 

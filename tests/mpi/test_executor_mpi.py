@@ -157,7 +157,7 @@ def test_a_task_whose_exception_cannot_be_described_fails_its_future_only():
             return
         exc = ex.submit(raise_nasty, 1).exception(timeout=10)
         assert type(exc).__name__ == "Nasty"
-        assert "<Nasty: str() failed>" in str(exc.__cause__)
+        assert "Nasty: <exception str() failed>" in str(exc.__cause__)
         assert ex.submit(square, 2).result(timeout=10) == 4
 
 
