@@ -11,8 +11,7 @@ import pytest
 
 from tests.helpers import ROOT, mtcmpi
 
-# one xdist worker runs the module fixture's three `mtcmpi exec` runs for all the tests
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120), pytest.mark.xdist_group("executor_rows")]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 DRIVER = os.path.join(ROOT, "tests", "drivers", "executor_rows.py")
 RANKS = [None, 2, 3]   # None: 1 rank, without mpiexec
 
