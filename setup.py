@@ -14,7 +14,7 @@ setup(
     install_requires=["mpi4py>=3.1", "numpy", "h5py", "tqdm"],
     extras_require={
         "plot": ["matplotlib"],
-        "test": ["pytest", "pytest-mpi", "pytest-timeout"],
+        "test": ["pytest", "pytest-mpi", "pytest-timeout", "pytest-xdist"],   # xdist: scripts/test runs tests side by side
         "study": ["matplotlib", "nbclient", "nbformat", "ipykernel"],   # scaling/weak_scaling.ipynb
         "pool": ["pyzmq>=22", "cloudpickle"],        # mtcmpi.connect() and `mtcmpi serve`
         # the peers the benchmarks measure against: scaling/pools.py, scaling/graphs.py

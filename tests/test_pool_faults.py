@@ -2,6 +2,7 @@
 task that kills its pools fails alone. Exactly-once is checked from the per-task record."""
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import subprocess
@@ -27,10 +28,12 @@ def nap(x, seconds=0.05):
 
 
 def nap_marked(x, seconds, marker):
-    """nap, leaving a file that says the task has started."""
+    """nap, leaving a file that says the task has started; `seconds` the first time it starts
+    (its file alone), briefly when it runs again."""
     with open(f"{marker}.{os.getpid()}", "w"):
         pass
-    return nap(x, seconds)
+    first = len(glob.glob(f"{glob.escape(marker)}.*")) == 1
+    return nap(x, seconds if first else 0.05)
 
 
 def die(x):
@@ -151,7 +154,7 @@ def test_tasks_running_past_the_grace_run_again_elsewhere(tmp_path, pools):
         t0 = time.monotonic()
         assert first.wait(30) == 75, first.output()
         # well before the 24 s task would end; MPI_Abort itself takes up to twice Open MPI's
-        # odls_base_sigkill_timeout (scripts/mpienv: 5 s) before the last rank is gone
+        # odls_base_sigkill_timeout (scripts/mpienv: 5 s; the tests': 2 s) before the last rank is gone
         assert time.monotonic() - t0 < 18.0, "the pool waited for the task beyond --grace"
         assert "1 tasks still running 0.5 s after SIGUSR1 (--grace)" in first.output()
         pools(path, 2)

@@ -113,7 +113,10 @@ def test_without_measured_runs_the_defaults_still_predict(tmp_path):
     assert "here" not in {r["scenario"] for r in rows}
 
 
+# `alone`: whichever of the tests that use `study` builds it on its xdist worker, the runs
+# test_fit_to_measured_runs compares with the model are measured with no other test beside them
 @pytest.mark.e2e
+@pytest.mark.alone
 def test_fit_to_measured_runs(study):
     """Every measured run has its modelled twin within TOLERANCE_PCT, and RESULT parses."""
     with open(os.path.join(study, "simulate.out")) as f:
@@ -128,6 +131,7 @@ def test_fit_to_measured_runs(study):
 
 
 @pytest.mark.e2e
+@pytest.mark.alone
 def test_notebook_draws_its_figures(study, monkeypatch):
     """The notebook runs headless on the study's data and shows its five figures."""
     nbformat = pytest.importorskip("nbformat")
@@ -142,6 +146,7 @@ def test_notebook_draws_its_figures(study, monkeypatch):
 
 
 @pytest.mark.e2e
+@pytest.mark.alone
 def test_peers_run_beside_mtcmpi_or_say_why_not(study):
     """weak.py --peers: the peer has a row at every rank count, measured or with its error, and
     the RESULT line compares start-up and wall efficiency with the peers."""
