@@ -106,7 +106,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                           "waiting task has waited one mean task time), greedy or strict")
     store = parser.add_argument_group("results file")
     store.add_argument("--out", metavar="FILE.h5", help="write results and the per-task log to one "
-                       "HDF5 file (parallel HDF5, written by all ranks); run the same command again "
+                       "HDF5 file (parallel HDF5, built by one rank per node); run the same command again "
                        "to resume: tasks already done are skipped")
     add_resume_arguments(store)
     store.add_argument("--serial-io", action="store_true", help="rank 0 writes the whole file "
