@@ -30,6 +30,21 @@ def h5py_loaded(i: int) -> int:
     return int("h5py" in sys.modules)
 
 
+def plain_values(i: int) -> dict:
+    """A task returning Python numbers and a string, and whether its rank has numpy by now."""
+    return {"i": i - 2, "x": i / 4, "big": 2**63 + i, "ok": i % 2 == 0, "s": "t" * i,
+            "numpy": "numpy" in sys.modules}
+
+
+def numpy_values(i: int) -> dict:
+    """plain_values as numpy scalars: the journal's other way, to the same file."""
+    import numpy as np
+
+    v = plain_values(i)
+    return {"i": np.int64(v["i"]), "x": np.float64(v["x"]), "big": np.uint64(v["big"]),
+            "ok": np.bool_(v["ok"]), "s": np.bytes_(v["s"].encode()), "numpy": False}
+
+
 def read(path) -> dict[int, int]:
     """{rank: value} of a results file whose tasks each ran on a different rank."""
     import h5py   # here, not at the top: the ranks import this module as their task module
@@ -137,6 +152,26 @@ def test_workers_run_without_h5py_and_the_writers_build_the_same_file(tmp_path, 
         assert f["results/value"][:].tolist() == [0] * 8
         assert (f["tasks"]["status"][:] == 1).all() and set(f["tasks"]["rank"][:].tolist()) <= {1, 2}
         assert f.attrs["io_mode"] == "collective"
+
+
+@pytest.mark.e2e
+def test_workers_whose_tasks_return_plain_values_journal_them_without_numpy(tmp_path):
+    """With --out, workers whose tasks return Python numbers and strings never import numpy
+    (values.Plain), and the file holds what numpy scalars would have made, dtypes and all."""
+    import h5py
+
+    got = {}
+    for fn in ("plain_values", "numpy_values"):
+        out = tmp_path / f"{fn}.h5"
+        proc = mtcmpi(["run", f"tests.test_startup:{fn}", "--count", "6", "--quiet", "--chunk", "1",
+                       "--out", str(out)], ranks=3)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        with h5py.File(out) as f:
+            assert (f["tasks"]["status"][:] == 1).all() and set(f["tasks"]["rank"][:].tolist()) <= {1, 2}
+            got[fn] = {k: (ds.dtype, ds[:].tolist()) for k, ds in f["results"].items()}
+    assert got["plain_values"]["numpy"][1] == [False] * 6   # no worker had numpy at its tasks
+    assert got["plain_values"] == got["numpy_values"]
+    assert got["plain_values"]["s"][1][:3] == [b"", b"t", b"tt"]
 
 
 @pytest.mark.e2e

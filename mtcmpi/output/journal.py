@@ -12,6 +12,8 @@ loop flushes itself once BUFFER bytes of results wait, so a rank never holds mor
 After a kill the last frame may be cut short: reading stops there silently. A frame that is
 whole but damaged, or one of another task list, is an error: the journal is not this run's.
 Pickle is fine for the metadata: the journal is mtcmpi's own scratch, never the output.
+Writing needs numpy only for arrays: plain numbers and strings (values.Plain) are written as
+their bytes, so a rank whose tasks return only those never imports it.
 """
 from __future__ import annotations
 
@@ -22,17 +24,18 @@ import struct
 import threading
 import time
 import zlib
+from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
-
-import numpy as np
 
 from ..errors import UsageError
 from ..tasklog import NOT_RUN, TaskLog
 from . import members
-from .values import Schema
+from .values import Plain, Schema
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:   # numpy is imported where used: for arrays, and by the readers
+    import numpy as np
+
     from .direct import DirectRows
 
 HEAD = struct.Struct("<8sIIQ")   # magic, crc32 of the metadata, metadata bytes, result bytes
@@ -59,22 +62,25 @@ def exists(out: str) -> bool:
 class Journal:
     """This rank's journal file; flush() appends the records of `log` not yet written and
     drops their results from the log. A write that fails (disk full) calls on_error once and
-    writes nothing more: what was flushed before stays whole."""
+    writes nothing more: what was flushed before stays whole. make_direct, if given, makes the
+    writer of rows straight into the results file (direct.py), when the first array comes."""
 
     def __init__(self, out: str, log: TaskLog, run_id: str, fingerprint: str,
                  attempts: dict[int, int] | None = None,
-                 on_error: Callable[[str], None] | None = None, direct: "DirectRows | None" = None):
+                 on_error: Callable[[str], None] | None = None,
+                 make_direct: "Callable[[], DirectRows] | None" = None):
         self.path = os.path.join(directory(out), f"rank{log.rank:05d}-{run_id}.jnl")
         self.file = open(self.path, "ab", buffering=0)
         self.log, self.fingerprint, self.attempts = log, fingerprint, attempts or {}
-        self.on_error, self.direct = on_error, direct
+        self.on_error, self.make_direct = on_error, make_direct
+        self.direct: "DirectRows | None" = None
         self.written = 0
         self.pending = 0   # bytes of results in the log not yet journalled (approximate)
         self.error: str | None = None
         self.schema = Schema()   # of what this rank journalled
         self.lock = threading.Lock()
 
-    def added(self, arrays: dict[str, np.ndarray] | None) -> None:
+    def added(self, arrays: "dict[str, np.ndarray | Plain] | None") -> None:
         """A task's result is about to be recorded: flush now if BUFFER bytes wait."""
         if arrays:
             self.pending += sum(a.nbytes for a in arrays.values())
@@ -96,33 +102,45 @@ class Journal:
                 meta["status"] = log.status[lo:hi].tobytes()
                 meta["starts"], meta["ends"] = log.starts[lo:hi].tobytes(), log.ends[lo:hi].tobytes()
                 data = pickle.dumps(meta, protocol=pickle.HIGHEST_PROTOCOL)
-                size = sum(r.nbytes for r in raw)
+                blocks = [memoryview(block).cast("B") for block in raw]
+                size = sum(len(block) for block in blocks)
                 self.file.write(HEAD.pack(MAGIC, zlib.crc32(data), len(data), size) + data)
-                for block in raw:
-                    self.file.write(memoryview(block).cast("B"))
+                for block in blocks:
+                    self.file.write(block)
             except OSError as exc:
                 self.fail(exc, at)
                 return
             for key, dt, shape, gids, _ in meta["groups"]:
-                self.schema.add(key, np.dtype(dt), shape, int(np.frombuffer(gids, np.int64).min()))
+                self.schema.add(key, dt, shape, min(ids_of(gids)))
             for t in ids:
                 log.results.pop(t, None)
             self.written, self.pending = hi, 0
 
-    def frame(self, ids, flushed: float) -> tuple[dict, list[np.ndarray]]:
+    def frame(self, ids, flushed: float) -> tuple[dict, list]:
         """The metadata and result blocks of the records ids (results grouped by key, dtype,
         shape, in id order); groups the results file takes are written there first."""
         log = self.log
         groups: dict[tuple, list] = {}
         for t in sorted(dict.fromkeys(ids)):   # a task tried twice in one frame has one result
             for key, a in (log.results.get(t) or {}).items():
-                groups.setdefault((key, a.dtype.str, a.shape), []).append((t, a))
+                dt = a.dtype if type(a) is Plain else a.dtype.str
+                groups.setdefault((key, dt, a.shape), []).append((t, a))
         listed, raw = [], []
         for (key, dt, shape), rows in groups.items():
-            gids = np.array([t for t, _ in rows], np.int64)
-            arrays = [a for _, a in rows]
-            in_file = self.direct is not None and self.direct.write(key, np.dtype(dt), shape, gids, arrays)
-            listed.append((key, dt, shape, gids.tobytes(), in_file))
+            gids = array("q", [t for t, _ in rows]).tobytes()
+            values = [a for _, a in rows]
+            if all(type(a) is Plain for a in values):
+                listed.append((key, dt, shape, gids, False))
+                raw.append(b"".join(a.data for a in values))
+                continue
+            import numpy as np   # a task returned an array: numpy is loaded already
+
+            arrays = [np.frombuffer(a.data, dt).reshape(()) if type(a) is Plain else a for a in values]
+            if self.direct is None and self.make_direct is not None:
+                self.direct = self.make_direct()
+            in_file = self.direct is not None and self.direct.write(
+                key, np.dtype(dt), shape, np.frombuffer(gids, np.int64), arrays)
+            listed.append((key, dt, shape, gids, in_file))
             if not in_file:
                 raw.append(np.ascontiguousarray(np.stack(arrays)))
         meta = {"fingerprint": self.fingerprint, "rank": log.rank, "host": log.host, "pid": log.pid,
@@ -179,6 +197,13 @@ class Flusher(threading.Thread):
         self.journal.close()
 
 
+def ids_of(raw: bytes) -> array:
+    """Task ids as the journal stores them (int64), without numpy."""
+    ids = array("q")
+    ids.frombytes(raw)
+    return ids
+
+
 @dataclass
 class Frame:
     """One frame read back: its metadata, and where its result blocks start in its file."""
@@ -189,11 +214,15 @@ class Frame:
 
     @property
     def ids(self) -> np.ndarray:
+        import numpy as np
+
         return np.frombuffer(self.meta["ids"], np.int64)
 
     def groups(self) -> Iterator[tuple[str, np.dtype, tuple, np.ndarray, int | None]]:
         """(key, dtype, shape, ids, offset of its block) of every result group; offset None
         for a group written into the results file."""
+        import numpy as np
+
         offset = self.offset
         for key, dt, shape, gids, in_file in self.meta["groups"]:
             ids, dtype = np.frombuffer(gids, np.int64), np.dtype(dt)
@@ -204,6 +233,8 @@ class Frame:
     def without_file_rows(self) -> "Frame":
         """This frame as if its tasks with results in the file had not run (that file was
         lost): their status not-run, so the next run runs them again."""
+        import numpy as np
+
         meta = dict(self.meta)
         meta["groups"] = [g for g in self.meta["groups"] if not g[4]]
         void = b"".join(g[3] for g in self.meta["groups"] if g[4])
@@ -214,6 +245,8 @@ class Frame:
         return Frame(meta, self.path, self.offset)
 
     def values(self, dtype: np.dtype, shape: tuple, count: int, offset: int) -> np.ndarray:
+        import numpy as np
+
         with open(self.path, "rb") as f:
             f.seek(offset)
             return np.fromfile(f, dtype=dtype, count=count * int(np.prod(shape, dtype=np.int64))).reshape((count,) + shape)

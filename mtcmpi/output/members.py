@@ -10,12 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from .values import TEXT
-
-if TYPE_CHECKING:   # h5py is imported where used: only the ranks that write the file load it
-    import h5py
+if TYPE_CHECKING:   # imported where used: only the ranks that write the file load h5py (numpy too,
+    import h5py     # unless their tasks return arrays: the journal imports this module for FIELD)
+    import numpy as np
 
 FIELD = "members"   # the journal frame's field
 Group = tuple[list[int], list[str]]   # (member ranks, their hosts)
@@ -50,6 +47,8 @@ def as_text(group: Group) -> tuple[str, str]:
 
 def sizes(groups: dict[int, Group], ids: Any) -> np.ndarray:
     """/tasks' field ranks of these task ids: 1, or the size of a parallel task's group."""
+    import numpy as np
+
     if not groups:   # a run of one-rank tasks: no loop over millions of ids
         return np.ones(len(ids), np.int16)
     return np.array([len(groups[t][0]) if t in groups else 1 for t in np.asarray(ids).tolist()],
@@ -72,6 +71,10 @@ def read_groups(f: h5py.File) -> dict[int, tuple[str, str]]:
 
 def write_groups(f: h5py.File, groups: dict[int, tuple[str, str]]) -> None:
     """/groups, one row per task in id order (rank 0, file opened without MPI-IO: strings)."""
+    import numpy as np
+
+    from .values import TEXT
+
     ids = sorted(groups)
     table = np.array([(t, *groups[t]) for t in ids],
                      dtype=[("task", np.int64), ("members", TEXT), ("hosts", TEXT)])

@@ -12,17 +12,21 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import numpy as np
 from mpi4py import MPI
 
 from .. import __version__
 from ..errors import UsageError
 from ..tasklog import FAILED_STATES, TaskLog
 from ..world import World
-from . import assemble, direct, hdf5, journal, resume
+from . import journal
 from .values import Column, Normalizer, Schema
+
+if TYPE_CHECKING:   # imported where used: a worker whose tasks return plain numbers and strings
+    import numpy as np   # loads no numpy before its tasks are done (values.Plain)
+
+    from . import assemble, hdf5, resume
 
 CHUNK_BYTES = 1 << 20   # automatic chunk shape: about this many bytes of whole rows
 WRITERS_VARIABLE = "MTCMPI_WRITERS"   # 'all': every rank writes its own rows (default: one per node)
@@ -112,6 +116,10 @@ class Output:
 
     def load(self, n: int, fingerprint: str) -> np.ndarray | range:
         """Rank 0: clear or read the earlier state, check it is of this task list, start the journal."""
+        import numpy as np
+
+        from . import direct, resume
+
         self.check()
         if self.restart:
             for stale in (self.path, self.path + ".tmp"):
@@ -138,6 +146,8 @@ class Output:
         """Rank 0: tasks that failed in an earlier run and were not run again now."""
         if self.prior is None:
             return 0
+        import numpy as np
+
         failed = np.isin(self.prior.status, FAILED_STATES)
         if not failed.any():
             return 0
@@ -152,7 +162,10 @@ class Output:
             return lambda payload: normalize(invoke(payload))
         rows = None
         if not (self.serial_io or self.compression or self.chunk_rows):   # contiguous datasets
-            rows = direct.DirectRows(self.path, self.n, self.file_id)
+            def rows() -> Any:   # when a task returns an array: direct.py needs numpy
+                from . import direct
+
+                return direct.DirectRows(self.path, self.n, self.file_id)
         jnl = journal.Journal(self.path, log, self.run_id, self.fingerprint, self.attempts, stop.halt, rows)
         self.flusher = journal.Flusher(jnl, self.flush_interval)
         stop.listeners.append(self.flusher.wake)
@@ -174,6 +187,10 @@ class Output:
                retried: dict[int, tuple[int, int]] | None = None,
                keys: np.ndarray | None = None) -> None:
         """Collective: build the file from every journal, then rename it into place."""
+        import numpy as np
+
+        from . import assemble, direct, hdf5
+
         self.close()
         jnl = self.flusher.journal if self.flusher else None
         comm, rank = world.comm, world.rank
@@ -246,6 +263,8 @@ class Output:
             other.seen = seen
             schema.merge(other)
         columns, width = schema.columns(), max(w for _, _, w, _ in parts)
+        from . import assemble, direct
+
         try:
             direct.require(self.path, self.space(n, columns, width))
             direct.settle(self.path, columns)
@@ -278,6 +297,8 @@ class Output:
         """Write the parallel part of the file (collective over comm); one line on every rank
         if it cannot be written (a full disk), the journal and the .tmp file left in place."""
         import h5py
+
+        from . import assemble, hdf5
 
         parallel = comm.Get_size() > 1   # one writer (one node, --serial-io): no MPI-IO to start
         filters = self.filters()
@@ -318,6 +339,10 @@ class Output:
         """Bytes the file still needs, at most: the log and the rows not written during the run
         (compressed ones too, as if they did not compress: Open MPI's OMPIO was seen to drop a
         collective write on a full disk without an error, so the space is checked first)."""
+        import numpy as np
+
+        from . import direct, hdf5
+
         made = direct.layout(self.path)
         rows = sum(n * col.dtype.itemsize * int(np.prod(col.shape, dtype=np.int64))
                    for key, col in columns.items() if key not in made)
@@ -328,6 +353,8 @@ class Output:
         when compressed; contiguous otherwise."""
         if self.chunk_rows is None and not self.compression:
             return None
+        import numpy as np
+
         row = max(1, col.dtype.itemsize * int(np.prod(col.shape, dtype=np.int64)))
         return (self.chunk_rows or max(1, CHUNK_BYTES // row),) + col.shape
 
