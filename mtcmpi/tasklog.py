@@ -140,6 +140,22 @@ class TaskLog:
                 keep[i], tries[i] = rank == self.rank, count
         return last[keep], tries[keep]
 
+    def host_width(self, extra: int = 1) -> int:
+        """Bytes of the results file's host field that this rank's host needs (extra: others')."""
+        return max(1, extra, len(self.host.encode()))
+
+    def mark_failed(self, failures: dict[int, Failure]) -> dict[int, Failure]:
+        """Record as failed the tasks of failures that this rank ran (their result did not fit
+        the run's rule, output/values.py), every try of them; returns those."""
+        mine: dict[int, Failure] = {}
+        if failures:
+            for i, tid in enumerate(self.ids):
+                if tid in failures:
+                    self.status[i] = FAILED
+                    mine[tid] = failures[tid]
+            self.failures.update(mine)
+        return mine
+
     def failure(self, tid: int, exc: BaseException) -> Failure:
         """An exception as data, its traceback headed with where it happened."""
         return Failure(*describe(exc, f"task {tid} failed on rank {self.rank}, host {self.host}, "

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 from mpi4py import MPI
 
-from ..tasklog import DONE, FAILED, FAILED_STATES, OK, Failure, TaskLog
+from ..tasklog import DONE, FAILED, FAILED_STATES, OK, Failure
 from . import hdf5, journal, members
 from .values import Column, ResultMismatch, fits, mismatch, result_sets
 
@@ -51,16 +51,6 @@ def mismatches(frames: Iterator[journal.Frame], columns: dict[str, Column]) -> d
                 for t in ids.tolist():
                     out.setdefault(t, Failure(ResultMismatch.__name__, text, f"task {t}: {ResultMismatch.__name__}: {text}\n"))
     return out
-
-
-def mark_failed(log: TaskLog, failures: dict[int, Failure]) -> None:
-    """Record tasks whose result did not fit as failed in this rank's log (their last record)."""
-    if not failures:
-        return
-    ids = np.frombuffer(log.ids, np.int64)
-    for i in np.flatnonzero(np.isin(ids, list(failures))).tolist():
-        log.status[i] = FAILED
-    log.failures.update(failures)
 
 
 def result_batches(sources: Sources, key: str, col: Column, prior: bool,
@@ -219,10 +209,6 @@ def groups_table(path: str, sources: Sources, groups: dict[int, members.Group]) 
         kept = {t: g for t, g in table.items() if ranks[t] > 1}
         if kept:
             members.write_groups(f, kept)
-
-
-def host_width(log: TaskLog, extra: int = 1) -> int:
-    return max(1, extra, len(log.host.encode()))
 
 
 def attrs_of(columns: dict[str, Column], pickled: set[str], serial: bool, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ after the engine) completes that file from the journals and renames it into plac
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import sys
 import time
@@ -160,13 +161,9 @@ class Output:
         normalize = self.normalizer = Normalizer(self.pickled)
         if not todo:
             return lambda payload: normalize(invoke(payload))
-        rows = None
-        if not (self.serial_io or self.compression or self.chunk_rows):   # contiguous datasets
-            def rows() -> Any:   # when a task returns an array: direct.py needs numpy
-                from . import direct
-
-                return direct.DirectRows(self.path, self.n, self.file_id)
-        jnl = journal.Journal(self.path, log, self.run_id, self.fingerprint, self.attempts, stop.halt, rows)
+        contiguous = not (self.serial_io or self.compression or self.chunk_rows)
+        jnl = journal.Journal(self.path, log, self.run_id, self.fingerprint, self.attempts, stop.halt,
+                              self.direct_rows if contiguous else None)
         self.flusher = journal.Flusher(jnl, self.flush_interval)
         stop.listeners.append(self.flusher.wake)
         self.flusher.start()
@@ -178,6 +175,13 @@ class Output:
             return arrays
         return stored
 
+    def direct_rows(self) -> Any:
+        """The writer of this rank's rows straight into the .tmp file (made when a task returns
+        an array: direct.py needs numpy)."""
+        from . import direct
+
+        return direct.DirectRows(self.path, self.n, self.file_id)
+
     def close(self) -> None:
         """The engine is done on this rank (or the job ends now): journal what is left."""
         if self.flusher and self.flusher.is_alive():
@@ -186,46 +190,53 @@ class Output:
     def finish(self, world: World, log: TaskLog, n: int, attrs: dict[str, Any],
                retried: dict[int, tuple[int, int]] | None = None,
                keys: np.ndarray | None = None) -> None:
-        """Collective: build the file from every journal, then rename it into place."""
-        import numpy as np
-
-        from . import assemble, direct, hdf5
-
+        """Collective: build the file from every journal, then rename it into place. A worker
+        hands its log and journal to its node's writer, which checks, merges and writes them:
+        a worker whose tasks returned no arrays imports neither numpy nor h5py."""
         self.close()
         jnl = self.flusher.journal if self.flusher else None
         comm, rank = world.comm, world.rank
         # one gather and one broadcast where each step had its collective: on an oversubscribed
         # node every collective costs each rank a wake-up, most of the store's time on 64 ranks
-        width = assemble.host_width(log, self.prior.host_width if self.prior else 1)
+        width = log.host_width(self.prior.host_width if self.prior else 1)
         parts = comm.gather((jnl.error if jnl else None, jnl.schema.seen if jnl else {}, width,
                              self.normalizer.pickled_keys if self.normalizer else set()), root=0)
         plan = self.plan(parts, n, attrs) if rank == 0 else None
         world.barrier()   # the others sleep while rank 0 plans (it may have a file to settle)
-        error, columns, width, attrs = comm.bcast(plan, root=0)
+        error, columns, width, attrs = comm.bcast(plan, root=0)   # columns pickled: writers load them
         if error is not None:
             raise UsageError(error)
         if columns is None:   # an earlier run finished everything: the file stays as it is
             return
-        sources = assemble.Sources(self.fingerprint, [jnl.path] if jnl else [], file_kept=self.file_kept)
-        assemble.mark_failed(log, assemble.mismatches(sources.frames(False), columns))
-        prior_failed: dict = {}
-        if self.prior:
-            sources.prior_file, sources.prior_journals = self.prior.file, self.prior.journals
-            prior_failed = assemble.mismatches(sources.frames(True), columns)
-        mine = hdf5.Rows.of(log, width, self.attempts, retried)
-        tries = None if retried is None else hdf5.every_try(log, width)
-        group, writers = self.writers(world)
-        parts = group.gather((mine, tries, jnl.path if jnl else None), root=0)   # to its writer
-        rows = mine
-        if writers is not None:
-            rows = hdf5.Rows.merged([r for r, _, _ in parts])
-            tries = None if tries is None else np.concatenate([t for _, t, _ in parts])
-            sources.journals = [path for _, _, path in parts if path]
+        group, writers = self.writers(world)   # a rank is its group's 0 if and only if it writes
+        parts = group.gather(None if writers is not None else (log, jnl.path if jnl else None), root=0)
+        taken = None   # writer: the tasks of each of its ranks whose result did not fit the rule
         failures, groups = {}, {}   # rank 0: every failure, every parallel task's members
-        for mine_failures, mine_groups in comm.gather((mine.failures, mine.groups), root=0) or []:
-            failures.update(mine_failures)
-            groups.update(mine_groups)
-        tmp = direct.tmp_path(self.path)
+        if writers is not None:
+            import numpy as np
+
+            from . import assemble, direct, hdf5
+
+            columns = pickle.loads(columns)
+            logs = [log] + [other for other, _ in parts[1:]]
+            sources = assemble.Sources(self.fingerprint, ([jnl.path] if jnl else [])
+                                       + [path for _, path in parts[1:] if path], file_kept=self.file_kept)
+            mismatched = assemble.mismatches(sources.frames(False), columns)
+            taken = [each.mark_failed(mismatched) for each in logs]
+            prior_failed: dict = {}
+            if self.prior:
+                sources.prior_file, sources.prior_journals = self.prior.file, self.prior.journals
+                prior_failed = assemble.mismatches(sources.frames(True), columns)
+            rows = hdf5.Rows.merged([hdf5.Rows.of(each, width, self.attempts, retried) for each in logs])
+            tries = None if retried is None else np.concatenate([hdf5.every_try(each, width) for each in logs])
+            tmp = direct.tmp_path(self.path)
+        mine = group.scatter(taken, root=0)
+        if writers is None:
+            log.mark_failed(mine)   # for this rank's summary, as its writer marked its rows
+        for some_failures, some_groups in comm.gather((rows.failures, rows.groups) if writers is not None
+                                                      else ({}, {}), root=0) or []:
+            failures.update(some_failures)
+            groups.update(some_groups)
         error = None
         if writers is not None:
             try:
@@ -273,7 +284,8 @@ class Output:
         pickled = set().union(*(keys for _, _, _, keys in parts))
         attrs = dict(attrs, mtcmpi_version=__version__, mpi_library=MPI.Get_library_version().strip("\0\n "),
                      command_line=command_line(), end_time=time.time())
-        return None, columns, width, assemble.attrs_of(columns, pickled, self.serial_io, attrs)
+        return (None, pickle.dumps(columns, protocol=pickle.HIGHEST_PROTOCOL), width,
+                assemble.attrs_of(columns, pickled, self.serial_io, attrs))
 
     def writers(self, world: World) -> tuple[MPI.Comm, MPI.Comm | None]:
         """(group, writers): the ranks whose rows one rank writes, it first (the whole job with
