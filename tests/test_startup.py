@@ -31,7 +31,15 @@ def h5py_loaded(i: int) -> int:
 
 
 def plain_values(i: int) -> dict:
-    """A task returning Python numbers and a string, and whether its rank has numpy by now."""
+    """A task returning Python numbers and a string, and whether its rank has numpy by now;
+    with EXIT_MARKS set, its rank writes there at exit which of numpy and h5py it loaded."""
+    marks = os.environ.get("EXIT_MARKS")
+    if marks and not hasattr(plain_values, "marked"):
+        import atexit
+
+        path = os.path.join(marks, str(os.getpid()))
+        plain_values.marked = atexit.register(lambda: open(path, "w").write(
+            " ".join(m for m in ("numpy", "h5py") if m in sys.modules)))
     return {"i": i - 2, "x": i / 4, "big": 2**63 + i, "ok": i % 2 == 0, "s": "t" * i,
             "numpy": "numpy" in sys.modules}
 
@@ -155,13 +163,16 @@ def test_workers_run_without_h5py_and_the_writers_build_the_same_file(tmp_path, 
 
 
 @pytest.mark.e2e
-def test_workers_whose_tasks_return_plain_values_journal_them_without_numpy(tmp_path):
+def test_workers_whose_tasks_return_plain_values_journal_them_without_numpy(tmp_path, monkeypatch):
     """With --out, workers whose tasks return Python numbers and strings never import numpy
-    (values.Plain), and the file holds what numpy scalars would have made, dtypes and all."""
+    (values.Plain), nor at the end (their node's writer builds their rows), and the file holds
+    what numpy scalars would have made, dtypes and all."""
     import h5py
 
     got = {}
     for fn in ("plain_values", "numpy_values"):
+        (tmp_path / fn).mkdir()
+        monkeypatch.setenv("EXIT_MARKS", str(tmp_path / fn))
         out = tmp_path / f"{fn}.h5"
         proc = mtcmpi(["run", f"tests.test_startup:{fn}", "--count", "6", "--quiet", "--chunk", "1",
                        "--out", str(out)], ranks=3)
@@ -170,6 +181,8 @@ def test_workers_whose_tasks_return_plain_values_journal_them_without_numpy(tmp_
             assert (f["tasks"]["status"][:] == 1).all() and set(f["tasks"]["rank"][:].tolist()) <= {1, 2}
             got[fn] = {k: (ds.dtype, ds[:].tolist()) for k, ds in f["results"].items()}
     assert got["plain_values"]["numpy"][1] == [False] * 6   # no worker had numpy at its tasks
+    marks = [p.read_text() for p in (tmp_path / "plain_values").iterdir()]
+    assert len(marks) == 2 and marks == ["", ""]            # nor at its end
     assert got["plain_values"] == got["numpy_values"]
     assert got["plain_values"]["s"][1][:3] == [b"", b"t", b"tt"]
 
