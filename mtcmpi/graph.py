@@ -19,6 +19,7 @@ from concurrent.futures._base import FINISHED
 from itertools import count
 from typing import Any, Callable, Iterator
 
+from .errors import exception_line
 from .futures.calls import Held, InputLost, pickled_with_inputs
 
 __all__ = ["DependencyError", "InputLost", "holds_future", "in_call", "listed", "submit", "map_calls", "drain"]
@@ -164,7 +165,7 @@ def dependency_error(future: Future, problem: Future) -> DependencyError:
     if isinstance(cause, DependencyError):
         error = DependencyError(future.name, cause.failed, cause.reason)
     else:
-        error = DependencyError(future.name, describe(problem), f"{type(cause).__name__}: {cause}")
+        error = DependencyError(future.name, describe(problem), exception_line(cause))
     error.__cause__ = cause
     return error
 

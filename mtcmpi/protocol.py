@@ -26,16 +26,16 @@ data): READY or BROKEN (its initializer, or its loop, failed: data says why) onc
 RESULTS (codes, values: one code byte and one value per task, in the order the tasks came);
 ENDED once per END. Results come in the order the tasks were sent, so they carry no ids.
 
-Dataflow (tags 13-14; graph.py). A task of TASKS is (task id, pickled call, refs): refs None
+Dataflow (tag 13; graph.py). A task of TASKS is (task id, pickled call, refs): refs None
 for a map() call (its result travels back), else a tuple, one item per input of a dataflow call
 (empty for a plain submit): (-1, value) inline, or (holder rank, task id) of a value kept on a
 worker, or of a call earlier in the same TASKS (a call sent right behind its inputs: its
 worker keeps their values, plain ones too, until it has run). A submit's result that is small and plain travels back (RAW: it is no bigger than a
-reference); any other is kept by its worker, which answers HELD (no value). Rank 0 then sends
+reference); any other is kept by its worker, which answers HELD with rank 0's copy as a result travels
+(code, data: decoded only if Future.result() asks). Rank 0 then sends
 SEND (a list of (task id, target rank)) to a holder, which sends each value to its target on
 DATA between calls: (Executor number, task id, True, value) or (..., False, why it is lost).
-FETCH (task ids) asks a holder for values rank 0 wants (Future.result()); it answers on FETCHED:
-(Executor number, [(task id, code, value)]). RELEASE (task ids) drops kept values whose Future
+RELEASE (task ids) drops kept values whose Future
 rank 0 dropped. Orders to one rank keep their order, so a value is never dropped before the
 SEND or TASKS that needs it.
 """
@@ -47,8 +47,7 @@ RETRY = 3   # a worker hands failed tasks back: a pickled list of (task id, payl
 ORDERS = 11    # rank 0 -> an Executor's worker
 REPLIES = 12   # an Executor's worker -> rank 0
 DATA = 13      # a worker -> another worker: a kept value a dataflow call there needs
-FETCHED = 14   # a worker -> rank 0: kept values rank 0 fetched
-START, TASKS, CANCEL, END, STOP, SEND, RELEASE, FETCH = range(8)   # kinds of ORDERS
+START, TASKS, CANCEL, END, STOP, SEND, RELEASE = range(7)   # kinds of ORDERS
 READY, BROKEN, RESULTS, ENDED = range(4)                # kinds of REPLIES
 RAW, PICKLED, FAILED_CALL, SKIPPED, HELD = b"r"[0], b"p"[0], b"f"[0], b"s"[0], b"h"[0]   # codes of RESULTS
 DONE, FAILED, BUSY, HALT = 0, 1, 2, 3   # fields of a request; HALT 1: the worker had to stop

@@ -9,7 +9,7 @@ from functools import partial
 from itertools import islice
 from typing import Any, Callable, Iterator
 
-from ..errors import Described, RemoteError, RemoteTraceback, describe
+from ..errors import Described, RemoteError, describe, exception_line, pickled_or_none, rebuilt
 from ..protocol import PICKLED, RAW
 
 DUMPS = partial(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL)
@@ -32,22 +32,20 @@ class InputLost(RuntimeError):
 
 
 class Held:
-    """A Future's result while its value is kept on the worker that computed it: where it is,
-    and rank 0's copy: the pickled bytes sent with the done notice (decoded on first use), so
-    result() needs no round trip and a finished value outlives its worker; fetched from the
-    worker only when it did not pickle there. A dependent still takes it from the worker."""
+    """A Future's result while its value is kept on the worker that computed it, where its
+    dependents take it: where it is, and rank 0's copy as it travelled with the done notice
+    (code, data), decoded on first use (result()), so a finished value outlives its worker."""
 
-    __slots__ = ("worker", "tid", "fetched")
-    NOT_FETCHED = object()
+    __slots__ = ("worker", "tid", "copy", "decoded")
 
-    def __init__(self, worker: int, tid: int):
-        self.worker, self.tid, self.fetched = worker, tid, self.NOT_FETCHED
+    def __init__(self, worker: int, tid: int, copy: tuple[int, Any]):
+        self.worker, self.tid, self.copy, self.decoded = worker, tid, copy, None
 
-    def arrived(self) -> bool:
-        """Whether rank 0 has the value (its copy decoded here, once, on first use)."""
-        if type(self.fetched) is bytes:
-            self.fetched = decoded(PICKLED, self.fetched)
-        return self.fetched is not self.NOT_FETCHED
+    def outcome(self) -> tuple[bool, Any]:
+        """(True, value) or (False, the exception to raise), decoded once."""
+        if self.decoded is None:
+            self.decoded, self.copy = decoded(*self.copy), None
+        return self.decoded
 
 
 class _InputPickler(pickle.Pickler):
@@ -139,27 +137,6 @@ def failure(exc: BaseException, head: str) -> tuple[Described, bytes | None]:
     return describe(exc, head), pickled_or_none(exc)
 
 
-def pickled_or_none(exc: BaseException) -> bytes | None:
-    """The exception pickled, or None if it does not pickle (it then travels as text only)."""
-    try:
-        return DUMPS(exc)
-    except BaseException:
-        return None
-
-
-def rebuilt(described: Described, blob: bytes | None) -> BaseException:
-    """The exception to raise for a failed call: the original type if it unpickles, else
-    RemoteError; either way with the remote traceback as __cause__."""
-    try:
-        exc = pickle.loads(blob) if blob is not None else None
-    except BaseException:
-        exc = None
-    if not isinstance(exc, BaseException):
-        exc = RemoteError(f"{described.type}: {described.message}")
-    exc.__cause__ = RemoteTraceback(described.traceback)
-    return exc
-
-
 def decoded(code: int, data: Any) -> tuple[bool, Any]:
     """(True, value) or (False, the exception to raise) for one result as it travelled; never
     raises (a result whose unpickling raises, SystemExit included, fails its own call)."""
@@ -170,8 +147,7 @@ def decoded(code: int, data: Any) -> tuple[bool, Any]:
     try:
         return True, pickle.loads(data)
     except BaseException as exc:
-        return False, RemoteError(f"the result does not unpickle on rank 0: {describe(exc).type}: "
-                                  f"{describe(exc).message}")
+        return False, RemoteError(f"the result does not unpickle on rank 0: {exception_line(exc)}")
 
 
 def call_chunk(fn: Callable, chunk: list[tuple]) -> list:

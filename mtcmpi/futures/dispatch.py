@@ -8,8 +8,8 @@ move that mark on.
 
 Dataflow (graph.py, protocol.py): a submit()'s value that its worker keeps settles its Future
 with a Held (where it is); a weak reference to that Future releases the value when the Future
-is dropped, and shutdown fetches the values of the Futures still alive, so result() works
-after the Executor ended. A dataflow call is sent with references to its inputs; a holder
+is dropped; result() decodes rank 0's copy that came with it, so it works after the
+Executor ended and after the worker broke. A dataflow call is sent with references to its inputs; a holder
 that is not the call's worker is told to SEND the value there (values.py: that side of it).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import weakref
-from collections import defaultdict, deque
+from collections import deque
 from functools import partial
 from itertools import count
 from typing import TYPE_CHECKING
@@ -28,15 +28,15 @@ from .. import protocol as p
 from ..errors import RemoteTraceback
 from ..policies import Guided
 from ..world import Backoff
-from .calls import Held, InputLost, decoded
+from .calls import Held, decoded
 from .values import KeptValues, fail, forget
 
 if TYPE_CHECKING:
     from .pool import Dispatcher
 
+DRIVER_PAUSE = 1e-3   # longest nap of rank 0 between polls for results (s)
 PREFETCH = 2          # batches in flight per worker: one running, one waiting behind it
 MAX_BATCH = 256       # tasks per message at most
-DRIVER_PAUSE = 1e-3   # longest nap of rank 0 between polls for results (s)
 logger = logging.getLogger(__name__)
 
 
@@ -57,7 +57,6 @@ class Dispatch(KeptValues):
         self.requests: list = []                       # isends of cancels, completed at the end
         self.share = Guided(k=PREFETCH)
         self.kept: dict[tuple[int, int], weakref.ref] = {}   # (worker, task id) -> its Future, weakly
-        self.fetching: dict[tuple[int, int], list[cf.Future]] = defaultdict(list)   # asked, not come
         self.lost: set[int] = set()                     # workers that broke: their kept values are gone
         self.debug = logger.isEnabledFor(logging.DEBUG)
 
@@ -91,26 +90,23 @@ class Dispatch(KeptValues):
         while True:
             if d.cancels or d.cancel_all:
                 self.tell_cancels()
-            if d.fetches:
-                self.ask_fetches()
             if len(d.released) > MAX_BATCH:
                 self.release()
             while self.free and d.has_work() and d.broken is None:
                 self.send(self.next_free())
-            if not self.starting and not self.fetching and not any(self.held.values()):
+            if not self.starting and not any(self.held.values()):
                 self.release()
                 with d.wake:
-                    while not (d.has_work() or d.closed or d.cancels or d.fetches):
+                    while not (d.has_work() or d.closed or d.cancels):
                         d.wake.wait()
-                    if not d.has_work() and not d.fetches and d.closed:
+                    if not d.has_work() and d.closed:
                         return
             elif self.receive(status):
                 backoff.reset()
             else:
                 pause = backoff.next()
                 with d.wake:
-                    if not (self.free and d.has_work()) and not d.cancels and not d.cancel_all \
-                            and not d.fetches:
+                    if not (self.free and d.has_work()) and not d.cancels and not d.cancel_all:
                         d.wake.wait(pause)
 
     def next_free(self) -> int:
@@ -216,7 +212,7 @@ class Dispatch(KeptValues):
         """Act on one reply of a worker if one has come; False if none had."""
         message = self.comm.improbe(MPI.ANY_SOURCE, p.REPLIES, status)
         if message is None:
-            return bool(self.fetching) and self.receive_fetched()
+            return False
         worker = status.Get_source()
         number, kind, data = message.recv()
         if number != self.d.number:
@@ -265,11 +261,8 @@ class Dispatch(KeptValues):
                 if code == p.RAW:
                     entry.set_result(value)
                 elif code == p.HELD:
-                    held_value = Held(worker, tid)
-                    if value is not None:   # rank 0's copy, decoded if result() asks
-                        held_value.fetched = value
                     self.kept[worker, tid] = weakref.ref(entry, partial(forget, released, (worker, tid)))
-                    entry.set_result(held_value)
+                    entry.set_result(Held(worker, tid, value))
                 else:
                     ok, outcome = decoded(code, value)
                     entry.set_result(outcome) if ok else entry.set_exception(outcome)
@@ -302,10 +295,6 @@ class Dispatch(KeptValues):
         initializing = worker in self.starting
         self.lost.add(worker)
         self.d.lost(worker)
-        for (holder, tid) in [key for key in self.fetching if key[0] == worker]:
-            for wanted in self.fetching.pop((holder, tid)):
-                wanted.set_exception(InputLost(f"the value of task {tid} is lost: rank {worker}, "
-                                               f"which kept it, broke: {error}"))
         if initializing:
             self.started_up(worker)
         if worker in self.usable:
@@ -329,10 +318,6 @@ class Dispatch(KeptValues):
     def end(self, status: MPI.Status) -> None:
         """Tell every worker this Executor ends and wait until each has said so, so that no
         message of this Executor is left for the next one (or for the end of the job)."""
-        try:
-            self.fetch_kept()
-        except Exception:   # noqa: BLE001 - the values stay unfetched; the workers must still end
-            logger.exception("mtcmpi.Executor could not fetch the values kept on its workers")
         self.ending = set(self.d.workers)
         for worker in self.d.workers:
             self.requests.append(self.comm.isend((p.END,), worker, p.ORDERS))
@@ -341,11 +326,5 @@ class Dispatch(KeptValues):
             if not self.receive(status):
                 backoff.sleep()
         MPI.Request.Waitall([*self.requests, *(r for b in self.batches.values() for r, _ in b)])
-        with self.d.wake:   # a result() that asked meanwhile gets a clear error, not a hang
-            self.d.ended = True
-            for held, wanted in self.d.fetches:
-                wanted.set_exception(cf.BrokenExecutor(f"the value of task {held.tid} stayed on rank "
-                                                       f"{held.worker}: the Executor ended"))
-            self.d.fetches.clear()
         if self.debug:
             logger.debug("Executor %d ended on ranks %s", self.d.number, self.d.workers)

@@ -23,9 +23,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .. import graph
 from .. import protocol as p
-from ..errors import RemoteTraceback
-from .calls import (DUMPS, Held, InputLost, call, call_chunk, call_encoded, chunked, decoded, failure,
-                    loaded_with_inputs, pickled_call, rebuilt)
+from ..errors import RemoteTraceback, rebuilt
+from .calls import (DUMPS, Held, call, call_chunk, call_encoded, chunked, decoded, failure,
+                    loaded_with_inputs, pickled_call)
 from .mapping import MapResults, Slot
 
 try:
@@ -189,9 +189,7 @@ class Dispatcher:
         self.queue: deque[tuple[Any, bytes, Any]] = deque()
         self.local: dict[int, deque] = {w: deque() for w in workers}
         self.gone: set[int] = set()   # workers that broke: no call waits for them
-        self.ended = False            # the workers ended: no value can be fetched any more
         self.n_local = 0
-        self.fetches: deque[tuple[Held, cf.Future]] = deque()   # values Future.result() wants
         self.released: deque[tuple[int, int]] = deque()   # (worker, task id) of dropped Futures
         self.dispatch: "Dispatch | None" = None
         self.wake = threading.Condition(threading.RLock())   # RLock: collected() may run anywhere
@@ -252,34 +250,6 @@ class Dispatcher:
                 self.local[prefer].append((future, payload, inputs))
                 self.n_local += 1
             self.wake.notify()
-
-    def fetch(self, held: Held, timeout: float | None) -> Any:
-        """The value a worker keeps for a Future, brought to rank 0 once (Future.result())."""
-        if not held.arrived():
-            if threading.current_thread() is self.thread and self.dispatch is not None:
-                held.fetched = self.dispatch.fetch_now(held)   # a done-callback of the dispatch
-            else:
-                wanted = cf.Future()
-                with self.wake:
-                    if held.worker in self.gone:
-                        wanted.set_exception(InputLost(f"the value of task {held.tid} is lost: rank "
-                                                       f"{held.worker}, which kept it, broke"))
-                    elif self.ended:
-                        wanted.set_exception(cf.BrokenExecutor(
-                            f"the value of task {held.tid} stayed on rank {held.worker}: the Executor ended"))
-                    else:
-                        self.fetches.append((held, wanted))
-                        self.wake.notify()
-                try:
-                    held.fetched = (True, wanted.result(timeout))
-                except cf.TimeoutError:
-                    raise
-                except BaseException as exc:
-                    held.fetched = (False, exc)
-        ok, value = held.fetched
-        if not ok:
-            raise value
-        return value
 
     def collected(self, _ref: weakref.ref) -> None:
         """The Executor was garbage-collected without shutdown(): shut down, letting queued
@@ -412,7 +382,7 @@ class Dispatcher:
 
 class TaskFuture(cf.Future):
     """The Future of a submit(): cancel() also tells the dispatcher (which tells the worker
-    holding the call), and result() fetches a value its worker kept (futures/calls.py Held)."""
+    holding the call), and result() decodes rank 0's copy of a value its worker kept (futures/calls.py Held)."""
 
     dispatcher: Dispatcher        # set on each Dispatcher's subclass
     waits = False                 # True while a dataflow call waits for its inputs (graph.py)
@@ -466,7 +436,9 @@ class TaskFuture(cf.Future):
         self.wait_done(timeout)
         value = cf.Future.result(self, 0)
         if type(value) is Held:
-            return self.dispatcher.fetch(value, timeout)
+            ok, value = value.outcome()
+            if not ok:
+                raise value
         return value
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
@@ -475,12 +447,8 @@ class TaskFuture(cf.Future):
         self.wait_done(timeout)
         exc = cf.Future.exception(self, 0)
         if exc is None and type(self._result) is Held:
-            try:
-                self.dispatcher.fetch(self._result, timeout)
-            except cf.TimeoutError:
-                raise
-            except BaseException as error:
-                return error
+            ok, value = self._result.outcome()
+            return None if ok else value
         return exc
 
 

@@ -6,9 +6,9 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
 from .. import protocol as p
-from ..errors import RemoteTraceback, describe
+from ..errors import RemoteTraceback, describe, pickled_or_none, rebuilt
 from . import worker
-from .calls import pickled_call, pickled_or_none, rebuilt
+from .calls import pickled_call
 from .pool import MPI, Executor, intracomm, live
 
 served: set[int] = set()   # communicators whose other ranks serve Executors right now

@@ -10,7 +10,7 @@ its own: whatever a task, its result or its pickling raises fails that task only
 
 Dataflow (protocol.py): a submit()'s result that is not small and plain stays here (`kept`)
 until rank 0 releases it; this rank sends it to the rank whose call needs it when told (SEND,
-between calls), or to rank 0 when a Future.result() wants it (FETCH). A call whose input was
+between calls); rank 0 gets a copy with the done notice. A call whose input was
 kept here takes it without a copy; one kept elsewhere waits for it on DATA, serving the
 others' SENDs meanwhile (two ranks that wait for each other's value both go on).
 """
@@ -126,9 +126,9 @@ class Worker:
             if tid in self.wanted:   # a call behind it takes it from here too
                 self.kept[tid] = value
             return p.RAW, value
+        copy = encoded(value)   # rank 0's copy (a PicklingError fails the call before anything is kept)
         self.kept[tid] = value
-        code, data = encoded(value)   # and a copy for rank 0: nothing finished is lost with its worker
-        return p.HELD, data if code == p.PICKLED else None
+        return p.HELD, copy
 
     def with_inputs(self, payload: bytes, refs: tuple, pickled: bool) -> Any:
         """A dataflow call with its inputs' values in place: (fn, args, kwargs), or as bytes
@@ -206,19 +206,6 @@ class Worker:
     def lost(self, tid: int) -> str:
         return f"the value of task {tid} is no longer kept on rank {self.world.rank} (its worker broke)"
 
-    def fetched(self, tids: list[int]) -> None:
-        """FETCH: send rank 0 the kept values it asks for, each encoded as a result."""
-        items = []
-        for tid in tids:
-            try:
-                if tid not in self.kept:
-                    raise InputLost(self.lost(tid))
-                code, data = encoded(self.kept[tid])
-            except BaseException as exc:
-                code, data = p.FAILED_CALL, failure(exc, f"fetching the value of task {tid} {self.where}:\n")
-            items.append((tid, code, data))
-        self.comm.send((self.executor, items), 0, p.FETCHED)
-
     def localized(self, tasks: list[tuple]) -> list[tuple]:
         """The tasks of a TASKS order with their inputs kept here taken now (a RELEASE that
         follows cannot drop them before they run)."""
@@ -271,8 +258,6 @@ class Worker:
         elif kind == p.RELEASE:
             for tid in order[1]:
                 self.kept.pop(tid, None)
-        elif kind == p.FETCH:
-            self.fetched(order[1])
         elif kind == p.START:
             self.start(*order[1:])
         elif kind == p.END:

@@ -32,7 +32,7 @@ from mpi4py import MPI
 
 from ..tasklog import FAILED_STATES, OK, Failure, TaskLog
 from . import members
-from .layout import COLUMNS, FAILURE_TEXT, STATUS, TEXT, log_dtype  # noqa: F401 (the layout's names, here too)
+from .layout import COLUMNS, FAILURE_TEXT, TEXT, log_dtype
 from .values import Column, dataset_name, fill_value, only_fill, result_sets
 
 if TYPE_CHECKING:   # h5py is imported where used: only the ranks that write the file load it

@@ -23,6 +23,7 @@ from graphlib import CycleError, TopologicalSorter
 from typing import Any, Callable, Sequence, Union
 
 from ..commands import render
+from ..errors import exception_line
 
 Inputs = Union[None, str, "Stage", Sequence[Union[str, "Stage"]]]
 
@@ -188,7 +189,7 @@ def resolve_function(stage: Stage, problems: list[str]) -> None:
     try:
         stage.run = getattr(importlib.import_module(module), name)
     except Exception as exc:
-        problems.append(f"stage {stage.name}: cannot import {stage.run!r}: {type(exc).__name__}: {exc}")
+        problems.append(f"stage {stage.name}: cannot import {stage.run!r}: {exception_line(exc)}")
         return
     if not callable(stage.run):
         problems.append(f"stage {stage.name}: {module}:{name} is a {type(stage.run).__name__}, not callable")
@@ -206,7 +207,7 @@ def load(path: str) -> Plan:
         with open(path, "rb") as f:
             exec(compile(f.read(), path, "exec"), module.__dict__)
     except Exception as exc:
-        problems.append(f"{path}: {type(exc).__name__}: {exc}")
+        problems.append(f"{path}: {exception_line(exc)}")
     stages = list(_declared)
     if not stages and not problems:
         problems.append(f"{path} declares no stage (use mtcmpi.pipeline.transform, split, merge)")

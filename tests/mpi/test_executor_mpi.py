@@ -478,14 +478,14 @@ def test_a_dependent_runs_where_its_input_is_kept_and_rank_0_never_sees_it():
             value = ex.submit(make, "a")
             ran_on, inputs = ex.submit(use, value).result(timeout=20)
             assert inputs == [("a", ran_on)]          # ran on the rank that made it: no transfer
-            assert UNPICKLED == []                     # the value never came to rank 0
+            assert UNPICKLED == []                     # rank 0 never unpickled it
             fetched = [0] if comm.size > 1 else []     # (one rank: the value is here already)
-            assert value.result(timeout=20).tag == "a" and UNPICKLED == fetched   # result() fetches it
+            assert value.result(timeout=20).tag == "a" and UNPICKLED == fetched   # result() unpickles rank 0's copy
             assert value.result().tag == "a" and UNPICKLED == fetched             # once
             UNPICKLED.clear()
             late = ex.submit(make, "b")
             ex.submit(use, late).result(timeout=20)
-    if comm.rank == 0:   # a value still held at shutdown came back before the workers ended
+    if comm.rank == 0:   # a value still held at shutdown: rank 0 has its copy
         assert late.result().tag == "b" and UNPICKLED == ([0] if comm.size > 1 else [])
         UNPICKLED.clear()
 
