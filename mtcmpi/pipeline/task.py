@@ -89,7 +89,7 @@ class Runner:
             status = TaskStatus(getattr(type(exc), "mtcmpi_status", FAILED)).label
             record.update(end=time.time(), status=status, type=text.type, message=text.message,
                           traceback=text.traceback)
-            raise TaskError(record, f"{tid}: {text.type}: {text.message}") from None
+            raise TaskError(record, f"{tid}: {text.line}") from None
         record.update(end=time.time(), status="ok")
         return record
 
