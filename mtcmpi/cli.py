@@ -9,12 +9,12 @@ import argparse
 import os
 import sys
 
+from importlib import import_module
+from typing import Callable, Sequence
+
 from . import __version__, startup   # startup first: it marks when Python was up
 from .errors import EXIT_INTERNAL, EXIT_USAGE, UsageError, exception_line
-from .jobscript import add_command as add_jobscript
 from .run_args import HELP as RUN_HELP, add_run_arguments, add_subcommand
-from .pool.commands import add_commands as add_pool
-from .pipeline.command import add_command as add_pipeline
 
 RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
 
@@ -32,7 +32,11 @@ class Parser(argparse.ArgumentParser):
             super()._print_message(message, file)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The command line. When argv names a subcommand, only that one is made (and its module
+    imported): every rank of a job parses its command line at start-up, and the other
+    subcommands' modules and ~40 arguments cost each of 12,288 ranks time for nothing.
+    `mtcmpi --help`, --version and a misspelt subcommand get all of them."""
     parser = Parser(prog="mtcmpi", description="Many-task computing on MPI: run thousands to "
                     "millions of independent tasks over the ranks of one mpirun.",
                     epilog="examples:\n  mpirun -n 64 python -m mtcmpi run mymodel:simulate "
@@ -40,9 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mtcmpi {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    named = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    for add in [SUBCOMMANDS[named]] if named else dict.fromkeys(SUBCOMMANDS.values()):
+        add(commands)
+    return parser
 
+
+def add_run(commands: argparse._SubParsersAction) -> None:
+    """`mtcmpi run`, with the arguments run_args.py declares."""
     add_run_arguments(add_subcommand(commands, "run", command_run, **RUN_HELP))
 
+
+def add_exec(commands: argparse._SubParsersAction) -> None:
+    """`mtcmpi exec SCRIPT`: a driver script and its Executor."""
     exe = add_subcommand(
         commands, "exec", command_exec,
         help="run a driver script on rank 0; the other ranks run the tasks it submits to mtcmpi.Executor",
@@ -54,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     exe.add_argument("script", help="the driver script")
     exe.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
 
+
+def add_reduce(commands: argparse._SubParsersAction) -> None:
+    """`mtcmpi reduce FILE [KEY]`."""
     reduce = add_subcommand(
         commands, "reduce", command_reduce,
         help="sum (mean, min, max) a result over the tasks that succeeded",
@@ -67,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     reduce.add_argument("--op", default="sum", metavar="OP", help="sum (default), mean, min or max")
     reduce.add_argument("--save", metavar="OUT.npy", help="save the result with numpy.save")
 
+
+def add_plot(commands: argparse._SubParsersAction) -> None:
+    """`mtcmpi plot FILE.h5`."""
     plot = add_subcommand(
         commands, "plot", command_plot,
         help="draw a Gantt chart and busy ranks over time from a results file (needs mtcmpi[plot]); "
@@ -78,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--gantt", metavar="PNG", help="one row per rank, one bar per task, failures in colour")
     plot.add_argument("--utilization", metavar="PNG", help="busy ranks over time, with the efficiency")
 
+
+def add_report(commands: argparse._SubParsersAction) -> None:
+    """`mtcmpi report FILE`."""
     report = add_subcommand(
         commands, "report", command_report,
         help="summarise a results file",
@@ -86,10 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
         examples="example:\n  python -m mtcmpi report results.h5 --json")
     report.add_argument("file", help="a results file written with --out")
     report.add_argument("--json", action="store_true", help="print the same numbers as JSON")
-    add_jobscript(commands)
-    add_pool(commands)
-    add_pipeline(commands)
-    return parser
+
+
+def elsewhere(module: str, function: str) -> Callable[[argparse._SubParsersAction], None]:
+    """A subcommand that module's function adds, imported only when that subcommand is made."""
+    return lambda commands: getattr(import_module(module, __package__), function)(commands)
+
+
+add_pool = elsewhere(".pool.commands", "add_commands")   # both `serve` and `hub`
+SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
+    # name: what adds it, in the order `mtcmpi --help` lists them
+    "run": add_run, "exec": add_exec, "reduce": add_reduce, "plot": add_plot, "report": add_report,
+    "jobscript": elsewhere(".jobscript", "add_command"), "serve": add_pool, "hub": add_pool,
+    "pipeline": elsewhere(".pipeline.command", "add_command"),
+}
 
 
 def command_exec(args: argparse.Namespace) -> int:
@@ -175,7 +208,8 @@ def command_run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse, run the subcommand, and turn errors into one message and an exit code."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     try:
         return args.handler(args)
     except UsageError as exc:
