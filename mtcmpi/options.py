@@ -1,14 +1,13 @@
 """RunOptions: how to run a task list, as `mtcmpi run`'s options and `mtcmpi.run()`'s keywords.
 
-The command line and the Python API build the same dataclass, so both accept the same options with
+The command line and the Python API build the same record, so both accept the same options with
 the same defaults and refuse the same bad values with the same one-line UsageError (raised when
 the object is made, identically on every rank). A new capability adds one field here, one check
 in check(), and one argument in run_args.py.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 from .errors import UsageError
 
@@ -27,9 +26,9 @@ INT64_MAX = 2 ** 63 - 1
 MAX_SECONDS = 1e8   # about 3 years: beyond it timers overflow (setitimer, Event.wait)
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """Every option of a run but the task list itself; see `mtcmpi run --help` for each."""
+class Fields(NamedTuple):
+    """Every option of a run but the task list itself; see `mtcmpi run --help` for each. (A
+    NamedTuple, not a dataclass: see world.World.)"""
 
     # scheduling
     schedule: str = "dynamic"
@@ -67,18 +66,26 @@ class RunOptions:
     profile_startup: bool = False
     import_broadcast: bool = False   # the CLI's: rank 0 reads the modules a run imports (startup.py)
 
-    def __post_init__(self) -> None:
-        self.check()
+
+class RunOptions(Fields):
+    """The options of a run, checked when made: a bad value is a UsageError at once."""
+
+    __slots__ = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> RunOptions:
+        options = super().__new__(cls, *args, **kwargs)
+        options.check()
+        return options
 
     @classmethod
     def from_args(cls, args: Any) -> RunOptions:
         """The options of a parsed `mtcmpi run` command line (an argparse Namespace)."""
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+        return cls(**{name: getattr(args, name) for name in cls._fields if hasattr(args, name)})
 
     @classmethod
     def of(cls, given: Mapping[str, Any]) -> RunOptions:
         """From keywords (the API): an unknown name is a UsageError naming the known ones."""
-        names = {f.name for f in fields(cls)}
+        names = set(cls._fields)
         unknown = sorted(set(given) - names)
         if unknown:
             raise UsageError(f"unknown run option {unknown[0]!r}; the options are: {', '.join(sorted(names))}")

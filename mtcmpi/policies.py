@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, field
 
 from .errors import UsageError
 
@@ -38,14 +37,14 @@ class Kind(enum.Enum):
         return ranks - 1 if ranks > 1 and self is not Kind.STATIC else ranks
 
 
-@dataclass
 class Static:
-    """Every rank runs its own share; `cyclic` deals tasks round-robin instead of in blocks."""
+    """Every rank runs its own share; `cyclic` deals tasks round-robin instead of in blocks.
+    (Plain classes, not dataclasses: see world.World.)"""
 
-    cyclic: bool = False
-    name: str = "static"
-    by_cost: bool = False
     kind = Kind.STATIC
+
+    def __init__(self, cyclic: bool = False, name: str = "static", by_cost: bool = False):
+        self.cyclic, self.name, self.by_cost = cyclic, name, by_cost
 
     def share(self, rank: int, size: int, n: int) -> range:
         """The task ids of one rank: blocks differ in length by at most one."""
@@ -56,7 +55,6 @@ class Static:
         return range(lo, lo + q + (rank < r))
 
 
-@dataclass
 class Dynamic:
     """Self-scheduling: a worker asks rank 0 for the next chunk while it runs the current one.
 
@@ -65,17 +63,15 @@ class Dynamic:
     (remaining / (2 x workers)) that the last chunks still balance.
     """
 
-    chunk: int | None = None
-    prefetch: int = 1
-    by_cost: bool = False
-    prefetch_below: float = 0.01  # auto prefetch: ask ahead only while chunks run shorter (s)
-    name: str = "dynamic"
     kind = Kind.DYNAMIC
-    master_load: float = 0.1
-    max_chunk: int = 10000
-    _busy: float = field(default=0.0, repr=False)
-    _done: int = field(default=0, repr=False)
-    _service: float = field(default=2e-5, repr=False)
+    master_load = 0.1    # the share of a worker's task time the master may spend answering it
+    max_chunk = 10000
+
+    def __init__(self, chunk: int | None = None, prefetch: int = 1, by_cost: bool = False,
+                 prefetch_below: float = 0.01, name: str = "dynamic"):
+        self.chunk, self.prefetch, self.by_cost, self.name = chunk, prefetch, by_cost, name
+        self.prefetch_below = prefetch_below   # auto prefetch: ask ahead only while chunks run shorter (s)
+        self._busy, self._done, self._service = 0.0, 0, 2e-5
 
     def observe(self, done: float, busy: float) -> None:
         """A worker reports it ran `done` tasks in `busy` seconds since its last request."""
@@ -97,13 +93,15 @@ class Dynamic:
         return max(1, min(want, tail, self.max_chunk))
 
 
-@dataclass
 class Guided(Dynamic):
     """Chunks of remaining / (k x workers), at least `chunk` (default 1)."""
 
-    k: int = 2
-    name: str = "guided"
     kind = Kind.GUIDED
+
+    def __init__(self, chunk: int | None = None, prefetch: int = 1, by_cost: bool = False,
+                 prefetch_below: float = 0.01, name: str = "guided", k: int = 2):
+        super().__init__(chunk, prefetch, by_cost, prefetch_below, name)
+        self.k = k
 
     def chunk_size(self, remaining: int, workers: int) -> int:
         return max(self.chunk or 1, math.ceil(remaining / (self.k * workers)))

@@ -9,7 +9,6 @@ import heapq
 import math
 import os
 from itertools import repeat
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
 from .errors import EXIT_OK, EXIT_STOPPED, EXIT_TASKS_FAILED, UsageError
@@ -23,22 +22,20 @@ if TYPE_CHECKING:
 SLOWEST = 5
 
 
-@dataclass
 class Part:
-    """One rank's condensed log."""
+    """One rank's condensed log. (A plain class, not a dataclass: see world.World.)"""
 
-    ran: int = 0
-    ok: int = 0
-    failed: int = 0
-    skipped: int = 0
-    busy: float = 0.0
-    first: float = math.inf      # the earliest task start (epoch seconds)
-    last: float = -math.inf      # the latest task end
-    stopped: str | None = None   # why the rank started no more tasks, if it stopped early
-    stop_kind: StopKind | None = None
-    retried: int = 0             # tasks tried more than once (--retries), counted by their last rank
-    failures: dict[str, list] = field(default_factory=dict)   # type -> [count, id, message, traceback]
-    slowest: list[tuple[float, int, int]] = field(default_factory=list)  # (seconds, id, rank)
+    def __init__(self, ran: int = 0, ok: int = 0, failed: int = 0, skipped: int = 0, busy: float = 0.0,
+                 first: float = math.inf, last: float = -math.inf, stopped: str | None = None,
+                 stop_kind: StopKind | None = None, retried: int = 0):
+        self.ran, self.ok, self.failed, self.skipped, self.busy = ran, ok, failed, skipped, busy
+        self.first = first       # the earliest task start (epoch seconds)
+        self.last = last         # the latest task end
+        self.stopped = stopped   # why the rank started no more tasks, if it stopped early
+        self.stop_kind = stop_kind
+        self.retried = retried   # tasks tried more than once (--retries), counted by their last rank
+        self.failures: dict[str, list] = {}   # type -> [count, id, message, traceback]
+        self.slowest: list[tuple[float, int, int]] = []   # (seconds, id, rank)
 
 
 def durations(log: TaskLog) -> Iterator[float]:
@@ -109,22 +106,21 @@ def efficiency(task_time: float, workers: int, wall: float) -> float:
     return task_time / (workers * wall) if wall > 0 and workers else 0.0
 
 
-@dataclass
 class Summary:
     """What a run did, as printed at its end."""
 
-    tasks: int
-    ranks: int
-    workers: int
-    policy: str
-    startup: float     # launch until every rank was ready
-    engine: float      # first task handed out until every rank was done (the store not included)
-    total: Part
-    earlier: int = 0          # tasks done by an earlier run of the same --out, not run now
-    earlier_failed: int = 0   # of those, failed ones (they count for the exit status)
-    store: float = 0.0        # seconds spent writing the results file, after the engine
-    out: str | None = None    # the results file
-    startup_phases: dict[str, tuple[float, float]] = field(default_factory=dict)   # startup.summarise
+    def __init__(self, tasks: int, ranks: int, workers: int, policy: str, startup: float,
+                 engine: float, total: Part, earlier: int = 0, earlier_failed: int = 0,
+                 store: float = 0.0, out: str | None = None,
+                 startup_phases: dict[str, tuple[float, float]] | None = None):
+        self.tasks, self.ranks, self.workers, self.policy, self.total = tasks, ranks, workers, policy, total
+        self.startup = startup   # launch until every rank was ready
+        self.engine = engine     # first task handed out until every rank was done (the store not included)
+        self.earlier = earlier   # tasks done by an earlier run of the same --out, not run now
+        self.earlier_failed = earlier_failed   # of those, failed ones (they count for the exit status)
+        self.store = store       # seconds spent writing the results file, after the engine
+        self.out = out           # the results file
+        self.startup_phases = startup_phases or {}   # startup.summarise
 
     def exit_code(self) -> int:
         """EXIT_STOPPED if a signal or the walltime stopped the run before every task ran, else

@@ -8,7 +8,6 @@ from __future__ import annotations
 import enum
 import math
 from array import array
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .errors import describe
@@ -55,30 +54,25 @@ class TaskCrashed(Exception):
     mtcmpi_status = CRASHED
 
 
-@dataclass
 class Failure:
-    """Why a task failed, as data that can travel and be stored: no live exception objects."""
+    """Why a task failed, as data that can travel and be stored: no live exception objects.
+    (A plain class, as every record each rank loads: see world.World. Journals pickle it, and a
+    plain class reads the ones a dataclass wrote before.)"""
 
-    type: str
-    message: str
-    traceback: str
+    def __init__(self, type: str, message: str, traceback: str):
+        self.type, self.message, self.traceback = type, message, traceback
 
 
-@dataclass
 class TaskLog:
     """The tasks one rank ran, in the order it ran them."""
 
-    rank: int
-    host: str
-    pid: int
-    ids: array = field(default_factory=lambda: array("q"))
-    starts: array = field(default_factory=lambda: array("d"))
-    ends: array = field(default_factory=lambda: array("d"))
-    status: array = field(default_factory=lambda: array("b"))
-    results: dict[int, Any] = field(default_factory=dict)     # only tasks that returned non-None
-    failures: dict[int, Failure] = field(default_factory=dict)
-    groups: dict[int, tuple[list[int], list[str]]] = field(default_factory=dict)  # parallel tasks
-    # this rank led: task id -> (member ranks, their hosts); see groups.py, output/members.py
+    def __init__(self, rank: int, host: str, pid: int):
+        self.rank, self.host, self.pid = rank, host, pid
+        self.ids, self.starts, self.ends, self.status = array("q"), array("d"), array("d"), array("b")
+        self.results: dict[int, Any] = {}   # only tasks that returned non-None
+        self.failures: dict[int, Failure] = {}
+        self.groups: dict[int, tuple[list[int], list[str]]] = {}   # parallel tasks this rank led:
+        # task id -> (member ranks, their hosts); see groups.py, output/members.py
 
     def run(self, chunk: Iterable[tuple[int, Any]], invoke: Callable[[Any], Any],
             clock: Callable[[], float], stop: "Stop") -> tuple[int, int, float]:

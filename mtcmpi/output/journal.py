@@ -25,8 +25,7 @@ import threading
 import time
 import zlib
 from array import array
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
 
 from ..errors import UsageError
 from ..tasklog import NOT_RUN, TaskLog
@@ -204,9 +203,9 @@ def ids_of(raw: bytes) -> array:
     return ids
 
 
-@dataclass
-class Frame:
-    """One frame read back: its metadata, and where its result blocks start in its file."""
+class Frame(NamedTuple):
+    """One frame read back: its metadata, and where its result blocks start in its file.
+    (NamedTuples and plain classes on every rank's path, not dataclasses: see world.World.)"""
 
     meta: dict
     path: str

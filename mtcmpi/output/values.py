@@ -18,8 +18,7 @@ from __future__ import annotations
 import pickle
 import struct
 import sys
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:   # imported where used: only ranks with arrays to store, and the writers, load it
     import numpy as np
@@ -195,8 +194,7 @@ def under(key: str) -> str:
     return "" if key == "value" else f" under key {key!r}"
 
 
-@dataclass
-class Column:
+class Column(NamedTuple):
     """What /results/<key> holds: the winning kind and shape, the first task with it, the dtype."""
 
     dtype: np.dtype
