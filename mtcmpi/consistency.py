@@ -10,7 +10,6 @@ broadcast (mtcmpi.startup) runs rank 0's code by construction (nothing to compar
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from typing import Callable
@@ -34,7 +33,9 @@ def what_runs(fn: Callable, hashed: bool = True) -> dict[str, str]:
         try:
             st = os.stat(path)
             stamp = f"{st.st_size} bytes, mtime {st.st_mtime_ns}"
-            if hashed:
+            if hashed:   # rank 0 (and a rank whose stat differs): hashlib loads OpenSSL, ~4 ms
+                import hashlib
+
                 with open(path, "rb") as f:
                     stamp += f", sha256 {hashlib.sha256(f.read()).hexdigest()[:12]}"
         except OSError as exc:

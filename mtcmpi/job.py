@@ -6,11 +6,9 @@ ends every rank with one message instead of a hang or a traceback per rank.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
 from mpi4py import MPI
@@ -43,7 +41,7 @@ class Prepared(NamedTuple):
 
     fn: Callable
     n: int
-    fingerprint: str
+    fingerprint: str                  # rank 0: the task list's digest ("" elsewhere)
     keys: np.ndarray | None = None    # rank 0, with --out: each task's key (tasks.task_key)
     costs: np.ndarray | None = None   # rank 0, with a CostSpec: each task's cost
 
@@ -61,23 +59,27 @@ def prepare(world: World, target: str | Callable, source: Source, fingerprint: b
     fn = world.agree_on(resolved)
     check_same_code(world, fn)
     startup.mark("same_code")
-    digest = hashlib.sha256(name_of(target).encode())
 
-    def check_tasks() -> tuple[int, np.ndarray | None, np.ndarray | None]:
+    def check_tasks() -> tuple[int, str, np.ndarray | None, np.ndarray | None]:
         n, keys, estimate = source.count(), None, None
         first = first_task(source)
         if first is not None:
             check_call(fn, source.call, first[1], source.describe(first[0]), comm)
-        if fingerprint or (costs and costs.previous):
+        if not (fingerprint or costs):
+            return n, "", keys, estimate
+        import hashlib   # here: it loads OpenSSL's libcrypto, ~4 ms that no other rank needs
+
+        digest = hashlib.sha256(name_of(target).encode())
+        if fingerprint or costs.previous:
             keys = source.fingerprint(digest)
             keys = keys if keys is not None and len(keys) == n else None
         if costs:
             estimate = costs.estimate(source, n, digest.hexdigest(), keys)
-        return n, keys, estimate
+        return n, digest.hexdigest(), keys, estimate
 
-    n, keys, estimate = world.agree_on(check_tasks if world.rank == 0 else None) or (0, None, None)
+    n, digest, keys, estimate = world.agree_on(check_tasks if world.rank == 0 else None) or (0, "", None, None)
     startup.mark("tasks")
-    return Prepared(fn, world.comm.bcast(n, root=0), digest.hexdigest(), keys, estimate)
+    return Prepared(fn, world.comm.bcast(n, root=0), digest, keys, estimate)
 
 
 def name_of(target: str | Callable) -> str:
@@ -88,8 +90,7 @@ def name_of(target: str | Callable) -> str:
     return f"{kind.__module__}:{kind.__qualname__}"
 
 
-@dataclass
-class Outcome:
+class Outcome(NamedTuple):
     """What a run left on this rank: its own log, the summary (rank 0 only) and the exit code."""
 
     n: int
@@ -110,7 +111,8 @@ def run_job(world: World, target: str | Callable, source: Source,
     options.configure_logging(world.rank)
     error = policy = output = costs = None
     try:
-        costs, policy, output = options.costs(), options.policy(), options.output()
+        policy, output = options.policy(), options.output()
+        costs = options.costs() if world.rank == 0 else None   # estimated there: numpy nowhere else
     except UsageError as exc:
         error = str(exc)
     world.agree(error)
