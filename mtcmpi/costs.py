@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 from .errors import UsageError, exception_line
-from .tasks import Source, invoker, resolve
+from .tasks import Source, invoker, resolve, plain_ids
 
 
 @dataclass(frozen=True)
@@ -108,9 +109,10 @@ def longest_first(ids: np.ndarray, costs: np.ndarray) -> np.ndarray:
     return ids[np.argsort(-costs[ids], kind="stable")]
 
 
-def lpt(ids: np.ndarray, costs: np.ndarray, size: int) -> list[np.ndarray]:
+def lpt(ids: np.ndarray, costs: np.ndarray, size: int) -> list[Sequence[int]]:
     """Longest processing time first: each task, longest first, goes to the least-loaded of
-    `size` ranks. Each rank's ids come back ascending, so sources stream them."""
+    `size` ranks. Each rank's ids come back ascending, so sources stream them, and as
+    tasks.plain_ids, so the ranks they are scattered to load no numpy."""
     ids = np.asarray(ids, dtype=np.int64)
     loads = [(0.0, rank) for rank in range(size)]
     owner = np.empty(len(ids), dtype=np.int64)
@@ -120,5 +122,5 @@ def lpt(ids: np.ndarray, costs: np.ndarray, size: int) -> list[np.ndarray]:
         owner[position] = rank
         heapq.heappush(loads, (load + cost, rank))
     by_owner = np.argsort(owner, kind="stable")   # ids ascending within each rank
-    return np.split(ids[by_owner], np.searchsorted(owner[by_owner], np.arange(1, size)))
+    return [plain_ids(share) for share in np.split(ids[by_owner], np.searchsorted(owner[by_owner], np.arange(1, size)))]
 

@@ -7,6 +7,7 @@ One rank runs everything in-process. Every path ends with this rank's TaskLog.
 """
 from __future__ import annotations
 
+import operator
 import time
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -17,7 +18,7 @@ from . import protocol
 from .faults import Retries, Stop
 from .policies import Dynamic, Policy, Static
 from .tasklog import FAILED_STATES, TaskLog
-from .tasks import Source, Task
+from .tasks import Source, Task, plain_ids
 from .world import World
 
 if TYPE_CHECKING:
@@ -78,23 +79,25 @@ def share_of(world: World, policy: Static, ids: Sequence[int], costs: np.ndarray
     if world.size == 1:
         return ids
     if policy.by_cost:
-        from .costs import lpt
+        shares = None
+        if world.rank == 0:
+            from .costs import lpt   # numpy, rank 0 only: the shares it scatters are plain ids
 
-        return world.comm.scatter(lpt(ids, costs, world.size) if world.rank == 0 else None, root=0)
+            shares = lpt(ids, costs, world.size)
+        return world.comm.scatter(shares, root=0)
     share = policy.share(world.rank, world.size, len(ids))
     return ids[share.start:share.stop:share.step]
 
 
 def tasks_of(source: Source, ids: Sequence[int]) -> Iterator[Task]:
-    """The tasks with these ids, streamed when ascending; numpy ids become Python ints before
-    they reach a task."""
+    """The tasks with these ids, streamed when ascending; numpy ids (rank 0's, by cost) become
+    Python ints before they reach a task."""
     if isinstance(ids, range):
         return source.take(ids)
-    import numpy as np   # ids from a results file or costs: numpy is loaded already
-
-    if len(ids) > 1 and (np.diff(ids) < 0).any():
-        return source.take_any([int(i) for i in ids])
-    return source.take(map(int, ids))
+    ids = plain_ids(ids)
+    if not all(map(operator.le, ids, islice(ids, 1, None))):
+        return source.take_any(ids)
+    return source.take(ids)
 
 
 def watched(tasks: Iterator[Task], log: TaskLog, progress: Progress) -> Iterator[Task]:

@@ -18,41 +18,6 @@ def from_memory(i: int) -> int:
     return int(startup.loaded_from_memory(sys.modules[__name__]))
 
 
-def without_heavy_modules(i: int) -> None:
-    """A task that fails if its rank imported numpy or h5py before it."""
-    loaded = [name for name in ("numpy", "h5py") if name in sys.modules]
-    if loaded:
-        raise RuntimeError(f"imported at start-up: {', '.join(loaded)}")
-
-
-def h5py_loaded(i: int) -> int:
-    """A task: 1 if its rank has imported h5py by now, else 0."""
-    return int("h5py" in sys.modules)
-
-
-def plain_values(i: int) -> dict:
-    """A task returning Python numbers and a string, and whether its rank has numpy by now;
-    with EXIT_MARKS set, its rank writes there at exit which of numpy and h5py it loaded."""
-    marks = os.environ.get("EXIT_MARKS")
-    if marks and not hasattr(plain_values, "marked"):
-        import atexit
-
-        path = os.path.join(marks, str(os.getpid()))
-        plain_values.marked = atexit.register(lambda: open(path, "w").write(
-            " ".join(m for m in ("numpy", "h5py") if m in sys.modules)))
-    return {"i": i - 2, "x": i / 4, "big": 2**63 + i, "ok": i % 2 == 0, "s": "t" * i,
-            "numpy": "numpy" in sys.modules}
-
-
-def numpy_values(i: int) -> dict:
-    """plain_values as numpy scalars: the journal's other way, to the same file."""
-    import numpy as np
-
-    v = plain_values(i)
-    return {"i": np.int64(v["i"]), "x": np.float64(v["x"]), "big": np.uint64(v["big"]),
-            "ok": np.bool_(v["ok"]), "s": np.bytes_(v["s"].encode()), "numpy": False}
-
-
 def read(path) -> dict[int, int]:
     """{rank: value} of a results file whose tasks each ran on a different rank."""
     import h5py   # here, not at the top: the ranks import this module as their task module
@@ -138,10 +103,21 @@ def test_import_broadcast_serves_the_task_module_from_memory_to_the_other_ranks(
 def test_a_run_without_out_or_costs_imports_neither_numpy_nor_h5py():
     """Without --out (h5py, and numpy with it) or costs (numpy), no rank imports them: static,
     so rank 0 runs a task too."""
-    proc = mtcmpi(["run", "tests.test_startup:without_heavy_modules", "--count", "2",
+    proc = mtcmpi(["run", "tests.startup_tasks:without_heavy_modules", "--count", "2",
                    "--schedule", "static", "--quiet"], ranks=2)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 ok, 0 failed" in proc.stdout
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("schedule", ["dynamic", "static"])
+def test_with_costs_only_rank_0_imports_numpy(schedule):
+    """Costs are estimated and ordered on rank 0; the ranks it hands tasks or shares to get
+    plain ids (a numpy array would make each of them import numpy)."""
+    proc = mtcmpi(["run", "tests.startup_tasks:on_workers_without_heavy_modules", "--count", "6",
+                   "--cost", "tests.startup_tasks:cost_of", "--schedule", schedule, "--quiet"], ranks=3)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "6 ok, 0 failed" in proc.stdout
 
 
 @pytest.mark.e2e
@@ -151,7 +127,7 @@ def test_workers_run_without_h5py_and_the_writers_build_the_same_file(tmp_path, 
     one rank per node (or, with MTCMPI_WRITERS=all, by every rank), with every row either way."""
     monkeypatch.setenv("MTCMPI_WRITERS", writers)
     out = tmp_path / "r.h5"
-    proc = mtcmpi(["run", "tests.test_startup:h5py_loaded", "--count", "8", "--quiet", "--chunk", "1",
+    proc = mtcmpi(["run", "tests.startup_tasks:h5py_loaded", "--count", "8", "--quiet", "--chunk", "1",
                    "--out", str(out)], ranks=3)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     import h5py
@@ -174,7 +150,7 @@ def test_workers_whose_tasks_return_plain_values_journal_them_without_numpy(tmp_
         (tmp_path / fn).mkdir()
         monkeypatch.setenv("EXIT_MARKS", str(tmp_path / fn))
         out = tmp_path / f"{fn}.h5"
-        proc = mtcmpi(["run", f"tests.test_startup:{fn}", "--count", "6", "--quiet", "--chunk", "1",
+        proc = mtcmpi(["run", f"tests.startup_tasks:{fn}", "--count", "6", "--quiet", "--chunk", "1",
                        "--out", str(out)], ranks=3)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         with h5py.File(out) as f:
@@ -207,3 +183,27 @@ def test_startup_benchmark_times_and_counts_each_tool():
     assert 0 < float(got["startup_ratio_broadcast"])
     if shutil.which("strace"):
         assert int(got["fileops_mpi4py"]) > 0 and 0 < float(got["fileops_ratio_broadcast"]) < 5
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("schedule", ["dynamic", "static"])
+def test_a_resumed_run_gives_its_workers_the_tasks_left_without_numpy(tmp_path, monkeypatch, schedule):
+    """--retry-failed runs the tasks an earlier run left: the ids travel as plain ints, so
+    workers of plain-valued tasks still never import numpy, and the file ends complete."""
+    out, marks = tmp_path / "r.h5", tmp_path / "marks"
+    marks.mkdir()
+    args = ["run", "tests.startup_tasks:plain_values", "--count", "6", "--quiet", "--chunk", "1",
+            "--schedule", schedule, "--out", str(out)]
+    monkeypatch.setenv("FAIL_ODD", "1")
+    assert mtcmpi(args, ranks=3).returncode == 1   # the odd ones failed
+    monkeypatch.delenv("FAIL_ODD")
+    monkeypatch.setenv("EXIT_MARKS", str(marks))
+    proc = mtcmpi(args + ["--retry-failed"], ranks=3)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "3 ok, 0 failed" in proc.stdout and "resumed: 3 tasks" in proc.stdout
+    import h5py
+
+    with h5py.File(out) as f:
+        assert (f["tasks"]["status"][:] == 1).all() and f["results/i"][:].tolist() == [-2, -1, 0, 1, 2, 3]
+    seen = sorted(p.read_text() for p in marks.iterdir())   # static: rank 0, the writer, works too
+    assert seen == (["", ""] if schedule == "dynamic" else ["", "", "numpy h5py"]), seen

@@ -12,14 +12,14 @@ import pickle
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from mpi4py import MPI
 
 from .. import __version__
 from ..errors import UsageError
 from ..tasklog import FAILED_STATES, TaskLog
+from ..tasks import plain_ids
 from ..world import World
 from . import journal
 from .values import Column, Normalizer, Schema
@@ -33,35 +33,31 @@ CHUNK_BYTES = 1 << 20   # automatic chunk shape: about this many bytes of whole 
 WRITERS_VARIABLE = "MTCMPI_WRITERS"   # 'all': every rank writes its own rows (default: one per node)
 
 
-@dataclass
 class Output:
-    """The --out options of one run, and what begin() learned."""
+    """The --out options of one run, and what begin() learned. (A plain class, as every record
+    each rank loads: see world.World.)"""
 
-    path: str
-    restart: bool = False
-    retry_failed: bool = False
-    serial_io: bool = False
-    pickled: bool = False
-    flush_interval: float = 2.0
-    compression: str | None = None    # gzip, gzip:LEVEL or lzf
-    chunk_rows: int | None = None
-    prior: resume.Prior | None = field(default=None, repr=False)   # rank 0 only
-    attempts: dict[int, int] = field(default_factory=dict)        # tries before this run
-    run_id: str = ""
-    fingerprint: str = ""
-    file_id: str = ""       # of the .tmp file that rows go into during the run (direct.py)
-    file_kept: bool = True  # rank 0: the .tmp that earlier runs wrote rows into is still there
-    n: int = 0
-    rewrite: bool = True    # False when an earlier run finished everything: leave the file be
-    flusher: journal.Flusher | None = field(default=None, repr=False)
-    normalizer: Normalizer | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if not self.path.strip():
+    def __init__(self, path: str, restart: bool = False, retry_failed: bool = False,
+                 serial_io: bool = False, pickled: bool = False, flush_interval: float = 2.0,
+                 compression: str | None = None, chunk_rows: int | None = None):
+        if not path.strip():
             raise UsageError("--out needs a file name, e.g. --out results.h5")
-        if self.path.endswith(os.sep) or os.path.isdir(self.path):
-            raise UsageError(f"--out {self.path} is a directory: give a file name, e.g. {os.path.join(self.path, 'results.h5')}")
-        self.path = os.path.abspath(self.path)
+        if path.endswith(os.sep) or os.path.isdir(path):
+            raise UsageError(f"--out {path} is a directory: give a file name, e.g. {os.path.join(path, 'results.h5')}")
+        self.path = os.path.abspath(path)
+        self.restart, self.retry_failed, self.serial_io, self.pickled = restart, retry_failed, serial_io, pickled
+        self.flush_interval = flush_interval
+        self.compression = compression   # gzip, gzip:LEVEL or lzf
+        self.chunk_rows = chunk_rows
+        self.prior: resume.Prior | None = None   # rank 0 only
+        self.attempts: dict[int, int] = {}       # tries before this run
+        self.run_id = self.fingerprint = ""
+        self.file_id = ""         # of the .tmp file that rows go into during the run (direct.py)
+        self.file_kept = True     # rank 0: the .tmp that earlier runs wrote rows into is still there
+        self.n = 0
+        self.rewrite = True       # False when an earlier run finished everything: leave the file be
+        self.flusher: journal.Flusher | None = None
+        self.normalizer: Normalizer | None = None
         self.filters()   # refuse a bad --compression now
         if self.chunk_rows is not None and self.chunk_rows < 1:
             raise UsageError(f"--chunk-rows must be >= 1, not {self.chunk_rows}")
@@ -98,22 +94,23 @@ class Output:
             raise UsageError(f"--out {self.path}: {where} is in the way of its journal (not a "
                              "directory): move it away")
 
-    def begin(self, world: World, n: int, fingerprint: str) -> np.ndarray | range:
-        """Collective: the ids this run must run (all of them, or what an earlier run left)."""
+    def begin(self, world: World, n: int, fingerprint: str) -> Sequence[int]:
+        """Collective: the ids this run must run (all of them, or what an earlier run left).
+        Only rank 0 reads the earlier state, so one broadcast carries it, or its error."""
         error, todo = None, None
         if world.rank == 0:
             try:
-                todo = self.load(n, fingerprint)
+                todo = plain_ids(self.load(n, fingerprint))
             except UsageError as exc:
                 error = str(exc)
             except OSError as exc:
                 error = f"--out {self.path}: {exc.strerror or exc} ({exc.filename or self.path})"
-        world.agree(error)
-        self.run_id, self.attempts, self.rewrite, self.file_id = world.comm.bcast(
-            (self.run_id, self.attempts, self.rewrite, self.file_id), root=0)
+        error, self.run_id, self.attempts, self.rewrite, self.file_id, self.fingerprint, todo = world.comm.bcast(
+            (error, self.run_id, self.attempts, self.rewrite, self.file_id, fingerprint, todo), root=0)
+        if error:   # the fingerprint: only rank 0 saw the task list
+            raise UsageError(error)
         self.n = n
-        self.fingerprint = world.comm.bcast(fingerprint, root=0)   # only rank 0 saw the task list
-        return world.comm.bcast(todo, root=0)
+        return todo
 
     def load(self, n: int, fingerprint: str) -> np.ndarray | range:
         """Rank 0: clear or read the earlier state, check it is of this task list, start the journal."""
