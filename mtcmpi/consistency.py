@@ -2,8 +2,8 @@
 
 On a cluster the nodes see the software through a shared filesystem or a module system; a
 node that mounts an older copy of the venv or of the task module would compute something else
-without a word. So at start-up rank 0 broadcasts what it sees and every rank compares (one
-broadcast and the error agreement, not a gather of 12,288 descriptions). Only rank 0 reads and
+without a word. So at start-up rank 0 broadcasts what it sees (with its other start-up facts,
+job.prepare) and every rank compares (not a gather of 12,288 descriptions). Only rank 0 reads and
 hashes the task module: a rank that sees the same path with the same size and modification
 time takes it as the same file (one stat), and a rank that imported it from rank 0's
 broadcast (mtcmpi.startup) runs rank 0's code by construction (nothing to compare).
@@ -60,31 +60,28 @@ def differences(mine: dict[str, str], theirs: dict[str, str]) -> list[str]:
     return out
 
 
-def seen_by(world: World, fn: Callable) -> tuple[dict[str, str], dict[str, str]]:
-    """(this rank's view, rank 0's): rank 0 hashes; another rank hashes only when the task
-    module's path, size or modification time differ from rank 0's."""
-    mine = what_runs(fn, hashed=world.rank == 0)
-    theirs = world.comm.bcast(mine if world.rank == 0 else None, root=0)
+def compared(world: World, fn: Callable, theirs: dict[str, str]) -> dict[str, str]:
+    """This rank's view beside rank 0's (theirs): hashed only when the task module's path,
+    size or modification time differ from rank 0's."""
+    mine = what_runs(fn, hashed=False)
     key = next((k for k in mine if k.startswith("task module")), None)
     if world.rank and key and key in theirs and "rank 0's" not in mine[key]:
         if theirs[key].rsplit(", sha256", 1)[0] + ")" == mine[key]:   # same path, size and mtime
             mine[key] = theirs[key]
         else:
             mine = what_runs(fn)
-    return mine, theirs
+    return mine
 
 
-def check_same_code(world: World, fn: Callable) -> None:
-    """Collective: stop every rank (exit 2) if any rank runs other code than rank 0."""
-    if world.size == 1:
-        return
-    mine, theirs = seen_by(world, fn)
-    found = differences(mine, theirs)
+def code_error(world: World, fn: Callable | None, theirs: dict[str, str]) -> str | None:
+    """Collective (the ranks count who differs): this rank's error if it runs other code than
+    rank 0, whose what_runs() is theirs; None if it runs the same (or has no fn: its own error
+    is told instead). The caller agrees on it."""
+    found = differences(compared(world, fn, theirs), theirs) if fn is not None and world.rank else []
     count = world.comm.allreduce(int(bool(found)))
-    error = None
-    if found:
-        error = (f"rank {world.rank} on {world.host} runs other code than rank 0 "
-                 f"({'; '.join(found)}; {count} rank(s) differ): every node must see the same "
-                 "venv and task module, e.g. on a shared filesystem (README: Running under a "
-                 "batch system)")
-    world.agree(error)
+    if not found:
+        return None
+    return (f"rank {world.rank} on {world.host} runs other code than rank 0 "
+            f"({'; '.join(found)}; {count} rank(s) differ): every node must see the same "
+            "venv and task module, e.g. on a shared filesystem (README: Running under a "
+            "batch system)")

@@ -11,11 +11,9 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
-from mpi4py import MPI
-
 from . import engine, report, startup
-from .consistency import check_same_code
-from .errors import EXIT_STOPPED, UsageError
+from .consistency import code_error, what_runs
+from .errors import EXIT_STOPPED
 from .options import RunOptions
 from .policies import Kind, Policy, Static
 from .tasklog import TaskLog
@@ -26,60 +24,79 @@ from .world import World
 if TYPE_CHECKING:   # imported where used: a rank imports no more than its run needs (startup.py)
     import numpy as np
 
-    from .costs import CostSpec
     from .isolate import Isolated
-
-
-def launch_time(world: World) -> float:
-    """The job's launch: MTCMPI_LAUNCH_TIME if the launcher set it, else the first rank's start."""
-    given = os.environ.get("MTCMPI_LAUNCH_TIME")
-    return float(given) if given else world.comm.allreduce(process_start(), op=MPI.MIN)
+    from .output import Output
 
 
 class Prepared(NamedTuple):
     """What every rank knows before the run, and what only rank 0 holds (keys, costs)."""
 
     fn: Callable
+    policy: Policy
+    output: Output | None
     n: int
+    deadline: float | None            # when to start no more tasks (options.deadline, rank 0's)
+    launched: float                   # the job's launch (MTCMPI_LAUNCH_TIME, else the first rank's start)
     fingerprint: str                  # rank 0: the task list's digest ("" elsewhere)
     keys: np.ndarray | None = None    # rank 0, with --out: each task's key (tasks.task_key)
-    costs: np.ndarray | None = None   # rank 0, with a CostSpec: each task's cost
+    costs: np.ndarray | None = None   # rank 0, with --cost/--costs-from: each task's cost
 
 
-def prepare(world: World, target: str | Callable, source: Source, fingerprint: bool,
-            costs: CostSpec | None = None, comm: bool = False) -> Prepared:
-    """Resolve the target on every rank and check that all run the same code; count and check
-    the tasks on rank 0 (comm: parallel tasks, called with a `comm` too), fingerprint them for
-    --out and estimate their costs; agree on errors."""
-    def resolved() -> Callable:
+def prepare(world: World, target: str | Callable, source: Source, options: RunOptions,
+            comm: bool = False) -> Prepared:
+    """Collective start-up in one round: every rank makes its policy and results file and
+    imports the target; rank 0 then counts and checks the tasks (comm: parallel tasks, called
+    with a `comm` too), fingerprints them (--out), estimates their costs and reads the
+    deadline, while the others wait quietly; one broadcast of its facts, against which every
+    rank compares the code it runs; one agreement on every error. (Each collective here costs
+    every rank a round of waits: there were nine, 0.3 s of a 64-rank start-up.)"""
+    def local() -> tuple[Policy, Output | None, Callable]:
+        policy, output = options.policy(), options.output()
         fn = resolve(target) if isinstance(target, str) else target
-        startup.mark("resolved")   # the wait for the other ranks counts as the same-code check
-        return fn
+        return policy, output, fn
 
-    fn = world.agree_on(resolved)
-    check_same_code(world, fn)
+    made, error, unexpected = world.attempt(local)
+    startup.mark("resolved")
+    policy, output, fn = made or (None, None, None)
+    checked = None
+    if world.rank == 0 and error is None:
+        checked, error, unexpected = world.attempt(lambda: (
+            what_runs(fn) if world.size > 1 else {},
+            *check_tasks(fn, target, source, options, output is not None, comm), options.deadline()))
+    startup.mark("tasks")   # the others: rank 0's checks are their wait
+    view, n, digest, keys, estimate, deadline = checked or (None, 0, "", None, None, None)
+    world.barrier()   # quietly: rank 0's checks may take a while (a long params file, costs)
+    view, n, deadline = world.comm.bcast((view, n, deadline), root=0)
+    if view is not None and world.size > 1:   # rank 0 had no error: compare with what it runs
+        differs = code_error(world, fn if error is None else None, view)   # collective: on every rank
+        error = error or differs
+    given = os.environ.get("MTCMPI_LAUNCH_TIME")
+    first_start = world.agree(error, unexpected, least=process_start())
     startup.mark("same_code")
+    return Prepared(fn, policy, output, n, deadline, float(given) if given else first_start,
+                    digest, keys, estimate)
 
-    def check_tasks() -> tuple[int, str, np.ndarray | None, np.ndarray | None]:
-        n, keys, estimate = source.count(), None, None
-        first = first_task(source)
-        if first is not None:
-            check_call(fn, source.call, first[1], source.describe(first[0]), comm)
-        if not (fingerprint or costs):
-            return n, "", keys, estimate
-        import hashlib   # here: it loads OpenSSL's libcrypto, ~4 ms that no other rank needs
 
-        digest = hashlib.sha256(name_of(target).encode())
-        if fingerprint or costs.previous:
-            keys = source.fingerprint(digest)
-            keys = keys if keys is not None and len(keys) == n else None
-        if costs:
-            estimate = costs.estimate(source, n, digest.hexdigest(), keys)
-        return n, digest.hexdigest(), keys, estimate
+def check_tasks(fn: Callable, target: str | Callable, source: Source, options: RunOptions,
+                fingerprint: bool, comm: bool) -> tuple[int, str, np.ndarray | None, np.ndarray | None]:
+    """Rank 0: count the tasks, check the first against fn's signature, and with --out or costs
+    fingerprint the list and estimate the costs: (n, digest, keys, costs)."""
+    n, keys, estimate = source.count(), None, None
+    first = first_task(source)
+    if first is not None:
+        check_call(fn, source.call, first[1], source.describe(first[0]), comm)
+    costs = options.costs()   # numpy: on rank 0 only
+    if not (fingerprint or costs):
+        return n, "", keys, estimate
+    import hashlib   # here: it loads OpenSSL's libcrypto, ~4 ms that no other rank needs
 
-    n, digest, keys, estimate = world.agree_on(check_tasks if world.rank == 0 else None) or (0, "", None, None)
-    startup.mark("tasks")
-    return Prepared(fn, world.comm.bcast(n, root=0), digest, keys, estimate)
+    digest = hashlib.sha256(name_of(target).encode())
+    if fingerprint or costs.previous:
+        keys = source.fingerprint(digest)
+        keys = keys if keys is not None and len(keys) == n else None
+    if costs:
+        estimate = costs.estimate(source, n, digest.hexdigest(), keys)
+    return n, digest.hexdigest(), keys, estimate
 
 
 def name_of(target: str | Callable) -> str:
@@ -109,16 +126,9 @@ def run_job(world: World, target: str | Callable, source: Source,
     is shown by rank 0 alone."""
     options = options or RunOptions()
     options.configure_logging(world.rank)
-    error = policy = output = costs = None
-    try:
-        policy, output = options.policy(), options.output()
-        costs = options.costs() if world.rank == 0 else None   # estimated there: numpy nowhere else
-    except UsageError as exc:
-        error = str(exc)
-    world.agree(error)
     retries, progress = options.retries, options.progress() if world.rank == 0 else None
-    stop = options.stop(world)
-    isolated = None
+    stop = options.stop(None)   # its deadline is rank 0's, shared by prepare
+    isolated = output = None
 
     def end_now(why: str) -> None:
         """--grace is over or a second Ctrl-C came (from any thread): keep what finished, end the job."""
@@ -131,10 +141,9 @@ def run_job(world: World, target: str | Callable, source: Source,
     stop.expired = end_now
     stop.install()   # from start-up on: a stop signal before the first task ends the run at once
     try:
-        launched = launch_time(world)
         sized = options.ranks_per_task is not None or options.ranks is not None
-        fn, n, fingerprint, keys, estimate = prepare(world, target, source, output is not None, costs,
-                                                     sized)
+        fn, policy, output, n, stop.deadline, launched, fingerprint, keys, estimate = prepare(
+            world, target, source, options, sized)
         ids: Sequence[int] = range(n)
         # groups.py (numpy, isolation) only for runs that may have tasks on k ranks: a size
         # option, or command tasks (loaded by then), which may ask for {mpirun}; alike everywhere
@@ -156,8 +165,7 @@ def run_job(world: World, target: str | Callable, source: Source,
             ids = output.begin(world, n, fingerprint)
             invoke = output.wrap(invoke, log, stop, len(ids))   # journalled as they finish
             startup.mark("results_file")
-        world.barrier()
-        started = time.time()
+        started = time.time()   # every rank is here: prepare's agreement (and begin) waited for all
         try:
             if parallel:
                 retried = groups.execute(world, fn, source.call, source, ids, sizes, spec.packing, log,

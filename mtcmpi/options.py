@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from .output import Output
     from .policies import Policy
     from .progress import Progress
-    from .world import World
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PACKINGS = ("backfill", "greedy", "strict")   # groups.py: how tasks of k ranks are placed
@@ -160,12 +159,18 @@ class RunOptions(Fields):
         return Output(self.out, self.restart, self.retry_failed, self.serial_io,
                       self.pickle_results, self.flush_interval, self.compression, self.chunk_rows)
 
-    def stop(self, world: World) -> Stop:
-        """The limits of this run; the deadline is read once, on rank 0, and shared."""
-        from .faults import Stop, deadline
+    def deadline(self) -> float | None:
+        """When to start no more tasks (--walltime, else the batch system's end), read by rank
+        0 alone and shared: the batch system may be asked (squeue)."""
+        from .faults import deadline
 
-        end = world.comm.bcast(deadline(self.walltime, self.grace) if world.rank == 0 else None, root=0)
-        return Stop(end, self.failure_limit, self.grace)
+        return deadline(self.walltime, self.grace)
+
+    def stop(self, deadline: float | None) -> Stop:
+        """The limits of this run, with rank 0's deadline()."""
+        from .faults import Stop
+
+        return Stop(deadline, self.failure_limit, self.grace)
 
     def progress(self) -> Progress | None:
         """Rank 0's progress display, or None with --quiet (then the engine never calls it)."""

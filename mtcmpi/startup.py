@@ -32,10 +32,9 @@ PHASES = (   # (name, what it covers), in order; their sum is launch until the f
     ("python", "the interpreter, site and mtcmpi's command line"),
     ("imports", "mtcmpi's modules, the task module, the CLI's checks agreed"),
     ("mpi_init", "import mpi4py.MPI (MPI_Init)"),
-    ("same_code", "the same-code check, once every rank has the task"),
     ("tasks", "counting and checking the tasks (rank 0; the others wait)"),
+    ("same_code", "rank 0's facts shared, the same-code check, every rank's errors agreed"),
     ("results_file", "opening the results file (--out)"),
-    ("wait_all", "waiting for the slowest rank"),
     ("first_task", "ready until this rank's first task started (workers)"),
 )
 _marks: dict[str, float] = {"python": time.time()}   # this module is imported first by the CLI
@@ -94,11 +93,11 @@ def phases(launched: float, ready: float, first_task: float | None) -> list[floa
     mpi_end = m.get("mpi_end", m["python"])
     mpi_start = m.get("mpi_start", mpi_end)   # no mpi_start: MPI was up before mtcmpi looked
     resolved = m.get("resolved", mpi_end)
-    same, tasks = m.get("same_code", resolved), m.get("tasks", resolved)
-    opened = m.get("results_file", tasks)
+    tasks = m.get("tasks", resolved)
+    same = m.get("same_code", tasks)
     return [max(0.0, start - launched), m["python"] - start,
             (mpi_start - m["python"]) + (resolved - mpi_end), mpi_end - mpi_start,
-            same - resolved, tasks - same, opened - tasks, ready - opened,
+            tasks - resolved, same - tasks, ready - same,
             first_task - ready if first_task is not None else float("nan")]
 
 
@@ -191,10 +190,10 @@ def share_imports(comm: Any, modules: list[str], target: str | None) -> int:
                 if code is not None:
                     shared[name] = (spec.origin, spec.submodule_search_locations is not None,
                                     marshal.dumps(code))
-    from .world import QUIET_PAUSE, poll_until
+    from .world import COLLECTIVE_PAUSE, poll_until
 
     barrier = comm.Ibarrier()
-    poll_until(lambda: barrier.Test() or None, QUIET_PAUSE)   # the others sleep while rank 0 imports
+    poll_until(lambda: barrier.Test() or None, COLLECTIVE_PAUSE)   # the others sleep while rank 0 imports
     shared, version = comm.bcast((shared, sys.version) if comm.Get_rank() == 0 else None, root=0)
     if comm.Get_rank() != 0 and version == sys.version and shared:   # else: the check tells
         sys.meta_path.insert(0, MemoryImporter(shared))

@@ -1,6 +1,7 @@
 """The MPI world as mtcmpi sees it: who am I, agree on errors, wait without spinning, abort."""
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -18,6 +19,10 @@ T = TypeVar("T")
 SPIN = 1e-3        # how long a waiting rank probes before it starts to sleep (seconds)
 MAX_PAUSE = 2e-4   # longest sleep between probes of the engine's master and workers (seconds)
 QUIET_PAUSE = 1e-2   # longest sleep where latency is free: the end of a run, an idle Executor worker
+# longest sleep in a wait for a collective: it advances only when each rank tests it, so each
+# of its ~log2(ranks) rounds can cost one sleep. At QUIET_PAUSE an agreement took 60-90 ms on
+# 64 ranks, at 1 ms 11-17 ms (scaling/startup.py's start-up: 0.08 s less)
+COLLECTIVE_PAUSE = 1e-3
 FIRST_PAUSE = 1e-5   # every backoff starts here and doubles
 BACKOFF_ENV = "MTCMPI_BACKOFF"   # seconds: overrides every cap above (as MPI4PY_FUTURES_BACKOFF)
 
@@ -92,37 +97,44 @@ class World(NamedTuple):
         comm = MPI.COMM_WORLD if comm is None else comm
         return cls(comm, comm.Get_rank(), comm.Get_size(), os.uname().nodename, os.getpid())
 
-    def agree(self, error: str | None) -> None:
-        """Collective: raise UsageError on every rank if any rank has an error (lowest rank's wins).
+    def agree(self, error: str | None, unexpected: Exception | None = None,
+              least: float = math.inf) -> float:
+        """Collective: raise UsageError on every rank if any rank has an error (lowest rank's
+        wins); on the rank whose error came from `unexpected`, re-raise that instead, with its
+        traceback (the CLI aborts, exit 3). Returns the least `least` over the ranks, taken in
+        the same reduction (the job's launch is the first rank's start: no collective of its own).
 
         Two small collectives instead of an allgather of strings, so it stays cheap at 12k ranks.
-        The ranks reach it at different times at start-up (imports, rank 0's checks): the first
-        waits quietly, so early ranks leave the CPU to the ones still working.
+        The ranks reach it at different times at start-up (imports, rank 0's checks): it waits
+        quietly, so early ranks leave the CPU to the ones still working.
         """
-        mine, first = array("q", [self.rank if error else self.size]), array("q", [0])
+        mine, first = array("d", [self.rank if error else self.size, least]), array("d", [0.0, 0.0])
         self.wait_quietly(self.comm.Iallreduce(mine, first, op=MPI.MIN))
         if first[0] < self.size:
-            raise UsageError(self.comm.bcast(error, root=first[0]))
+            message = self.comm.bcast(error, root=int(first[0]))
+            if unexpected is not None:
+                raise unexpected
+            raise UsageError(message)
+        return first[1]
 
-    def agree_on(self, step: Callable[[], T] | None) -> T | None:
-        """Collective: run step on this rank (None: nothing to do here), then agree as agree()
-        does, on any way out of it, so no rank leaves the others waiting for it: a UsageError
-        or a SystemExit, KeyboardInterrupt, ... (one line, exit 2 everywhere); an unexpected
-        exception is also re-raised on its rank, with its traceback (the CLI aborts, exit 3)."""
-        value, error, unexpected = None, None, None
+    def attempt(self, step: Callable[[], T]) -> tuple[T | None, str | None, Exception | None]:
+        """Run a start-up step on this rank and catch any way out of it, for agree():
+        (its value, the one-line error, the unexpected exception to re-raise after agreeing).
+        A UsageError is its message; SystemExit, KeyboardInterrupt, ... are a start-up failure
+        (one line, exit 2 everywhere), so no rank leaves the others waiting for it."""
         try:
-            value = step() if step else None
+            return step(), None, None
         except UsageError as exc:
-            error = str(exc)
+            return None, str(exc), None
         except BaseException as exc:
             error = f"rank {self.rank} on {self.host}: start-up failed: {exception_line(exc)}"
-            unexpected = exc if isinstance(exc, Exception) else None
-        try:
-            self.agree(error)
-        except UsageError:
-            if unexpected is not None:
-                raise unexpected from None
-            raise
+            return None, error, exc if isinstance(exc, Exception) else None
+
+    def agree_on(self, step: Callable[[], T] | None) -> T | None:
+        """Collective: run step on this rank (None: nothing to do here), then agree on any way
+        out of it (attempt, agree)."""
+        value, error, unexpected = self.attempt(step) if step else (None, None, None)
+        self.agree(error, unexpected)
         return value
 
     def poll(self, source: int, tag: int, status: MPI.Status | None = None,
@@ -149,7 +161,7 @@ class World(NamedTuple):
 
     def wait_quietly(self, request: MPI.Request) -> None:
         """Wait for a non-blocking collective, sleeping with backoff so idle ranks leave the CPU."""
-        poll_until(lambda: request.Test() or None, QUIET_PAUSE)   # latency is free where this waits
+        poll_until(lambda: request.Test() or None, COLLECTIVE_PAUSE)
 
     def barrier(self) -> None:
         """A barrier that does not busy-poll (MPI_Barrier may spin in some MPI libraries)."""

@@ -29,18 +29,18 @@ def read(path) -> dict[int, int]:
 def test_phases_add_up_to_launch_until_the_first_task(monkeypatch):
     """The phases cover the timeline without gaps or overlaps, with MPI init apart."""
     marks = {"python": 10.0, "mpi_start": 10.5, "mpi_end": 11.0, "resolved": 11.25,
-             "same_code": 11.5, "tasks": 12.0, "results_file": 12.5}
+             "tasks": 11.5, "same_code": 12.0, "results_file": 12.5}
     monkeypatch.setattr(startup, "_marks", marks)
     monkeypatch.setattr(startup, "process_start", lambda: 9.0)
     got = startup.phases(launched=8.0, ready=13.0, first_task=14.0)
-    assert got == [1.0, 1.0, 0.75, 0.5, 0.25, 0.5, 0.5, 0.5, 1.0]
+    assert got == [1.0, 1.0, 0.75, 0.5, 0.25, 0.5, 1.0, 1.0]
     assert sum(got) == 14.0 - 8.0
     assert math.isnan(startup.phases(8.0, 13.0, None)[-1])   # a master runs no task
 
 
 def test_summary_is_median_and_max_over_the_ranks_that_have_the_phase():
     nan = float("nan")
-    per_rank = [[0.0] * 8 + [nan], [1.0] * 8 + [2.0], [3.0] * 8 + [4.0]]
+    per_rank = [[0.0] * 7 + [nan], [1.0] * 7 + [2.0], [3.0] * 7 + [4.0]]
     got = startup.summarise(per_rank)
     assert got["python"] == (1.0, 3.0) and got["first_task"] == (4.0, 4.0)
     assert startup.attributes(got)["startup_python_max"] == 3.0

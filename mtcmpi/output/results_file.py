@@ -105,6 +105,7 @@ class Output:
                 error = str(exc)
             except OSError as exc:
                 error = f"--out {self.path}: {exc.strerror or exc} ({exc.filename or self.path})"
+        world.barrier()   # the others sleep while rank 0 reads and settles the file (numpy too)
         error, self.run_id, self.attempts, self.rewrite, self.file_id, self.fingerprint, todo = world.comm.bcast(
             (error, self.run_id, self.attempts, self.rewrite, self.file_id, fingerprint, todo), root=0)
         if error:   # the fingerprint: only rank 0 saw the task list

@@ -52,7 +52,7 @@ def pipeline_main(args: argparse.Namespace) -> int:
             dry_run(args.pipeline, plan, state)
     if args.dry_run:
         return EXIT_OK
-    stop = options.stop(world)
+    stop = options.stop(world.comm.bcast(options.deadline() if world.rank == 0 else None, root=0))
     stop.expired = lambda why: world.abort(f"mtcmpi: rank {world.rank}: {why}; finished tasks are in "
                                            "the journal: run the same command again to resume", EXIT_STOPPED)
     stop.install()
