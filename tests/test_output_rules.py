@@ -143,3 +143,20 @@ def test_results_leave_memory_once_journalled(tmp_path, monkeypatch):
     log.run(((i, i) for i in range(20)), invoke, lambda: 1.0, Stop())
     o.close()
     assert max(seen) <= 2 and not log.results
+
+
+def test_small_batches_merge_into_one_write_in_id_order(monkeypatch):
+    """A frame per rank and key: merged up to a block of rows (one HDF5 write, not one per
+    frame), ids ascending, an id in two batches keeping the later value, nothing loaded early."""
+    from mtcmpi.output import hdf5
+
+    loaded = []
+
+    def batch(ids, values):
+        return np.array(ids), lambda: loaded.append(ids) or np.array(values)
+
+    batches = [batch([1, 5], [10, 50]), batch([0, 2, 5], [0, 20, 55]), batch([7], [70])]
+    monkeypatch.setattr(hdf5, "BLOCK_BYTES", 8 * 5)   # 5 rows of 8 bytes a block
+    got = list(hdf5.coalesced(iter(batches), 8))
+    assert not loaded and [ids.tolist() for ids, _ in got] == [[0, 1, 2, 5], [7]]
+    assert got[0][1]().tolist() == [0, 10, 20, 55] and got[1][1]().tolist() == [70]

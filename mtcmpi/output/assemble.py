@@ -67,7 +67,8 @@ def result_batches(sources: Sources, key: str, col: Column, prior: bool,
                 for part in hdf5.blocks(len(ds), ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64))):
                     ok = np.flatnonzero(f["tasks"].fields("status")[part] == OK)
                     if len(ok):
-                        yield part.start + ok, lambda ds=ds, part=part, ok=ok: ds[part][ok]
+                        yield part.start + ok, lambda name=ds.name, part=part, ok=ok: read_rows(
+                            sources.prior_file, name, part)[ok]
     for frame in sources.frames(prior):
         for k, dtype, shape, ids, offset in frame.groups():
             if k != key or not fits(col, dtype, shape):
@@ -116,11 +117,21 @@ def prior_task_rows(sources: Sources, host_width: int, failed: dict[int, Failure
     dtype = hdf5.log_dtype(host_width)
     if sources.prior_file:
         with h5py.File(sources.prior_file, "r") as f:
-            tasks = f["tasks"]
-            for part in hdf5.blocks(len(tasks), tasks.dtype.itemsize):
-                yield np.arange(part.start, part.stop), lambda part=part: hdf5.as_log_rows(tasks[part], dtype)
+            size, itemsize = len(f["tasks"]), f["tasks"].dtype.itemsize
+        for part in hdf5.blocks(size, itemsize):
+            yield np.arange(part.start, part.stop), lambda part=part: hdf5.as_log_rows(
+                read_rows(sources.prior_file, "tasks", part), dtype)
     for frame in sources.frames(True):
         yield journal_rows(frame, dtype, failed)
+
+
+def read_rows(path: str, name: str, part: slice) -> np.ndarray:
+    """Rows of dataset name in an earlier file, opened for the read: a batch's load may come
+    after its generator moved on (hdf5.coalesced merges batches before loading them)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return f[name][part]
 
 
 def journal_rows(frame: journal.Frame, dtype: np.dtype, failed: dict[int, Failure]) -> Batch:
