@@ -52,6 +52,8 @@ def prepare(world: World, target: str | Callable, source: Source, options: RunOp
     every rank a round of waits: there were nine, 0.3 s of a 64-rank start-up.)"""
     def local() -> tuple[Policy, Output | None, Callable]:
         policy, output = options.policy(), options.output()
+        if output and world.rank == 0:
+            output.preload()
         fn = resolve(target) if isinstance(target, str) else target
         return policy, output, fn
 
