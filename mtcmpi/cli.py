@@ -191,13 +191,12 @@ def command_run(args: argparse.Namespace) -> int:
 
     world = World.of()
     error = options = target = source = None
-    try:   # agreed, since some checks (creating --output-dir) can fail on one node only
+    try:   # agreed in run_job, since some checks (creating --output-dir) can fail on one node only
         options = RunOptions.from_args(args)
         target, source = task_list(args)
     except UsageError as exc:
         error = str(exc)
-    world.agree(error)
-    outcome = run_job(world, target, source, options)
+    outcome = run_job(world, target, source, options, error)
     ignore_late()   # everything is stored: a late warning must not kill a rank in MPI_Finalize
     if outcome.summary is not None:
         print("\n".join(outcome.summary.lines()), flush=True)

@@ -74,14 +74,12 @@ def compared(world: World, fn: Callable, theirs: dict[str, str]) -> dict[str, st
 
 
 def code_error(world: World, fn: Callable | None, theirs: dict[str, str]) -> str | None:
-    """Collective (the ranks count who differs): this rank's error if it runs other code than
-    rank 0, whose what_runs() is theirs; None if it runs the same (or has no fn: its own error
-    is told instead). The caller agrees on it."""
+    """This rank's error if it runs other code than rank 0, whose what_runs() is theirs; None
+    if it runs the same (or has no fn: its own error is told instead). The caller agrees on it,
+    and the lowest rank that differs speaks (a count of them would cost a collective more)."""
     found = differences(compared(world, fn, theirs), theirs) if fn is not None and world.rank else []
-    count = world.comm.allreduce(int(bool(found)))
     if not found:
         return None
     return (f"rank {world.rank} on {world.host} runs other code than rank 0 "
-            f"({'; '.join(found)}; {count} rank(s) differ): every node must see the same "
-            "venv and task module, e.g. on a shared filesystem (README: Running under a "
-            "batch system)")
+            f"({'; '.join(found)}): every node must see the same venv and task module, e.g. on "
+            "a shared filesystem (README: Running under a batch system)")

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
 from . import engine, report, startup
 from .consistency import code_error, what_runs
-from .errors import EXIT_STOPPED
+from .errors import EXIT_STOPPED, UsageError
 from .options import RunOptions
 from .policies import Kind, Policy, Static
+from .protocol import FACTS
 from .tasklog import TaskLog
 from .tasks import Source, check_call, first_task, invoker, resolve
 from .startup import process_start
@@ -43,14 +44,17 @@ class Prepared(NamedTuple):
 
 
 def prepare(world: World, target: str | Callable, source: Source, options: RunOptions,
-            comm: bool = False) -> Prepared:
+            comm: bool = False, early: str | None = None) -> Prepared:
     """Collective start-up in one round: every rank makes its policy and results file and
     imports the target; rank 0 then counts and checks the tasks (comm: parallel tasks, called
     with a `comm` too), fingerprints them (--out), estimates their costs and reads the
-    deadline, while the others wait quietly; one broadcast of its facts, against which every
-    rank compares the code it runs; one agreement on every error. (Each collective here costs
-    every rank a round of waits: there were nine, 0.3 s of a 64-rank start-up.)"""
+    deadline, while the others wait quietly; it sends them its facts, against which every rank
+    compares the code it runs; one agreement on every error. (Each collective here costs every
+    rank a round of waits: there were nine, 0.3 s of a 64-rank start-up.) `early`: an error
+    this rank had before (the CLI's options), agreed on with the rest."""
     def local() -> tuple[Policy, Output | None, Callable]:
+        if early:
+            raise UsageError(early)
         policy, output = options.policy(), options.output()
         if output and world.rank == 0:
             output.preload()
@@ -67,11 +71,9 @@ def prepare(world: World, target: str | Callable, source: Source, options: RunOp
             *check_tasks(fn, target, source, options, output is not None, comm), options.deadline()))
     startup.mark("tasks")   # the others: rank 0's checks are their wait
     view, n, digest, keys, estimate, deadline = checked or (None, 0, "", None, None, None)
-    world.barrier()   # quietly: rank 0's checks may take a while (a long params file, costs)
-    view, n, deadline = world.comm.bcast((view, n, deadline), root=0)
-    if view is not None and world.size > 1:   # rank 0 had no error: compare with what it runs
-        differs = code_error(world, fn if error is None else None, view)   # collective: on every rank
-        error = error or differs
+    view, n, deadline = world.from_rank_0((view, n, deadline), FACTS)   # its checks may take a while
+    if view is not None and error is None:   # rank 0 had no error: compare with what it runs
+        error = code_error(world, fn, view)
     given = os.environ.get("MTCMPI_LAUNCH_TIME")
     first_start = world.agree(error, unexpected, least=process_start())
     startup.mark("same_code")
@@ -119,9 +121,10 @@ class Outcome(NamedTuple):
 
 
 def run_job(world: World, target: str | Callable, source: Source,
-            options: RunOptions | None = None) -> Outcome:
+            options: RunOptions | None = None, error: str | None = None) -> Outcome:
     """Check, run and summarise one task list on every rank of `world` (collective), as
-    `options` say (the CLI's and the API's alike).
+    `options` say (the CLI's and the API's alike); `error`: this rank's own already (the
+    CLI's bad options), which every rank then stops on.
 
     The stop limits (walltime, failures) and the batch system's signals are caught for the
     length of the call; a run they stop ends like any other, with everything stored. Progress
@@ -145,7 +148,7 @@ def run_job(world: World, target: str | Callable, source: Source,
     try:
         sized = options.ranks_per_task is not None or options.ranks is not None
         fn, policy, output, n, stop.deadline, launched, fingerprint, keys, estimate = prepare(
-            world, target, source, options, sized)
+            world, target, source, options, sized, error)
         ids: Sequence[int] = range(n)
         # groups.py (numpy, isolation) only for runs that may have tasks on k ranks: a size
         # option, or command tasks (loaded by then), which may ask for {mpirun}; alike everywhere

@@ -38,6 +38,9 @@ DATA between calls: (Executor number, task id, True, value) or (..., False, why 
 RELEASE (task ids) drops kept values whose Future
 rank 0 dropped. Orders to one rank keep their order, so a value is never dropped before the
 SEND or TASKS that needs it.
+
+Start-up (tag 21; job.prepare): rank 0 sends FACTS to every other rank, one pickled message
+each, once it has checked the tasks (World.from_rank_0).
 """
 from array import array
 
@@ -47,6 +50,7 @@ RETRY = 3   # a worker hands failed tasks back: a pickled list of (task id, payl
 ORDERS = 11    # rank 0 -> an Executor's worker
 REPLIES = 12   # an Executor's worker -> rank 0
 DATA = 13      # a worker -> another worker: a kept value a dataflow call there needs
+FACTS = 21     # rank 0 -> every rank at start-up: what it learned checking the tasks
 START, TASKS, CANCEL, END, STOP, SEND, RELEASE = range(7)   # kinds of ORDERS
 READY, BROKEN, RESULTS, ENDED = range(4)                # kinds of REPLIES
 RAW, PICKLED, FAILED_CALL, SKIPPED, HELD = b"r"[0], b"p"[0], b"f"[0], b"s"[0], b"h"[0]   # codes of RESULTS
