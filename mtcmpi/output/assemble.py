@@ -34,11 +34,17 @@ class Sources:
     prior_file: str | None = None                         # rank 0: an earlier results file
     prior_journals: list[str] = field(default_factory=list)   # rank 0: earlier runs' journals
     file_kept: bool = True   # the .tmp file that earlier runs wrote rows into is there
+    read: dict[bool, list[journal.Frame]] = field(default_factory=dict, repr=False)
 
-    def frames(self, prior: bool) -> Iterator[journal.Frame]:
-        for path in self.prior_journals if prior else self.journals:
-            for frame in journal.frames(path, self.fingerprint):
-                yield frame if self.file_kept or not prior else frame.without_file_rows()
+    def frames(self, prior: bool) -> list[journal.Frame]:
+        """The journals' frames (their metadata: results stay on disk until loaded), read once:
+        every result key and pass over them asks again (4 passes, 3 keys: 12 reads of every
+        journal made a third of the store's time on 64 ranks)."""
+        if prior not in self.read:
+            self.read[prior] = [frame if self.file_kept or not prior else frame.without_file_rows()
+                                for path in (self.prior_journals if prior else self.journals)
+                                for frame in journal.frames(path, self.fingerprint)]
+        return self.read[prior]
 
 
 def mismatches(frames: Iterator[journal.Frame], columns: dict[str, Column]) -> dict[int, Failure]:
