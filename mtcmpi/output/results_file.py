@@ -212,15 +212,17 @@ class Output:
         # node every collective costs each rank a wake-up, most of the store's time on 64 ranks
         width = log.host_width(self.prior.host_width if self.prior else 1)
         parts = comm.gather((jnl.error if jnl else None, jnl.schema.seen if jnl else {}, width,
-                             self.normalizer.pickled_keys if self.normalizer else set()), root=0)
-        plan = self.plan(parts, n, attrs) if rank == 0 else None
+                             self.normalizer.pickled_keys if self.normalizer else set(), world.host), root=0)
+        plan = self.plan([part[:4] for part in parts], n, attrs) if rank == 0 else None
+        one_node = rank == 0 and len({part[4] for part in parts}) == 1
         world.barrier()   # the others sleep while rank 0 plans (it may have a file to settle)
-        error, columns, width, attrs = comm.bcast(plan, root=0)   # columns pickled: writers load them
+        # columns travel pickled: only writers load them
+        (error, columns, width, attrs), one_node = comm.bcast((plan, one_node), root=0)
         if error is not None:
             raise UsageError(error)
         if columns is None:   # an earlier run finished everything: the file stays as it is
             return
-        group, writers = self.writers(world)   # a rank is its group's 0 if and only if it writes
+        group, writers = self.writers(world, one_node)   # a rank is its group's 0 iff it writes
         parts = group.gather(None if writers is not None else (log, jnl.path if jnl else None), root=0)
         taken = None   # writer: the tasks of each of its ranks whose result did not fit the rule
         failures, groups = {}, {}   # rank 0: every failure, every parallel task's members
@@ -299,17 +301,19 @@ class Output:
         return (None, pickle.dumps(columns, protocol=pickle.HIGHEST_PROTOCOL), width,
                 assemble.attrs_of(columns, pickled, self.serial_io, attrs))
 
-    def writers(self, world: World) -> tuple[MPI.Comm, MPI.Comm | None]:
+    def writers(self, world: World, one_node: bool) -> tuple[MPI.Comm, MPI.Comm | None]:
         """(group, writers): the ranks whose rows one rank writes, it first (the whole job with
         --serial-io, else each node, or each rank alone with MTCMPI_WRITERS=all), and the
         communicator of the writing ranks (None on the others). One writer per node: a
         collective open and write by every rank costs more than it brings (every rank imports
-        h5py and MPI-IO), and a node's journals are read at the speed of its one link anyway."""
+        h5py and MPI-IO), and a node's journals are read at the speed of its one link anyway.
+        A job on one node (every rank named the same host) needs no communicator made: the
+        two splits were a fifth of the store's time on 64 ranks."""
         comm = world.comm
-        if self.serial_io:
-            return comm, MPI.COMM_SELF if world.rank == 0 else None
-        if os.environ.get(WRITERS_VARIABLE, "node") == "all":
+        if os.environ.get(WRITERS_VARIABLE, "node") == "all" and not self.serial_io:
             return MPI.COMM_SELF, comm
+        if self.serial_io or one_node:
+            return comm, MPI.COMM_SELF if world.rank == 0 else None
         group = comm.Split_type(MPI.COMM_TYPE_SHARED, key=world.rank)
         first = group.Get_rank() == 0
         writers = comm.Split(0 if first else MPI.UNDEFINED, key=world.rank)

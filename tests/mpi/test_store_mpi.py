@@ -101,3 +101,17 @@ def test_a_rank_that_fails_in_a_collective_write_stops_every_rank(tmp_path_facto
         with pytest.raises(OSError) as raised:
             writer.stream(ds, lambda: iter([(ids, load)]))
     assert isinstance(raised.value, PeerFailed) == (comm.rank != 1)
+
+
+def test_writers_by_node_are_the_first_rank_of_each_node_group(tmp_path_factory):
+    """The split a job on several hosts takes (a one-host job skips it: rank 0 writes alone):
+    on this one machine, one group of every rank, whose first rank is the only writer."""
+    from mtcmpi.output import Output
+
+    world = World.of()
+    output = Output(os.path.join(shared_tmp(tmp_path_factory, "writers"), "r.h5"))
+    for one_node in (True, False):
+        group, writers = output.writers(world, one_node)
+        assert group.Get_size() == world.size and (writers is not None) == (world.rank == 0)
+        if writers is not None:
+            assert writers.Get_size() == 1
