@@ -247,10 +247,14 @@ class Output:
         mine = group.scatter(taken, root=0)
         if writers is None:
             log.mark_failed(mine)   # for this rank's summary, as its writer marked its rows
-        for some_failures, some_groups in comm.gather((rows.failures, rows.groups) if writers is not None
-                                                      else ({}, {}), root=0) or []:
-            failures.update(some_failures)
-            groups.update(some_groups)
+        alone = group == comm   # rank 0 writes every row: the failures and the errors are its own
+        if alone and rank == 0:
+            failures, groups = rows.failures, rows.groups
+        elif not alone:
+            for some_failures, some_groups in comm.gather((rows.failures, rows.groups) if writers is not None
+                                                          else ({}, {}), root=0) or []:
+                failures.update(some_failures)
+                groups.update(some_groups)
         error = None
         if writers is not None:
             try:
@@ -260,8 +264,9 @@ class Output:
         for made in (group, writers):
             if made is not None and made != comm and made != MPI.COMM_SELF:
                 made.Free()   # made by writers() for this finish
-        world.agree(error)
-        if rank == 0:
+        if not alone:
+            world.agree(error)   # every writer is done (or one failed) before rank 0 ends the file
+        if rank == 0 and error is None:
             try:
                 direct.require(tmp, n * (len(hdf5.FAILURE_TEXT) * 16 + 8)
                                + sum(len(x.message) + len(x.traceback) + len(x.type) for x in failures.values()))
