@@ -13,16 +13,9 @@ from importlib import import_module
 from typing import Callable, Sequence
 
 from . import __version__, startup   # startup first: it marks when Python was up
+from .startup import launcher_rank
 from .errors import EXIT_INTERNAL, EXIT_USAGE, UsageError, exception_line
 from .run_args import HELP as RUN_HELP, add_run_arguments, add_subcommand
-
-RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
-
-
-def launcher_rank() -> int:
-    """This process's rank as the launcher announced it (0 when started without one)."""
-    return next((int(os.environ[v]) for v in RANK_VARIABLES if v in os.environ), 0)
-
 
 class Parser(argparse.ArgumentParser):
     """argparse that speaks on rank 0 only; every rank still exits alike."""
@@ -179,7 +172,7 @@ def command_run(args: argparse.Namespace) -> int:
     from .faults import catch_early, ignore_late
 
     catch_early(args.grace)   # before MPI starts, which can take seconds on thousands of ranks
-    comm = startup.init_mpi()
+    comm = startup.init_mpi(("numpy",) if args.out or args.cost or args.costs_from else ())
     if startup.broadcast_wanted(args.import_broadcast):
         startup.share_imports(comm, ["mtcmpi.job", "mtcmpi.options", "mtcmpi.policies", "mtcmpi.progress"]
                               + (["mtcmpi.costs"] if args.cost or args.costs_from else [])

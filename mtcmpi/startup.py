@@ -18,6 +18,7 @@ import marshal
 import os
 import sys
 import time
+from importlib import import_module
 from importlib.machinery import ModuleSpec, SourceFileLoader
 TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing on every rank
 
@@ -74,10 +75,23 @@ def share_cores() -> None:
         os.environ[name] = share
 
 
-def init_mpi() -> Any:
+RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
+
+
+def launcher_rank() -> int:
+    """This process's rank as the launcher announced it (0 when started without one)."""
+    return next((int(os.environ[v]) for v in RANK_VARIABLES if v in os.environ), 0)
+
+
+def init_mpi(rank_0_needs: tuple[str, ...] = ()) -> Any:
     """Share the node's cores (share_cores), then import mpi4py.MPI (which initialises MPI)
-    with its time marked; returns COMM_WORLD."""
+    with its time marked; returns COMM_WORLD. rank_0_needs: modules rank 0 will import for its
+    checks (numpy for costs and --out), imported first there: while every rank starts, rather
+    than after, when the others would wait for rank 0 alone (a core idle on a full node)."""
     share_cores()
+    if launcher_rank() == 0:
+        for name in rank_0_needs:
+            import_module(name)
     if "mpi4py.MPI" not in sys.modules:
         mark("mpi_start")
     from mpi4py import MPI
@@ -168,12 +182,10 @@ def share_imports(comm: Any, modules: list[str], target: str | None) -> int:
     number of modules shared. An import that fails on rank 0 is left for the run to report."""
     shared: dict[str, tuple[str, bool, bytes]] = {}
     if comm.Get_rank() == 0:
-        import importlib
-
         before = set(sys.modules)
         for name in modules:
             try:
-                importlib.import_module(name)
+                import_module(name)
             except Exception:   # noqa: BLE001 - reported by the run itself, on every rank alike
                 pass
         if target:
