@@ -172,7 +172,7 @@ def command_run(args: argparse.Namespace) -> int:
     from .faults import catch_early, ignore_late
 
     catch_early(args.grace)   # before MPI starts, which can take seconds on thousands of ranks
-    comm = startup.init_mpi(("numpy",) if args.out or args.cost or args.costs_from else ())
+    comm = startup.init_mpi()
     if startup.broadcast_wanted(args.import_broadcast):
         startup.share_imports(comm, ["mtcmpi.job", "mtcmpi.options", "mtcmpi.policies", "mtcmpi.progress"]
                               + (["mtcmpi.costs"] if args.cost or args.costs_from else [])

@@ -82,8 +82,7 @@ def child_mtcmpi(policies: list[str], per_worker: int, scale: float, seed: int, 
     """Under mpiexec: each mtcmpi policy in turn, with --out; rank 0 prints one JSON per run."""
     from mtcmpi.startup import init_mpi
 
-    # MPI_Init timed as `mtcmpi run --out` does it (rank 0 loads numpy first)
-    size, startup, phases = init_mpi(("numpy",)).Get_size(), None, None
+    size, startup, phases = init_mpi().Get_size(), None, None   # MPI_Init timed as `mtcmpi run` does
     from kernels.sleep import task
     from mtcmpi.job import run_job
     from mtcmpi.options import RunOptions
