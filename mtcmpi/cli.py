@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-
 from importlib import import_module
 from typing import Callable, Sequence
 

@@ -73,11 +73,11 @@ def compared(world: World, fn: Callable, theirs: dict[str, str]) -> dict[str, st
     return mine
 
 
-def code_error(world: World, fn: Callable | None, theirs: dict[str, str]) -> str | None:
+def code_error(world: World, fn: Callable, theirs: dict[str, str]) -> str | None:
     """This rank's error if it runs other code than rank 0, whose what_runs() is theirs; None
-    if it runs the same (or has no fn: its own error is told instead). The caller agrees on it,
-    and the lowest rank that differs speaks (a count of them would cost a collective more)."""
-    found = differences(compared(world, fn, theirs), theirs) if fn is not None and world.rank else []
+    if it runs the same. The caller agrees on it, and the lowest rank that differs speaks (a
+    count of them would cost a collective more)."""
+    found = differences(compared(world, fn, theirs), theirs) if world.rank else []
     if not found:
         return None
     return (f"rank {world.rank} on {world.host} runs other code than rank 0 "

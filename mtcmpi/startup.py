@@ -201,10 +201,9 @@ def share_imports(comm: Any, modules: list[str], target: str | None) -> int:
                 if code is not None:
                     shared[name] = (spec.origin, spec.submodule_search_locations is not None,
                                     marshal.dumps(code))
-    from .world import COLLECTIVE_PAUSE, poll_until
+    from .world import World
 
-    barrier = comm.Ibarrier()
-    poll_until(lambda: barrier.Test() or None, COLLECTIVE_PAUSE)   # the others sleep while rank 0 imports
+    World.of(comm).barrier()   # the others sleep while rank 0 imports
     shared, version = comm.bcast((shared, sys.version) if comm.Get_rank() == 0 else None, root=0)
     if comm.Get_rank() != 0 and version == sys.version and shared:   # else: the check tells
         sys.meta_path.insert(0, MemoryImporter(shared))

@@ -165,10 +165,11 @@ class World(NamedTuple):
         poll_until(lambda: request.Test() or None, COLLECTIVE_PAUSE)
 
     def from_rank_0(self, value: T, tag: int) -> T:
-        """Collective: rank 0's value on every rank, sent to each in one message while the
+        """Collective: rank 0's small value on every rank, sent to each in one message while the
         others wait quietly for it. A broadcast's tree needs every rank awake at each of its
         rounds: waiting for rank 0's checks in a barrier polled every 1 ms stole rank 0's CPU
-        on an oversubscribed node, and every 10 ms cost 10 ms a round."""
+        on an oversubscribed node, and every 10 ms cost 10 ms a round. Small: rank 0 sends
+        size - 1 copies, so a large value (ids, modules' code) goes by barrier() and bcast."""
         if self.rank == 0:
             data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
             MPI.Request.Waitall([self.comm.Isend([data, MPI.BYTE], dest=r, tag=tag)

@@ -239,8 +239,9 @@ def merged(group: list[tuple[np.ndarray, Callable[[], np.ndarray]]]) -> tuple[np
         return group[0]
     ids = np.concatenate([i for i, _ in group])
     order = np.argsort(ids, kind="stable")
-    last = np.r_[ids[order][1:] != ids[order][:-1], True]
-    return ids[order][last], lambda: np.concatenate([load() for _, load in group])[order][last]
+    ids = ids[order]
+    last = np.r_[ids[1:] != ids[:-1], True]
+    return ids[last], lambda: np.concatenate([load() for _, load in group])[order][last]
 
 
 def create(f: h5py.File, n: int, host_width: int, columns: dict[str, Column], attrs: dict[str, Any],
