@@ -19,9 +19,19 @@ from .run_args import HELP as RUN_HELP, add_run_arguments, add_subcommand
 class Parser(argparse.ArgumentParser):
     """argparse that speaks on rank 0 only; every rank still exits alike."""
 
+    declaring = False   # build_parser: arguments are being declared, no text is shown
+
     def _print_message(self, message, file=None):
         if launcher_rank() == 0:
             super()._print_message(message, file)
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse makes a formatter for every argument it declares, and asking the terminal's
+        # width imports shutil (with bz2 and lzma, ~3 ms of CPU on every rank); only help and
+        # usage text needs the width
+        if Parser.declaring:
+            return self.formatter_class(prog=self.prog, width=80)
+        return super()._get_formatter()
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
@@ -29,6 +39,15 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     imported): every rank of a job parses its command line at start-up, and the other
     subcommands' modules and ~40 arguments cost each of 12,288 ranks time for nothing.
     `mtcmpi --help`, --version and a misspelt subcommand get all of them."""
+    Parser.declaring = True
+    try:
+        return declare(argv)
+    finally:
+        Parser.declaring = False
+
+
+def declare(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """build_parser's parser, made while Parser.declaring."""
     parser = Parser(prog="mtcmpi", description="Many-task computing on MPI: run thousands to "
                     "millions of independent tasks over the ranks of one mpirun.",
                     epilog="examples:\n  mpirun -n 64 python -m mtcmpi run mymodel:simulate "

@@ -41,7 +41,6 @@ eff_static=... eff_dynamic=... (engine-only per policy and peer), at the largest
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -49,7 +48,7 @@ from typing import TYPE_CHECKING, Callable
 
 # Every rank of the mtcmpi launch runs this file, as the one Python process of a user's job
 # would run theirs; mpi4py.futures' workers never import it. So the top imports only what the
-# children use: the harness's own modules (argparse, csv, _mpirun with subprocess) would cost
+# children use: the harness's own modules (argparse, csv, json, _mpirun with subprocess) would cost
 # each mtcmpi rank ~10 ms of CPU that no futures worker pays (0.3 s of start-up on 64 ranks
 # sharing 2 cores).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -99,6 +98,8 @@ def child_mtcmpi(policies: list[str], per_worker: int, scale: float, seed: int, 
                                      cost="kernels.sleep:duration" if by_cost else None))
         s = outcome.summary
         if s:
+            import json   # rank 0's alone, as h5py: ~1.4 ms of CPU per rank on a full node
+
             import h5py   # rank 0 reads the file; the ranks import h5py only to write it
 
             startup = s.startup if startup is None else startup   # later runs: no new launch
@@ -113,6 +114,8 @@ def child_mtcmpi(policies: list[str], per_worker: int, scale: float, seed: int, 
 
 def child_futures(per_worker: int, scale: float, seed: int) -> None:
     """Under `mpiexec python -m mpi4py.futures`: the same tasks through MPIPoolExecutor.map."""
+    import json
+
     from mpi4py.futures import MPIPoolExecutor
 
     from kernels.sleep import task
@@ -155,6 +158,8 @@ def row(ranks: int, run: dict, per_worker: int, scale: float, seed: int) -> dict
 def measure(ranks: int, policies: list[str], args: argparse.Namespace, turn: int = 0) -> list[dict]:
     """Every policy at one rank count: one launch for mtcmpi's, one for each peer; turn rotates
     which goes first, so a repetition's drift in the machine's load does not favour one tool."""
+    import json
+
     from _mpirun import last_json, mpirun
 
     here, common = os.path.abspath(__file__), [str(args.tasks_per_worker), str(args.time_scale), str(args.seed)]

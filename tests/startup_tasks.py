@@ -7,8 +7,9 @@ import sys
 
 HEAVY = ("numpy", "h5py")   # no rank imports them without --out or costs
 # nor these on a rank other than 0, which alone checks and fingerprints the tasks: each costs
-# every rank milliseconds of CPU at start-up (dataclasses brings inspect, ast and dis)
-WORKER_HEAVY = HEAVY + ("dataclasses", "hashlib", "inspect")
+# every rank milliseconds of CPU at start-up (dataclasses brings inspect, ast and dis; shutil
+# bz2 and lzma; glob is for rank 0's look at the journals)
+WORKER_HEAVY = HEAVY + ("dataclasses", "hashlib", "inspect", "shutil", "glob")
 
 
 def without_heavy_modules(i: int) -> None:

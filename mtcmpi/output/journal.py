@@ -17,7 +17,6 @@ their bytes, so a rank whose tasks return only those never imports it.
 """
 from __future__ import annotations
 
-import glob
 import os
 import pickle
 import struct
@@ -49,6 +48,8 @@ def directory(out: str) -> str:
 
 def files(out: str, run_id: str = "") -> list[str]:
     """The journal files of `out` (of one run, if run_id), oldest first."""
+    import glob   # rank 0 looks for journals; a worker only writes its own
+
     found = glob.glob(os.path.join(directory(out), f"*{'-' + run_id if run_id else ''}.jnl"))
     return sorted(found, key=lambda p: (os.path.getmtime(p), p))
 

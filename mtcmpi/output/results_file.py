@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
 import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -129,6 +128,8 @@ class Output:
 
     def load(self, n: int, fingerprint: str) -> np.ndarray | range:
         """Rank 0: clear or read the earlier state, check it is of this task list, start the journal."""
+        import shutil   # rank 0's alone: ~3 ms (it loads bz2 and lzma) no worker pays
+
         import numpy as np
 
         from . import direct, resume
@@ -273,6 +274,8 @@ class Output:
                 assemble.texts(tmp, n, sources, failures, prior_failed, keys)
                 assemble.groups_table(tmp, sources, groups)
                 os.replace(tmp, self.path)
+                import shutil
+
                 shutil.rmtree(journal.directory(self.path), ignore_errors=True)
             except (OSError, RuntimeError) as exc:
                 error = self.unwritable(exc)
