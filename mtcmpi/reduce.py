@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from .errors import UsageError
-from .output.values import only_fill, result_sets
+from .output.values import only_fill, result_sets, row_bytes
 from .report import open_results
 from .tasklog import OK
 
@@ -75,7 +75,7 @@ def dataset(f: h5py.File, path: str, key: str) -> h5py.Dataset:
 
 def ok_blocks(ds: h5py.Dataset, tasks: h5py.Dataset) -> Iterator[np.ndarray]:
     """The rows of ds whose task succeeded and that hold a value, a block at a time."""
-    step = max(1, BLOCK_BYTES // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:]))))
+    step = max(1, BLOCK_BYTES // max(1, row_bytes(ds.dtype, ds.shape[1:])))
     for lo in range(0, len(ds), step):
         ok = np.flatnonzero(tasks.fields("status")[lo:lo + step] == OK)
         if len(ok):

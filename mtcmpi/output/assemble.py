@@ -17,7 +17,7 @@ from mpi4py import MPI
 
 from ..tasklog import DONE, FAILED, FAILED_STATES, OK, Failure
 from . import hdf5, journal, members
-from .values import Column, ResultMismatch, fits, mismatch, result_sets
+from .values import Column, ResultMismatch, fits, mismatch, result_sets, row_bytes
 
 if TYPE_CHECKING:   # h5py is imported where used: only the ranks that write the file load it
     import h5py
@@ -70,7 +70,7 @@ def result_batches(sources: Sources, key: str, col: Column, prior: bool,
         with h5py.File(sources.prior_file, "r") as f:
             ds = result_sets(f).get(key)
             if ds is not None:
-                for part in hdf5.blocks(len(ds), ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64))):
+                for part in hdf5.blocks(len(ds), row_bytes(ds.dtype, ds.shape[1:])):
                     ok = np.flatnonzero(f["tasks"].fields("status")[part] == OK)
                     if len(ok):
                         yield part.start + ok, lambda name=ds.name, part=part, ok=ok: read_rows(
@@ -91,7 +91,7 @@ def fill_batches(n: int, covered: np.ndarray | None, col: Column) -> Iterator[Ba
     """Rank 0: rows no task filled, with the fill value, a block at a time."""
     if covered is None:
         return
-    row = max(1, col.dtype.itemsize * int(np.prod(col.shape, dtype=np.int64)))
+    row = max(1, row_bytes(col.dtype, col.shape))
     for part in hdf5.blocks(n, row):
         ids = part.start + np.flatnonzero(~covered[part])
         if len(ids):

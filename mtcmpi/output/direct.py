@@ -28,7 +28,7 @@ from typing import Iterator
 import numpy as np
 
 from . import journal
-from .values import NUMERIC, Column, dataset_name, fill_value, kind_of, result_sets
+from .values import NUMERIC, Column, dataset_name, fill_value, kind_of, result_sets, row_bytes
 
 SMALL_ROW = 512          # bytes: rows smaller than this are journalled
 SPARE = 1 << 20          # bytes a disk must have free before the file's metadata is changed
@@ -91,7 +91,7 @@ class DirectRows:
     def write(self, key: str, dtype: np.dtype, shape: tuple, ids: np.ndarray, arrays: list) -> bool:
         """Rows ids (ascending) of key into the file; OSError (a full disk) propagates."""
         if (self.unlockable or dtype.kind not in NUMERIC
-                or dtype.itemsize * int(np.prod(shape, dtype=np.int64)) < SMALL_ROW):
+                or row_bytes(dtype, shape) < SMALL_ROW):
             return False
         try:
             place = self.place(key, dtype, shape)
@@ -103,7 +103,7 @@ class DirectRows:
         if not fits_file(place, dtype, shape):
             return False
         offset, have, _ = place
-        row = have.itemsize * int(np.prod(shape, dtype=np.int64))
+        row = row_bytes(have, shape)
         if self.fd is None:
             self.fd = os.open(self.tmp, os.O_WRONLY)
         starts = np.r_[0, np.flatnonzero(np.diff(ids) != 1) + 1, len(ids)]
@@ -219,7 +219,7 @@ def settle(out: str, columns: dict[str, Column]) -> None:
                 wide = f.create_dataset(name + "~", ds.shape, dtype=col.dtype, fillvalue=fill_value(col.dtype),
                                         fill_time="never")
                 with np.errstate(all="ignore"):
-                    for part in blocks(len(ds), ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64))):
+                    for part in blocks(len(ds), row_bytes(ds.dtype, ds.shape[1:])):
                         wide[part] = ds[part].astype(col.dtype)
                 wide.attrs["key"] = key
                 del f[name]

@@ -33,7 +33,7 @@ from mpi4py import MPI
 from ..tasklog import FAILED_STATES, OK, Failure, TaskLog
 from . import members
 from .layout import COLUMNS, FAILURE_TEXT, TEXT, log_dtype
-from .values import Column, dataset_name, fill_value, only_fill, result_sets
+from .values import Column, dataset_name, fill_value, only_fill, result_sets, row_bytes
 
 if TYPE_CHECKING:   # h5py is imported where used: only the ranks that write the file load it
     import h5py
@@ -195,7 +195,7 @@ class Writer:
         """Write every (ids ascending, load values) batch; collectively, every rank makes as
         many write calls as the rank with most (counted first from the ids alone), then all
         agree once more."""
-        row = ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64))
+        row = row_bytes(ds.dtype, ds.shape[1:])
         if self.collective:
             mine = sum(self.calls(ids) for ids, _ in coalesced(batches(), row))
             most = self.comm.allreduce(mine, op=MPI.MAX)
@@ -366,7 +366,7 @@ def load_results(path: str) -> list[dict[str, np.ndarray] | None]:
         ok = f["tasks"].fields("status")[:] == OK
         out: list[dict[str, np.ndarray] | None] = [None] * len(ok)
         for key, ds in result_sets(f).items():
-            for part in blocks(len(ds), max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:])))):
+            for part in blocks(len(ds), max(1, row_bytes(ds.dtype, ds.shape[1:]))):
                 rows = ds[part]
                 have = ok[part] & ~only_fill(rows)
                 for i in np.flatnonzero(have):

@@ -17,6 +17,7 @@ their bytes, so a rank whose tasks return only those never imports it.
 """
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import struct
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
 from ..errors import UsageError
 from ..tasklog import NOT_RUN, TaskLog
 from . import members
-from .values import Plain, Schema
+from .values import Plain, Schema, row_bytes
 
 if TYPE_CHECKING:   # numpy is imported where used: for arrays, and by the readers
     import numpy as np
@@ -228,7 +229,7 @@ class Frame(NamedTuple):
             ids, dtype = np.frombuffer(gids, np.int64), np.dtype(dt)
             yield key, dtype, tuple(shape), ids, None if in_file else offset
             if not in_file:
-                offset += len(ids) * dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+                offset += len(ids) * row_bytes(dtype, shape)
 
     def without_file_rows(self) -> "Frame":
         """This frame as if its tasks with results in the file had not run (that file was
@@ -249,7 +250,7 @@ class Frame(NamedTuple):
 
         with open(self.path, "rb") as f:
             f.seek(offset)
-            return np.fromfile(f, dtype=dtype, count=count * int(np.prod(shape, dtype=np.int64))).reshape((count,) + shape)
+            return np.fromfile(f, dtype=dtype, count=count * math.prod(shape)).reshape((count,) + shape)
 
 
 def frames(path: str, fingerprint: str | None = None, out: str = "") -> Iterator[Frame]:

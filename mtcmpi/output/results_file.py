@@ -21,7 +21,7 @@ from ..tasklog import FAILED_STATES, TaskLog
 from ..tasks import plain_ids
 from ..world import World
 from . import journal
-from .values import Column, Normalizer, Schema
+from .values import Column, Normalizer, Schema, row_bytes
 
 if TYPE_CHECKING:   # imported where used: a worker whose tasks return plain numbers and strings
     import numpy as np   # loads no numpy before its tasks are done (values.Plain)
@@ -375,12 +375,10 @@ class Output:
         """Bytes the file still needs, at most: the log and the rows not written during the run
         (compressed ones too, as if they did not compress: Open MPI's OMPIO was seen to drop a
         collective write on a full disk without an error, so the space is checked first)."""
-        import numpy as np
-
         from . import direct, hdf5
 
         made = direct.layout(self.path)
-        rows = sum(n * col.dtype.itemsize * int(np.prod(col.shape, dtype=np.int64))
+        rows = sum(n * row_bytes(col.dtype, col.shape)
                    for key, col in columns.items() if key not in made)
         return direct.holes(self.path) + rows + n * hdf5.log_dtype(width).itemsize
 
@@ -389,9 +387,7 @@ class Output:
         when compressed; contiguous otherwise."""
         if self.chunk_rows is None and not self.compression:
             return None
-        import numpy as np
-
-        row = max(1, col.dtype.itemsize * int(np.prod(col.shape, dtype=np.int64)))
+        row = max(1, row_bytes(col.dtype, col.shape))
         return (self.chunk_rows or max(1, CHUNK_BYTES // row),) + col.shape
 
     def unwritable(self, exc: Exception) -> str:
