@@ -14,7 +14,7 @@ WORKER_HEAVY = HEAVY + ("dataclasses", "hashlib", "inspect", "shutil", "glob")
 
 def without_heavy_modules(i: int) -> None:
     """A task that fails if its rank imported any of HEAVY before it (ranks > 0: WORKER_HEAVY)."""
-    from mtcmpi.cli import launcher_rank
+    from mtcmpi.startup import launcher_rank
 
     loaded = [name for name in (WORKER_HEAVY if launcher_rank() else HEAVY) if name in sys.modules]
     if loaded:
@@ -23,7 +23,7 @@ def without_heavy_modules(i: int) -> None:
 
 def on_workers_without_heavy_modules(i: int) -> None:
     """without_heavy_modules on ranks > 0 only (rank 0 computed the costs, with numpy)."""
-    from mtcmpi.cli import launcher_rank
+    from mtcmpi.startup import launcher_rank
 
     if launcher_rank():
         without_heavy_modules(i)

@@ -214,12 +214,12 @@ class Writer:
             self.step(lambda: None)
 
 
-def coalesced(batches: Iterable[tuple[np.ndarray, Callable[[], np.ndarray]]], row_bytes: int
+def coalesced(batches: Iterable[tuple[np.ndarray, Callable[[], np.ndarray]]], row: int
               ) -> Iterator[tuple[np.ndarray, Callable[[], np.ndarray]]]:
     """Batches merged up to BLOCK_BYTES of rows, ids ascending: a journal frame holds a few rows
     of one rank, and one HDF5 write per frame and key made most of the store's time (379 writes
     for 630 tasks on 64 ranks; merged, 3). Memory stays bounded by the block."""
-    limit = max(1, BLOCK_BYTES // max(1, row_bytes))
+    limit = max(1, BLOCK_BYTES // max(1, row))   # row: one row's bytes (values.row_bytes)
     group: list[tuple[np.ndarray, Callable[[], np.ndarray]]] = []
     rows = 0
     for ids, load in batches:
