@@ -26,7 +26,8 @@ time; engine-only = ideal / engine.
 Fair by construction: every tool runs the same seeded tasks on the same number of working
 ranks, with its start-up counted from the same launch timestamp; mtcmpi stores every result
 durably (journal, then the results file) and that time counts, while the peers keep results in
-memory. mtcmpi and kernels/ are byte-compiled before the first launch, as an installed package
+memory. The ranks run scaling/weak_ranks.py, not this harness (which no futures worker reads).
+mtcmpi and kernels/ are byte-compiled before the first launch, as an installed package
 is (mpi4py's and numpy's modules are), so no rank compiles them from source (this machine sets
 PYTHONDONTWRITEBYTECODE). The mtcmpi launch also prints its start-up by phase (--profile-startup's
 median and maximum over ranks).
@@ -41,20 +42,16 @@ eff_static=... eff_dynamic=... (engine-only per policy and peer), at the largest
 """
 from __future__ import annotations
 
+import argparse
+import csv
+import json
 import os
 import sys
-import time
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-# Every rank of the mtcmpi launch runs this file, as the one Python process of a user's job
-# would run theirs; mpi4py.futures' workers never import it. So the top imports only what the
-# children use: the harness's own modules (argparse, csv, json, _mpirun with subprocess) would cost
-# each mtcmpi rank ~10 ms of CPU that no futures worker pays (0.3 s of start-up on 64 ranks
-# sharing 2 cores).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if TYPE_CHECKING:
-    import argparse
+RANKS = os.path.join(ROOT, "scaling", "weak_ranks.py")   # what the ranks run (not this harness)
 
 PAPER = os.path.join(ROOT, "scaling", "reference", "lunacek2013_weak_scaling.csv")  # the paper's figures
 MTCMPI_POLICIES = ("static", "dynamic", "guided", "cost")
@@ -70,66 +67,6 @@ def peer_rows() -> tuple[str, ...]:
     from peers import PEERS, ROWS
 
     return ("futures",) + tuple(r for p in PEERS for r in ROWS[p])
-
-
-def items(workers: int, per_worker: int, scale: float, seed: int) -> list[tuple]:
-    """The arguments of kernels.sleep.task for one run."""
-    return [(i, scale, seed) for i in range(workers * per_worker)]
-
-
-def child_mtcmpi(policies: list[str], per_worker: int, scale: float, seed: int, outdir: str) -> None:
-    """Under mpiexec: each mtcmpi policy in turn, with --out; rank 0 prints one JSON per run."""
-    from mtcmpi.startup import init_mpi
-
-    size, startup, phases = init_mpi().Get_size(), None, None   # MPI_Init timed as `mtcmpi run` does
-    from kernels.sleep import task
-    from mtcmpi.job import run_job
-    from mtcmpi.options import RunOptions
-    from mtcmpi.tasks import ItemsSource
-    from mtcmpi.world import World
-
-    for name in policies:
-        by_cost = name == "cost"
-        workers = size if name == "static" else size - 1
-        results = os.path.join("runs", f"{name}-{size}.h5")
-        outcome = run_job(World.of(), task, ItemsSource(items(workers, per_worker, scale, seed), star=True),
-                          RunOptions(schedule="dynamic" if by_cost else name, quiet=True,
-                                     out=os.path.join(outdir, results), restart=True,
-                                     cost="kernels.sleep:duration" if by_cost else None))
-        s = outcome.summary
-        if s:
-            import json   # rank 0's alone, as h5py: ~1.4 ms of CPU per rank on a full node
-
-            import h5py   # rank 0 reads the file; the ranks import h5py only to write it
-
-            startup = s.startup if startup is None else startup   # later runs: no new launch
-            phases = phases or s.startup_phases
-            with h5py.File(os.path.join(outdir, results), "r") as f:
-                engine = float(f["tasks"]["end"].max() - f.attrs["start_time"])
-            print(json.dumps({"policy": name, "workers": workers, "startup": startup,
-                              "engine": engine, "wrap": s.engine - engine,
-                              "store": s.store, "results_file": results,
-                              "ok": s.total.ran - s.total.failed, "startup_phases": phases}), flush=True)
-
-
-def child_futures(per_worker: int, scale: float, seed: int) -> None:
-    """Under `mpiexec python -m mpi4py.futures`: the same tasks through MPIPoolExecutor.map."""
-    import json
-
-    from mpi4py.futures import MPIPoolExecutor
-
-    from kernels.sleep import task
-
-    launched = float(os.environ["MTCMPI_LAUNCH_TIME"])
-    with MPIPoolExecutor() as pool:
-        pool.bootup()
-        workers = pool.num_workers
-        ready = time.time()
-        args = list(zip(*items(workers, per_worker, scale, seed)))
-        done = sum(1 for _ in pool.map(task, *args))
-        print(json.dumps({"policy": "futures", "workers": workers, "startup": ready - launched,
-                          "engine": time.time() - ready, "wrap": 0.0, "store": 0.0, "results_file": "",
-                          "ok": done}))
 
 
 def row(ranks: int, run: dict, per_worker: int, scale: float, seed: int) -> dict:
@@ -158,15 +95,13 @@ def row(ranks: int, run: dict, per_worker: int, scale: float, seed: int) -> dict
 def measure(ranks: int, policies: list[str], args: argparse.Namespace, turn: int = 0) -> list[dict]:
     """Every policy at one rank count: one launch for mtcmpi's, one for each peer; turn rotates
     which goes first, so a repetition's drift in the machine's load does not favour one tool."""
-    import json
-
     from _mpirun import last_json, mpirun
 
-    here, common = os.path.abspath(__file__), [str(args.tasks_per_worker), str(args.time_scale), str(args.seed)]
+    common = [str(args.tasks_per_worker), str(args.time_scale), str(args.seed)]
     ours = [p for p in policies if p in MTCMPI_POLICIES]
 
     def mtcmpi() -> list[dict]:
-        out = mpirun(ranks, [here, "--child", ",".join(ours), *common, os.path.abspath(args.outdir)],
+        out = mpirun(ranks, [RANKS, ",".join(ours), *common, os.path.abspath(args.outdir)],
                      timeout=900).stdout
         got = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         phases = next((r["startup_phases"] for r in got if r.get("startup_phases")), {})
@@ -175,7 +110,7 @@ def measure(ranks: int, policies: list[str], args: argparse.Namespace, turn: int
         return got
 
     def futures() -> list[dict]:
-        return [last_json(mpirun(ranks, ["-m", "mpi4py.futures", here, "--child", "futures", *common, ""],
+        return [last_json(mpirun(ranks, ["-m", "mpi4py.futures", RANKS, "futures", *common],
                                  timeout=900).stdout)]
 
     def peer(name: str) -> Callable[[], list[dict]]:
@@ -203,8 +138,6 @@ def median_runs(rows: list[dict]) -> list[dict]:
 
 def save(rows: list[dict], outdir: str) -> None:
     """weak.csv and weak.h5 (/runs) with the same columns."""
-    import csv
-
     import h5py
     import numpy as np
 
@@ -223,8 +156,6 @@ def save(rows: list[dict], outdir: str) -> None:
 def plot(rows: list[dict], outdir: str) -> str:
     """Efficiency against ranks per policy (engine-only solid, with start-up dashed) and the
     paper's mpi4py curves."""
-    import csv
-
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -254,19 +185,7 @@ def plot(rows: list[dict], outdir: str) -> str:
     return path
 
 
-def child(argv: list[str]) -> None:
-    """Under mpiexec: `--child futures|POLICIES PER_WORKER SCALE SEED [OUTDIR]`, parsed by hand
-    (argparse is the harness's: see the imports)."""
-    which, per_worker, scale, seed = argv[1], int(argv[2]), float(argv[3]), int(argv[4])
-    if which == "futures":
-        child_futures(per_worker, scale, seed)
-    else:
-        child_mtcmpi(which.split(","), per_worker, scale, seed, argv[5])
-
-
 def main() -> None:
-    import argparse
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="8 and 32 ranks only (under 50 s)")
     parser.add_argument("--ranks", default="2,4,8,16,32,64,128", help="comma-separated rank counts")
@@ -353,4 +272,4 @@ def verdict(rows: list[dict]) -> tuple[list[str], str]:
 
 
 if __name__ == "__main__":
-    child(sys.argv[1:]) if sys.argv[1:2] == ["--child"] else main()
+    main()
