@@ -219,30 +219,48 @@ def main() -> None:
     rows: list[dict] = []
     print(f"{'ranks':>5} {'policy':10} {'tasks':>6} {'start-up':>9} {'engine':>8} {'wrap-up':>8} "
           f"{'store':>7} {'eff(paper)':>10} {'eff(engine)':>11}", flush=True)
+    pairs: list[float] = []   # at the largest rank count: cost minus the best peer, per repetition
     for n in ranks:
-        for r in (r for turn in range(args.repeat) for r in measure(n, policies, args, turn)):
-            rows.append(r)
-            if r["error"]:
-                print(f"{n:5d} {r['policy']:10} failed to start: {r['error']}", flush=True)
-                continue
-            print(f"{n:5d} {r['policy']:10} {r['tasks']:6d} {r['startup_s']:8.2f}s {r['engine_s']:7.3f}s "
-                  f"{r['wrap_s']:7.3f}s {r['store_s']:6.3f}s {r['eff_paper']:10.3f} {r['eff_engine']:11.3f}",
-                  flush=True)
+        for turn in range(args.repeat):
+            done = measure(n, policies, args, turn)
+            rows += done
+            if n == max(ranks):
+                pairs += lead(done)
+            show(done)
     rows = median_runs(rows)
     if args.repeat > 1:
         print(f"median of {args.repeat} repetitions (by whole-wall efficiency) per rank count and tool:")
-        for r in rows:
-            if not r["error"]:
-                print(f"{r['ranks']:5d} {r['policy']:10} {r['tasks']:6d} {r['startup_s']:8.2f}s "
-                      f"{r['engine_s']:7.3f}s {r['wrap_s']:7.3f}s {r['store_s']:6.3f}s "
-                      f"{r['eff_paper']:10.3f} {r['eff_engine']:11.3f}", flush=True)
+        show([r for r in rows if not r["error"]])
     save(rows, args.outdir)
     print(f"table: {os.path.join(args.outdir, 'weak.csv')} (and weak.h5); plot: {plot(rows, args.outdir)}")
     top = max(ranks)
     lines, fields = verdict([r for r in rows if r["ranks"] == top])
     print("\n".join(lines))
+    if len(pairs) > 1:   # the median runs above are one draw each; this is every repetition's
+        ahead, middle = sum(d >= 0 for d in pairs), sorted(pairs)[len(pairs) // 2]
+        print(f"  repetition by repetition: cost ahead of the best peer in {ahead} of {len(pairs)} "
+              f"(lead: median {middle:+.3f}, from {min(pairs):+.3f} to {max(pairs):+.3f})")
     effs = " ".join(f"eff_{r['policy']}={r['eff_engine']:.4f}" for r in rows if r["ranks"] == top)
     print(f"RESULT ranks={top} {fields} {effs}")
+
+
+def show(rows: list[dict]) -> None:
+    """Print one table line per run (a peer that failed: its error)."""
+    for r in rows:
+        n = r["ranks"]
+        if r["error"]:
+            print(f"{n:5d} {r['policy']:10} failed to start: {r['error']}", flush=True)
+        else:
+            print(f"{n:5d} {r['policy']:10} {r['tasks']:6d} {r['startup_s']:8.2f}s {r['engine_s']:7.3f}s "
+                  f"{r['wrap_s']:7.3f}s {r['store_s']:6.3f}s {r['eff_paper']:10.3f} {r['eff_engine']:11.3f}",
+                  flush=True)
+
+
+def lead(rows: list[dict]) -> list[float]:
+    """One repetition's cost-ordered wall efficiency minus the best peer's ([] without both)."""
+    by = {r["policy"]: r["eff_paper"] for r in rows if not r["error"]}
+    peers = [by[p] for p in peer_rows() if p in by]
+    return [by["cost"] - max(peers)] if "cost" in by and peers else []
 
 
 def verdict(rows: list[dict]) -> tuple[list[str], str]:
