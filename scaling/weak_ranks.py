@@ -5,9 +5,9 @@
 
 Every rank of the mtcmpi launch runs this file, as the one Python process of a user's job runs
 theirs (`python -m mtcmpi run` runs compiled modules), and mpi4py.futures' workers never read it.
-So it is short and imports only what the ranks use: run from weak.py (356 lines), each mtcmpi
-rank spent ~3 ms of CPU compiling the harness, which no futures worker did (~0.1 s of start-up
-on 64 ranks sharing 2 cores); this file takes ~0.5 ms.
+So it is short and imports only what the ranks use: when they ran weak.py itself (356 lines
+then), each mtcmpi rank spent ~3 ms of CPU compiling it, which no futures worker did (~0.1 s of
+start-up on 64 ranks sharing 2 cores); this file takes ~0.5 ms.
 """
 import os
 import sys
