@@ -403,9 +403,14 @@ def test_a_failing_dispatcher_breaks_the_executor_without_a_hang(monkeypatch):
 
     def broken(*args):
         raise RuntimeError("the dispatcher broke")
+
+    def broken_with_a_call_queued(d):   # one rank: break once the call below is queued, not
+        with d.wake:                    # before its submit() (that would refuse it instead)
+            d.wake.wait_for(lambda: d.queue, timeout=20)
+        broken()
     if comm.rank == 0:
         monkeypatch.setattr(pool.Dispatch, "settle", broken)
-        monkeypatch.setattr(pool.Dispatcher, "run_locally", broken)
+        monkeypatch.setattr(pool.Dispatcher, "run_locally", broken_with_a_call_queued)
     with executor() as ex:
         if ex is not None:
             future = ex.submit(square, 3)
