@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 from . import __version__, startup   # startup first: it marks when Python was up
 from .startup import launcher_rank
-from .errors import EXIT_INTERNAL, EXIT_USAGE, UsageError, exception_line
+from .errors import EXIT_INTERNAL, EXIT_USAGE, UsageError, exception_line, say
 from .run_args import HELP as RUN_HELP, add_run_arguments, add_subcommand
 
 class Parser(argparse.ArgumentParser):
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except UsageError as exc:
         if launcher_rank() == 0:
-            print(f"mtcmpi: error: {exc}", file=sys.stderr, flush=True)
+            say(f"mtcmpi: error: {exc}")
         return EXIT_USAGE
     except BrokenPipeError:   # `mtcmpi report f.h5 | head`: the reader left, as for any filter
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -15,7 +15,7 @@ from typing import Iterator
 
 from mpi4py import MPI
 
-from .errors import describe
+from .errors import describe, say
 from .futures import MAIN_ALIAS, drive_workers, work_for_executors
 from .world import World
 
@@ -76,9 +76,9 @@ def import_on_worker(path: str, rank: int) -> None:
         load_main(path, MAIN_ALIAS)
     except BaseException as exc:
         if rank == 1:
-            print(f"mtcmpi exec: rank {rank} could not import {path} as {MAIN_ALIAS} (keep "
-                  "the driver code under `if __name__ == '__main__':`); tasks that need its "
-                  f"functions will fail:\n{describe(exc).traceback}", file=sys.stderr, flush=True)
+            say(f"mtcmpi exec: rank {rank} could not import {path} as {MAIN_ALIAS} (keep the "
+                "driver code under `if __name__ == '__main__':`); tasks that need its functions "
+                f"will fail:\n{describe(exc).traceback}")
 
 
 def load_main(path: str, name: str) -> None:
@@ -95,5 +95,5 @@ def exit_status(exc: SystemExit) -> int:
     """The process exit status Python gives a SystemExit (printing a non-integer code)."""
     if exc.code is None or isinstance(exc.code, int):
         return exc.code or 0
-    print(exc.code, file=sys.stderr)
+    say(str(exc.code))
     return 1

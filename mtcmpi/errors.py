@@ -3,8 +3,9 @@ exception from another process is described and stands in for itself."""
 from __future__ import annotations
 
 import os
+import sys
 from types import TracebackType
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, TextIO
 
 EXIT_OK = 0             # every task succeeded
 EXIT_TASKS_FAILED = 1   # the run finished, some tasks failed (the summary says which and why)
@@ -14,6 +15,16 @@ EXIT_STOPPED = 75       # stopped early by a signal or the walltime: run the sam
                         # (75 is EX_TEMPFAIL in sysexits.h: "try again later")
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def say(line: str, stream: TextIO | None = None) -> None:
+    """Write one line (to stderr by default) in one write, and flush it. print() writes the text
+    and its newline apart when Python is unbuffered (PYTHONUNBUFFERED, common in job scripts),
+    and mpiexec, which forwards stdout and stderr apart, then put the other stream's lines
+    between them: a progress line ran into the summary that followed it."""
+    stream = sys.stderr if stream is None else stream
+    stream.write(line + "\n")
+    stream.flush()
 
 
 class UsageError(Exception):

@@ -34,7 +34,7 @@ import time
 from collections import deque
 TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing on every rank
 
-from .errors import EXIT_STOPPED, UsageError
+from .errors import EXIT_STOPPED, UsageError, say
 
 if TYPE_CHECKING:
     from typing import Callable
@@ -63,7 +63,7 @@ def end_process(why: str) -> None:
     if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
         from .world import World
         World.of().abort(message, EXIT_STOPPED)
-    print(message, file=sys.stderr, flush=True)
+    say(message)
     os._exit(EXIT_STOPPED)
 
 
@@ -161,9 +161,8 @@ class Stop:
                 signal.signal(sig, self.on_signal)
                 if sig not in self.changed:
                     self.changed.add(sig)
-                    print(f"mtcmpi: a task replaced the handler of {signal.Signals(sig).name}; "
-                          "mtcmpi put its own back (it stops the run cleanly)",
-                          file=sys.stderr, flush=True)
+                    say(f"mtcmpi: a task replaced the handler of {signal.Signals(sig).name}; "
+                        "mtcmpi put its own back (it stops the run cleanly)")
 
     def quiet(self) -> None:
         """The engine is done: no grace any more, and later signals change nothing."""

@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Callable, TextIO
 
+from .errors import say
+
 BAR_INTERVAL = 0.15   # seconds between redraws of the terminal bar
 
 
@@ -74,7 +76,7 @@ class Progress:
 
     def show(self, now: float, final: bool = False) -> None:
         if self.bar is None:
-            print(self.line(now, final), file=self.stream, flush=True)
+            say(self.line(now, final), self.stream)
             return
         done, failed, running = self.counts
         self.bar.set_postfix(failed=failed, running=running, refresh=False)

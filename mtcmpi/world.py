@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple, TypeVar
 
 from mpi4py import MPI
 
-from .errors import UsageError, exception_line
+from .errors import UsageError, exception_line, say
 
 
 T = TypeVar("T")
@@ -188,7 +188,7 @@ class World(NamedTuple):
     def abort(self, message: str, code: int) -> None:
         """Print one message and end every rank of the job now: from any thread, and from a
         signal handler in the middle of a task (sys.exit there would be the task's failure)."""
-        print(message, file=sys.stderr, flush=True)
+        say(message)
         sys.stdout.flush()
         if self.size > 1:
             read_by_launcher((sys.stdout, sys.stderr), ABORT_DRAIN)

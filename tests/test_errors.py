@@ -50,3 +50,23 @@ def test_rebuilt_stands_in_with_a_remote_error_when_it_does_not():
     assert type(back) is RemoteError and str(back) == "Unpicklable: lost in transit"
     garbage = rebuilt(describe(exc), pickle.dumps("not an exception"))
     assert type(garbage) is RemoteError
+
+
+def test_say_writes_its_line_in_one_write():
+    """Unbuffered (PYTHONUNBUFFERED), print() writes a line's text and newline apart, and
+    mpiexec could put the other stream's output between them."""
+    from mtcmpi.errors import say
+
+    class Recorder:
+        def __init__(self):
+            self.writes, self.flushed = [], 0
+
+        def write(self, text):
+            self.writes.append(text)
+
+        def flush(self):
+            self.flushed += 1
+
+    stream = Recorder()
+    say("mtcmpi: 3/3 done", stream)
+    assert stream.writes == ["mtcmpi: 3/3 done\n"] and stream.flushed == 1

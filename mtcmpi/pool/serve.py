@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -27,6 +26,7 @@ from mpi4py import MPI
 from . import auth, calls, stopsignals, wire
 from .connection import PYTHON, SessionError, reachable, read
 from .. import __version__
+from .. import errors
 from ..errors import EXIT_OK, EXIT_STOPPED, EXIT_USAGE
 
 HOST, PID = platform.node(), os.getpid()
@@ -58,7 +58,8 @@ def serve_main(path: str, end: float | None, wait: float, grace: float = 20.0) -
 
 
 def say(text: str) -> None:
-    print(f"mtcmpi serve: {text}", file=sys.stderr, flush=True)
+    """One line of the server's on stderr."""
+    errors.say(f"mtcmpi serve: {text}")
 
 
 class Bridge:
