@@ -219,12 +219,13 @@ def main() -> None:
     rows: list[dict] = []
     print(f"{'ranks':>5} {'policy':10} {'tasks':>6} {'start-up':>9} {'engine':>8} {'wrap-up':>8} "
           f"{'store':>7} {'eff(paper)':>10} {'eff(engine)':>11}", flush=True)
+    top = max(ranks)
     pairs: list[float] = []   # at the largest rank count: cost minus the best peer, per repetition
     for n in ranks:
         for turn in range(args.repeat):
             done = measure(n, policies, args, turn)
             rows += done
-            if n == max(ranks):
+            if n == top:
                 pairs += lead(done)
             show(done)
     rows = median_runs(rows)
@@ -233,7 +234,6 @@ def main() -> None:
         show([r for r in rows if not r["error"]])
     save(rows, args.outdir)
     print(f"table: {os.path.join(args.outdir, 'weak.csv')} (and weak.h5); plot: {plot(rows, args.outdir)}")
-    top = max(ranks)
     lines, fields = verdict([r for r in rows if r["ranks"] == top])
     print("\n".join(lines))
     if len(pairs) > 1:   # the median runs above are one draw each; this is every repetition's

@@ -25,8 +25,7 @@ from mpi4py import MPI
 
 from . import auth, calls, stopsignals, wire
 from .connection import PYTHON, SessionError, reachable, read
-from .. import __version__
-from .. import errors
+from .. import __version__, errors
 from ..errors import EXIT_OK, EXIT_STOPPED, EXIT_USAGE
 
 HOST, PID = platform.node(), os.getpid()
