@@ -119,8 +119,7 @@ def init_beside(modules: Sequence[str]) -> None:
 
     if MPI.Is_initialized():
         return
-    for name in modules:
-        import_ahead(name)
+    import_ahead(modules)
     library = ctypes.CDLL(MPI.__file__)   # its own libmpi: the mpi4py wheel has one per MPI
     if rc.threads:
         provided = ctypes.c_int()
@@ -135,17 +134,18 @@ def init_beside(modules: Sequence[str]) -> None:
             comm.Set_errhandler(MPI.ERRORS_RETURN)
 
 
-def import_ahead(name: str) -> None:
-    """Start importing a module in a thread, ahead of its use; a failure is left for that use
-    (which imports it again) to report."""
+def import_ahead(names: Sequence[str]) -> None:
+    """Start importing modules in a thread, one after the other, ahead of their use; a failure
+    is left for that use (which imports it again) to report."""
     import threading
 
     def load() -> None:
-        try:
-            import_module(name)
-        except BaseException:   # noqa: BLE001 - the real import says why
-            pass
-    threading.Thread(target=load, name=f"mtcmpi-import-{name}", daemon=True).start()
+        for name in names:
+            try:
+                import_module(name)
+            except BaseException:   # noqa: BLE001 - the real import says why
+                pass
+    threading.Thread(target=load, name="mtcmpi-import-ahead", daemon=True).start()
 
 
 def phases(launched: float, ready: float, first_task: float | None) -> list[float]:

@@ -78,7 +78,7 @@ class Output:
         MPI_Init: startup.init_mpi) in a thread, so that it overlaps the start-up agreement,
         where this rank mostly waits, instead of following it while every other rank waits.
         check() imports it for good (a failure tells there)."""
-        import_ahead("h5py")
+        import_ahead(["h5py"])
 
     def check(self) -> None:
         """Refuse at once what cannot work: h5py without MPI, a missing or read-only directory,
