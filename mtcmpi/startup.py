@@ -104,10 +104,11 @@ def init_mpi(beside: Sequence[str] = ()) -> Any:
 def init_beside(modules: Sequence[str]) -> None:
     """Initialise MPI as mpi4py would at import (its rc: thread level, errors, finalize at
     exit), but through ctypes, which releases the interpreter's lock for the call: mpi4py holds
-    it through MPI_Init, so a thread could not import beside it. Measured on 4 ranks: rank 0
-    ready ~0.09 s sooner with numpy imported beside MPI_Init. (h5py is not: HDF5 asks at its
-    start whether MPI is up, to close itself before MPI_Finalize.) ctypes costs ~2 ms, so only
-    a rank with modules to import takes this way."""
+    it through MPI_Init, so a thread could not import beside it. With numpy imported beside it,
+    start-up was ~0.09 s shorter on 4 ranks and 1.5-3.5 s on 128 sharing 2 cores (5 launches
+    paired with ones without: rank 0's work after MPI_Init goes slowly among 127 waking ranks).
+    (h5py is not: HDF5 asks at its start whether MPI is up, to close itself before
+    MPI_Finalize.) ctypes costs ~2 ms, so only a rank with modules to import takes this way."""
     import ctypes
 
     import mpi4py
