@@ -104,9 +104,10 @@ def init_mpi(beside: Sequence[str] = ()) -> Any:
 def init_beside(modules: Sequence[str]) -> None:
     """Initialise MPI as mpi4py would at import (its rc: thread level, errors, finalize at
     exit), but through ctypes, which releases the interpreter's lock for the call: mpi4py holds
-    it through MPI_Init, so a thread could not import beside it. With numpy imported beside it,
-    start-up was ~0.09 s shorter on 4 ranks and 1.5-3.5 s on 128 sharing 2 cores (5 launches
-    paired with ones without: rank 0's work after MPI_Init goes slowly among 127 waking ranks).
+    it through MPI_Init, so a thread could not import beside it. Against mpi4py.futures in the
+    same rounds, start-up with numpy imported after MPI_Init / beside it: +0.14 / +0.05 s on 4
+    ranks, +1.5 to +3.5 / -1.9 to +1.4 s on 128 sharing 2 cores (rank 0's work after MPI_Init
+    goes slowly among 127 ranks that wake to poll).
     (h5py is not: HDF5 asks at its start whether MPI is up, to close itself before
     MPI_Finalize.) ctypes costs ~2 ms, so only a rank with modules to import takes this way."""
     import ctypes
