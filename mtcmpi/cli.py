@@ -190,10 +190,8 @@ def command_run(args: argparse.Namespace) -> int:
     from .faults import catch_early, ignore_late
 
     catch_early(args.grace)   # before MPI starts, which can take seconds on thousands of ranks
-    shared = startup.broadcast_wanted(args.import_broadcast)   # then rank 0 imports for all, after
-    numpy = launcher_rank() == 0 and not shared and bool(args.out or args.cost or args.costs_from)
-    comm = startup.init_mpi(["numpy"] if numpy else [])   # rank 0's checks of these need it
-    if shared:
+    comm = startup.init_mpi()
+    if startup.broadcast_wanted(args.import_broadcast):
         startup.share_imports(comm, ["mtcmpi.job", "mtcmpi.options", "mtcmpi.policies", "mtcmpi.progress"]
                               + (["mtcmpi.costs"] if args.cost or args.costs_from else [])
                               + (["mtcmpi.output.results_file", "numpy", "h5py"]

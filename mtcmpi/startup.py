@@ -1,8 +1,7 @@
 """Where a rank's start-up goes, and an import broadcast against import storms on big jobs.
 
 Before MPI starts each rank takes its share of its node's cores for BLAS and OpenMP threads
-(share_cores), unless the user chose; rank 0 imports what its checks need while MPI_Init waits
-for the other ranks (init_mpi).
+(share_cores), unless the user chose.
 
 Profile: each rank marks its own timeline (process start, Python up, MPI initialised, the task
 module imported, the same-code check, the tasks checked, the results file opened, every rank
@@ -24,7 +23,7 @@ from importlib.machinery import ModuleSpec, SourceFileLoader
 TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing on every rank
 
 if TYPE_CHECKING:   # typing is not imported at run time: it is one more module on every rank
-    from typing import Any, Iterable, Sequence
+    from typing import Any, Iterable
 
 BROADCAST_VARIABLE = "MTCMPI_IMPORT_BROADCAST"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -84,70 +83,20 @@ def launcher_rank() -> int:
     return next((int(os.environ[v]) for v in RANK_VARIABLES if v in os.environ), 0)
 
 
-def init_mpi(beside: Sequence[str] = ()) -> Any:
-    """Share the node's cores (share_cores), then initialise MPI with its time marked; returns
-    COMM_WORLD. `beside`: modules to import in a thread meanwhile (rank 0's numpy, for costs
-    and --out). Before MPI_Init they made rank 0 the last to arrive there on a full node
-    (start-up 0.3 s longer on 64 ranks); after it every other rank waits for them; beside it
-    they cost no one a wait, since MPI_Init itself waits for the last rank to arrive."""
+def init_mpi() -> Any:
+    """Share the node's cores (share_cores), then import mpi4py.MPI (which initialises MPI)
+    with its time marked; returns COMM_WORLD. Nothing more is imported before it, even where
+    rank 0 will need it (numpy for costs and --out): on a full node the ranks that reached
+    MPI_Init wait there, and rank 0 importing numpy first got so little CPU that it was the
+    last to arrive (2.2-2.6 s, start-up 0.3 s longer on 64 ranks); after it, the others wait
+    polling every 10 ms and rank 0 has a core to itself."""
     share_cores()
     if "mpi4py.MPI" not in sys.modules:
         mark("mpi_start")
-        if beside:
-            init_beside(beside)
     from mpi4py import MPI
 
     mark("mpi_end")
     return MPI.COMM_WORLD
-
-
-def init_beside(modules: Sequence[str]) -> None:
-    """Initialise MPI as mpi4py would at import (its rc: thread level, errors, finalize at
-    exit), but through ctypes, which releases the interpreter's lock for the call: mpi4py holds
-    it through MPI_Init, so a thread could not import beside it. Against mpi4py.futures in the
-    same rounds, start-up with numpy imported after MPI_Init / beside it: +0.14 / +0.05 s on 4
-    ranks, +1.5 to +3.5 / -1.9 to +1.4 s on 128 sharing 2 cores (rank 0's work after MPI_Init
-    goes slowly among 127 ranks that wake to poll).
-    (h5py is not: HDF5 asks at its start whether MPI is up, to close itself before
-    MPI_Finalize.) ctypes costs ~2 ms, so only a rank with modules to import takes this way."""
-    import ctypes
-
-    import mpi4py
-
-    rc = mpi4py.rc
-    rc.initialize = False
-    rc.finalize = True if rc.finalize is None else rc.finalize   # as if mpi4py had started MPI
-    from mpi4py import MPI
-
-    if MPI.Is_initialized():
-        return
-    import_ahead(modules)
-    library = ctypes.CDLL(MPI.__file__)   # its own libmpi: the mpi4py wheel has one per MPI
-    if rc.threads:
-        provided = ctypes.c_int()
-        level = getattr(MPI, f"THREAD_{str(rc.thread_level).upper()}", MPI.THREAD_MULTIPLE)
-        code = library.MPI_Init_thread(None, None, level, ctypes.byref(provided))
-    else:
-        code = library.MPI_Init(None, None)
-    if code != MPI.SUCCESS:
-        raise RuntimeError(f"MPI_Init failed [error code: {code}]")
-    if rc.errors == "exception":   # mpi4py's default: MPI errors raise, they do not abort
-        for comm in (MPI.COMM_SELF, MPI.COMM_WORLD):
-            comm.Set_errhandler(MPI.ERRORS_RETURN)
-
-
-def import_ahead(names: Sequence[str]) -> None:
-    """Start importing modules in a thread, one after the other, ahead of their use; a failure
-    is left for that use (which imports it again) to report."""
-    import threading
-
-    def load() -> None:
-        for name in names:
-            try:
-                import_module(name)
-            except BaseException:   # noqa: BLE001 - the real import says why
-                pass
-    threading.Thread(target=load, name="mtcmpi-import-ahead", daemon=True).start()
 
 
 def phases(launched: float, ready: float, first_task: float | None) -> list[float]:

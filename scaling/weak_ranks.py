@@ -21,10 +21,9 @@ def items(workers: int, per_worker: int, scale: float, seed: int) -> list:
 
 def child_mtcmpi(policies: list, per_worker: int, scale: float, seed: int, outdir: str) -> None:
     """Each mtcmpi policy in turn, with --out; rank 0 prints one JSON per run."""
-    from mtcmpi.startup import init_mpi, launcher_rank
+    from mtcmpi.startup import init_mpi
 
-    beside = ["numpy"] if launcher_rank() == 0 else []   # rank 0's, as `mtcmpi run --out` does
-    size, startup, phases = init_mpi(beside).Get_size(), None, None   # MPI_Init timed as there
+    size, startup, phases = init_mpi().Get_size(), None, None   # MPI_Init timed as `mtcmpi run` does
     from kernels.sleep import task
     from mtcmpi.job import run_job
     from mtcmpi.options import RunOptions

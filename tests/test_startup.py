@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from mtcmpi import startup
-from tests.helpers import ROOT, mtcmpi, run
+from tests.helpers import mtcmpi
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -70,38 +70,6 @@ def test_each_rank_takes_its_share_of_the_cores_unless_the_user_chose(monkeypatc
     monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "1")
     startup.share_cores()
     assert threads() == {None}   # alone on its node: BLAS's own default
-
-
-BESIDE = """
-import sys, time
-from mtcmpi.startup import init_mpi, launcher_rank
-if launcher_rank() == 1:
-    time.sleep(1.0)   # rank 0 waits in MPI_Init meanwhile
-comm = init_mpi(["numpy"] if launcher_rank() == 0 else [])
-spec = getattr(sys.modules.get("numpy"), "__spec__", None)
-from mpi4py import MPI
-if comm.Get_rank() == 0:
-    print("numpy imported", spec is not None and not getattr(spec, "_initializing", True))
-    print("threads", MPI.Query_thread() == MPI.THREAD_MULTIPLE)
-    try:
-        comm.send(None, dest=comm.Get_size())
-    except MPI.Exception:
-        print("errors raise")
-comm.Barrier()
-"""
-
-
-@pytest.mark.e2e
-def test_rank_0_imports_numpy_beside_mpi_init_and_mpi_is_as_mpi4py_makes_it(tmp_path):
-    """The thread imports while MPI_Init waits for the late rank (mpi4py would hold the
-    interpreter's lock there: numpy would still be half imported); MPI is then as mpi4py would
-    have made it: threads, errors that raise, finalised at exit (else mpiexec complains)."""
-    script = tmp_path / "beside.py"
-    script.write_text(BESIDE)
-    proc = run(2, [str(script)], 60, env={"PYTHONPATH": ROOT})
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.splitlines() == ["numpy imported True", "threads True", "errors raise"]
-    assert "finalize" not in proc.stderr.lower(), proc.stderr
 
 
 @pytest.mark.e2e
