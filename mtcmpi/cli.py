@@ -137,6 +137,7 @@ SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
 
 
 def command_exec(args: argparse.Namespace) -> int:
+    startup.init_mpi()   # as `run` starts: its share of the cores, MPI_Init's waits coarse
     from .driver import run_script
 
     return run_script(args.script, args.args)

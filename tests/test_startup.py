@@ -18,6 +18,12 @@ def from_memory(i: int) -> int:
     return int(startup.loaded_from_memory(sys.modules[__name__]))
 
 
+def timer_slack(i: int) -> int:
+    """A task: its rank's timer slack now (ns)."""
+    with open(startup.SLACK_FILE) as f:
+        return int(f.read())
+
+
 def read(path) -> dict[int, int]:
     """{rank: value} of a results file whose tasks each ran on a different rank."""
     import h5py   # here, not at the top: the ranks import this module as their task module
@@ -70,6 +76,35 @@ def test_each_rank_takes_its_share_of_the_cores_unless_the_user_chose(monkeypatc
     monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "1")
     startup.share_cores()
     assert threads() == {None}   # alone on its node: BLAS's own default
+
+
+has_slack = pytest.mark.skipif(not os.path.exists(startup.SLACK_FILE), reason="Linux >= 4.6 only")
+
+
+@has_slack
+def test_timer_slack_is_set_and_given_back_on_the_main_thread_only():
+    import threading
+
+    ours = timer_slack(0)
+    assert startup.timer_slack(3_000_000) == ours and timer_slack(0) == 3_000_000
+    got = []
+    thread = threading.Thread(target=lambda: got.append(startup.timer_slack(5_000_000)))
+    thread.start()
+    thread.join()
+    assert got == [None] and timer_slack(0) == 3_000_000   # a thread leaves it alone
+    assert startup.timer_slack(ours) == 3_000_000 and timer_slack(0) == ours
+
+
+@pytest.mark.e2e
+@has_slack
+def test_tasks_run_with_the_timer_slack_their_rank_started_with(tmp_path):
+    """MPI_Init ran with a coarse timer slack; by the tasks every rank has its own back (the
+    one it inherited from mpiexec, as this process's), so their sleeps are as precise as ever."""
+    out = tmp_path / "r.h5"
+    proc = mtcmpi(["run", "tests.test_startup:timer_slack", "--count", "2", "--schedule", "static",
+                   "--quiet", "--out", str(out)], ranks=2)
+    assert proc.returncode == 0, proc.stderr
+    assert read(out) == {0: timer_slack(0), 1: timer_slack(0)}
 
 
 @pytest.mark.e2e

@@ -77,17 +77,17 @@ def parse_serve(argv: list[str]) -> argparse.Namespace:
 
 
 def command_serve(args: argparse.Namespace) -> int:
+    from .. import startup
     from ..faults import deadline
     from .connection import expand
     from . import stopsignals
 
     check_serve(args)
     stopsignals.catch()   # before MPI starts: a warning that comes early drains the pool at once
-    from mpi4py import MPI
-
+    comm = startup.init_mpi()   # as `mtcmpi run` starts
     from .serve import serve_main
 
-    end = MPI.COMM_WORLD.bcast(deadline(args.walltime, args.grace) if MPI.COMM_WORLD.rank == 0 else None)
+    end = comm.bcast(deadline(args.walltime, args.grace) if comm.rank == 0 else None)
     return serve_main(expand(args.connection), end, args.wait, args.grace)
 
 
