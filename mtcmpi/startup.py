@@ -118,10 +118,10 @@ def init_mpi() -> Any:
     wait at most 1 ms later.
 
     Nothing more is imported before it, even where rank 0 will need it (numpy for costs and
-    --out): on a full node the ranks that reached MPI_Init wait there, and rank 0 importing
+    --out): on a full node the ranks that reached MPI_Init poll there, and rank 0 importing
     numpy first got so little CPU that it was the last to arrive (2.2-2.6 s, start-up 0.3 s
-    longer on 64 ranks); after it, the others wait polling every 10 ms and rank 0 has a core
-    to itself."""
+    longer on 64 ranks, measured before the timer slack); after it, the others wait polling
+    every 10 ms and rank 0 has a core to itself."""
     share_cores()
     fresh = "mpi4py.MPI" not in sys.modules
     if fresh:

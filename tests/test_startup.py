@@ -18,8 +18,8 @@ def from_memory(i: int) -> int:
     return int(startup.loaded_from_memory(sys.modules[__name__]))
 
 
-def timer_slack(i: int) -> int:
-    """A task: its rank's timer slack now (ns)."""
+def slack_now(i: int = 0) -> int:
+    """A task: its rank's timer slack now (ns); called here, this process's."""
     with open(startup.SLACK_FILE) as f:
         return int(f.read())
 
@@ -85,14 +85,14 @@ has_slack = pytest.mark.skipif(not os.path.exists(startup.SLACK_FILE), reason="L
 def test_timer_slack_is_set_and_given_back_on_the_main_thread_only():
     import threading
 
-    ours = timer_slack(0)
-    assert startup.timer_slack(3_000_000) == ours and timer_slack(0) == 3_000_000
+    ours = slack_now()
+    assert startup.timer_slack(3_000_000) == ours and slack_now() == 3_000_000
     got = []
     thread = threading.Thread(target=lambda: got.append(startup.timer_slack(5_000_000)))
     thread.start()
     thread.join()
-    assert got == [None] and timer_slack(0) == 3_000_000   # a thread leaves it alone
-    assert startup.timer_slack(ours) == 3_000_000 and timer_slack(0) == ours
+    assert got == [None] and slack_now() == 3_000_000   # a thread leaves it alone
+    assert startup.timer_slack(ours) == 3_000_000 and slack_now() == ours
 
 
 @pytest.mark.e2e
@@ -101,10 +101,10 @@ def test_tasks_run_with_the_timer_slack_their_rank_started_with(tmp_path):
     """MPI_Init ran with a coarse timer slack; by the tasks every rank has its own back (the
     one it inherited from mpiexec, as this process's), so their sleeps are as precise as ever."""
     out = tmp_path / "r.h5"
-    proc = mtcmpi(["run", "tests.test_startup:timer_slack", "--count", "2", "--schedule", "static",
+    proc = mtcmpi(["run", "tests.test_startup:slack_now", "--count", "2", "--schedule", "static",
                    "--quiet", "--out", str(out)], ranks=2)
     assert proc.returncode == 0, proc.stderr
-    assert read(out) == {0: timer_slack(0), 1: timer_slack(0)}
+    assert read(out) == {0: slack_now(), 1: slack_now()}
 
 
 @pytest.mark.e2e
