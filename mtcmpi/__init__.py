@@ -8,6 +8,8 @@ _FUTURES = {"Executor": "Executor", "executor": "executor", "map": "parallel_map
 
 def __getattr__(name: str):
     """The API is imported on first use, so `python -m mtcmpi --help` never starts MPI."""
+    if name in ("run", "TasksFailed") or name in _FUTURES:
+        _start_mpi()
     if name in ("run", "TasksFailed"):
         from . import api
         return getattr(api, name)
@@ -30,3 +32,15 @@ def __getattr__(name: str):
         from . import futures
         return getattr(futures, _FUTURES[name])
     raise AttributeError(f"module 'mtcmpi' has no attribute {name!r}")
+
+
+def _start_mpi() -> None:
+    """Start MPI as `mtcmpi run` does (startup.start_mpi: its waits coarse on a full node, its
+    time in the start-up profile), unless it is up already or there is no mpi4py (then
+    mtcmpi.map runs its loop)."""
+    from . import startup
+
+    try:
+        startup.start_mpi()
+    except ImportError:
+        pass

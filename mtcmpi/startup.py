@@ -104,25 +104,18 @@ def timer_slack(ns: int) -> int | None:
         return None
 
 
-def init_mpi() -> Any:
-    """Share the node's cores (share_cores), then import mpi4py.MPI (which initialises MPI)
-    with its time marked; returns COMM_WORLD.
+def start_mpi() -> Any:
+    """Import mpi4py.MPI, which initialises MPI, with MPI_Init's time marked and the timer slack
+    at INIT_SLACK_NS meanwhile (then back to what it was); returns the module. ImportError
+    without mpi4py.
 
-    During MPI_Init the timer slack is INIT_SLACK_NS (then back to what it was). Open MPI's
-    MPI_Init waits for every rank twice (its modex, then a barrier), polling with 100 us sleeps
-    between: on a full node the ranks that arrived early wake thousands of times a second each
-    and take the cores from those still starting. With sleeps allowed to end up to 1 ms late
-    they wake under a thousand times. 128 ranks on 2 cores then spent 0.10 s of CPU each in
-    MPI_Init instead of 0.15-0.21 s, and were all up after 6.3-6.4 s instead of 9.6-13.8 s
-    (`from mpi4py import MPI` alone, two launches each). A rank with a core to itself ends each
-    wait at most 1 ms later.
-
-    Nothing more is imported before it, even where rank 0 will need it (numpy for costs and
-    --out): on a full node the ranks that reached MPI_Init poll there, and rank 0 importing
-    numpy first got so little CPU that it was the last to arrive (2.2-2.6 s, start-up 0.3 s
-    longer on 64 ranks, measured before the timer slack); after it, the others wait polling
-    every 10 ms and rank 0 has a core to itself."""
-    share_cores()
+    Open MPI's MPI_Init waits for every rank twice (its modex, then a barrier), polling with
+    100 us sleeps between: on a full node the ranks that arrived early wake thousands of times a
+    second each and take the cores from those still starting. With sleeps allowed to end up to
+    1 ms late they wake under a thousand times. 128 ranks on 2 cores then spent 0.10 s of CPU
+    each in MPI_Init instead of 0.15-0.21 s, and were all up after 6.3-6.4 s instead of
+    9.6-13.8 s (`from mpi4py import MPI` alone, two launches each). A rank with a core to
+    itself ends each wait at most 1 ms later."""
     fresh = "mpi4py.MPI" not in sys.modules
     if fresh:
         mark("mpi_start")
@@ -133,7 +126,19 @@ def init_mpi() -> Any:
         if previous is not None:
             timer_slack(previous)
     mark("mpi_end")
-    return MPI.COMM_WORLD
+    return MPI
+
+
+def init_mpi() -> Any:
+    """Share the node's cores (share_cores), then start MPI (start_mpi); returns COMM_WORLD.
+
+    Nothing more is imported before it, even where rank 0 will need it (numpy for costs and
+    --out): on a full node the ranks that reached MPI_Init poll there, and rank 0 importing
+    numpy first got so little CPU that it was the last to arrive (2.2-2.6 s, start-up 0.3 s
+    longer on 64 ranks, measured before the timer slack); after it, the others wait polling
+    every 10 ms and rank 0 has a core to itself."""
+    share_cores()
+    return start_mpi().COMM_WORLD
 
 
 def phases(launched: float, ready: float, first_task: float | None) -> list[float]:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from mtcmpi import startup
-from tests.helpers import mtcmpi
+from tests.helpers import mtcmpi, run
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -105,6 +105,25 @@ def test_tasks_run_with_the_timer_slack_their_rank_started_with(tmp_path):
                    "--quiet", "--out", str(out)], ranks=2)
     assert proc.returncode == 0, proc.stderr
     assert read(out) == {0: slack_now(), 1: slack_now()}
+
+
+API_RUN = ("import sys, mtcmpi\n"
+           "from tests.startup_tasks import cost_of\n"
+           "mtcmpi.run(cost_of, range(2), out=sys.argv[1])\n")
+
+
+@pytest.mark.e2e
+def test_the_python_api_starts_mpi_as_mtcmpi_run_does(tmp_path):
+    """mtcmpi.run in a script that has not started MPI starts it through startup.start_mpi (the
+    timer slack), so MPI_Init's time is in the profile: 0 when the API's imports started MPI
+    unseen."""
+    out = tmp_path / "r.h5"
+    proc = run(2, ["-c", API_RUN, str(out)], timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    import h5py
+
+    with h5py.File(out) as f:
+        assert f.attrs["startup_mpi_init_max"] > 0
 
 
 @pytest.mark.e2e
