@@ -7,7 +7,15 @@ _FUTURES = {"Executor": "Executor", "executor": "executor", "map": "parallel_map
 
 
 def __getattr__(name: str):
-    """The API is imported on first use, so `python -m mtcmpi --help` never starts MPI."""
+    """The API is imported on first use, so `python -m mtcmpi --help` never starts MPI. Each
+    name is then kept as a plain attribute: resolving it again would try to start MPI again,
+    a failed import of mpi4py each time on a machine without it (mtcmpi.map in a loop)."""
+    value = globals()[name] = _resolve(name)
+    return value
+
+
+def _resolve(name: str):
+    """What the public name `name` stands for, imported now."""
     if name in ("run", "TasksFailed") or name in _FUTURES:
         _start_mpi()
     if name in ("run", "TasksFailed"):
